@@ -1,0 +1,227 @@
+"""Scaling laws: the mean functions of every model, implemented once.
+
+Every parameter of every law is positive and is handled on the log scale: a law
+receives ``log_params`` (a mapping from parameter name to ``log(value)``) and row
+``features`` (``log_N``, ``log_p``, ``log_f``, ``log_D``, ``is_self``) and returns the
+*log* of the predicted loss. Sums of power-law terms are computed with
+``logaddexp`` (log-sum-exp), so N = 1e12 or f = 1 neither overflows nor loses the small
+terms. Arrays broadcast: log params of shape ``(draws, rows)`` or ``(rows,)`` work alike.
+
+Laws are written against an array namespace ``xp`` (``jax.numpy`` by default) that
+provides ``exp`` and ``logaddexp``; the PyMC back end passes ``pytensor.tensor`` so that
+both back ends evaluate the very same formula.
+
+A user adds a law with :func:`register_law`::
+
+    >>> import jax.numpy as jnp
+    >>> def my_law(x, lp, xp=jnp):
+    ...     '''L = E + A N^-alpha.'''
+    ...     return xp.logaddexp(lp["E"], lp["A"] - xp.exp(lp["alpha"]) * x["log_N"])
+    >>> law = register_law(Law("my-size-law", ("E", "A", "alpha"), my_law,
+    ...                        gap=None, rows="any"), overwrite=True)
+    >>> float(law.loss(N=1e6, E=1.5, A=10.0, alpha=0.3))  # 1.5 + 10 * 1e6**-0.3
+    1.6584893192461114
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Law",
+    "LAWS",
+    "ROW_RULES",
+    "register_law",
+    "get_law",
+    "features",
+    "chinchilla",
+    "transfer_gap",
+    "transfer_gap_size",
+    "effective_data",
+]
+
+Array = Any
+LawFn = Callable[..., Array]
+
+# Which rows a law can explain: the name of a rule, its mask over the table, and the
+# words used when a row breaks it.
+ROW_RULES: dict[str, tuple[Callable[[pd.DataFrame], np.ndarray], str]] = {
+    "any": (
+        lambda df: (df["pretrain_tokens"] + df["finetune_tokens"]).to_numpy() > 0,
+        "needs pretrain_tokens + finetune_tokens > 0",
+    ),
+    "finetuned": (
+        lambda df: ((df["finetune_tokens"] > 0) & (df["pretrain_tokens"] > 0)).to_numpy(),
+        "needs finetune_tokens > 0 and pretrain_tokens > 0 (a fine-tuned row)",
+    ),
+    "transfer": (
+        # From-scratch rows (source == target) and fine-tuned rows; not cross-pair zero-shot.
+        lambda df: (
+            ((df["source"].astype(str) == df["target"].astype(str))
+             & (df["pretrain_tokens"] + df["finetune_tokens"] > 0))
+            | (df["finetune_tokens"] > 0)
+        ).to_numpy(),
+        "needs finetune_tokens > 0, or source == target (a from-scratch row)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Law:
+    """A named scaling law.
+
+    Attributes:
+        name: registry key, used in model specs (``law = "transfer-gap"``).
+        params: parameter names; each is positive and modelled as ``log(param)``.
+        fn: ``fn(features, log_params, xp=jnp) -> log loss``.
+        gap: the parameter that measures a pair's transfer gap (reported first), if any.
+        rows: the row rule (a key of :data:`ROW_RULES`) saying which rows it can explain.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    fn: LawFn
+    gap: str | None = None
+    rows: str = "any"
+
+    def __post_init__(self) -> None:
+        if self.gap is not None and self.gap not in self.params:
+            raise ValueError(f"law {self.name}: gap {self.gap!r} is not one of {self.params}")
+        if self.rows not in ROW_RULES:
+            raise ValueError(f"law {self.name}: unknown row rule {self.rows!r}; "
+                             f"use one of {sorted(ROW_RULES)}")
+
+    @property
+    def doc(self) -> str:
+        return (self.fn.__doc__ or "").strip()
+
+    def log_loss(self, feats: Mapping[str, Array], log_params: Mapping[str, Array],
+                 xp: Any = jnp) -> Array:
+        """Log of the predicted loss; see the law's docstring for the formula."""
+        missing = [p for p in self.params if p not in log_params]
+        if missing:
+            raise KeyError(f"law {self.name} needs parameters {missing}")
+        return self.fn(feats, log_params, xp=xp)
+
+    def loss(self, *, N: Array = 1.0, p: Array = 0.0, f: Array = 0.0, same: Array = False,
+             **params: Array) -> Array:
+        """The predicted loss on the natural scale, for hand checks and plots.
+
+        Example:
+            >>> float(get_law("chinchilla").loss(N=1e9, p=2e10, E=1.82, A=482.01,
+            ...       alpha=0.3478, B=2085.43, beta=0.3658))  # doctest: +ELLIPSIS
+            2.532...
+        """
+        feats = features_from_arrays(N, p, f, same)
+        lp = {k: jnp.log(jnp.asarray(v, dtype=float)) for k, v in params.items()}
+        return jnp.exp(self.log_loss(feats, lp))
+
+
+def features_from_arrays(N: Array, p: Array, f: Array, same: Array = False) -> dict[str, Array]:
+    """Row features from raw model sizes and token counts (log 0 = -inf is allowed)."""
+    N, p, f = (np.asarray(v, dtype=np.float64) for v in (N, p, f))
+    with np.errstate(divide="ignore"):
+        return {
+            "log_N": np.log(N),
+            "log_p": np.log(p),
+            "log_f": np.log(f),
+            "log_D": np.log(p + f),
+            "is_self": np.asarray(same, dtype=bool) & np.ones_like(N, dtype=bool),
+        }
+
+
+def features(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Row features of a validated run table, as float64 numpy arrays."""
+    return features_from_arrays(
+        df["params"].to_numpy(np.float64),
+        df["pretrain_tokens"].to_numpy(np.float64),
+        df["finetune_tokens"].to_numpy(np.float64),
+        (df["source"].astype(str) == df["target"].astype(str)).to_numpy(),
+    )
+
+
+def chinchilla(x: Mapping[str, Array], lp: Mapping[str, Array], xp: Any = jnp) -> Array:
+    """Chinchilla law: ``L(N, D) = E + A N^-alpha + B D^-beta`` with ``D = p + f``.
+
+    Source: Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models",
+    eq. (2) and Approach 3; refitted by Besiroglu et al. 2024 (Epoch AI replication).
+    """
+    size = lp["A"] - xp.exp(lp["alpha"]) * x["log_N"]
+    data = lp["B"] - xp.exp(lp["beta"]) * x["log_D"]
+    return xp.logaddexp(lp["E"], xp.logaddexp(size, data))
+
+
+def transfer_gap(x: Mapping[str, Array], lp: Mapping[str, Array], xp: Any = jnp) -> Array:
+    """Transfer-gap law: ``L(p, f) = (A p^-alpha + G) f^-beta + E``.
+
+    Fine-tuning ``f`` tokens of target t after pre-training ``p`` tokens of source s.
+    As p grows the loss approaches ``G f^-beta + E``: the gap G is what pre-training on s
+    can never buy for t (G = 0 is perfect transfer). Needs p > 0 and f > 0.
+    Source: Barnett 2024, "An Empirical Study of Scaling Laws for Transfer", eq. (1).
+    """
+    pretrain = xp.logaddexp(lp["A"] - xp.exp(lp["alpha"]) * x["log_p"], lp["G"])
+    return xp.logaddexp(pretrain - xp.exp(lp["beta"]) * x["log_f"], lp["E"])
+
+
+def transfer_gap_size(x: Mapping[str, Array], lp: Mapping[str, Array], xp: Any = jnp) -> Array:
+    """Transfer-gap law with model size: ``L = (A p^-alpha + G) f^-beta + K N^-gamma + E``.
+
+    Barnett 2024's law plus the model-size term ``K N^-gamma`` of DESIGN.md, for tables
+    that vary N as well as p and f. Needs p > 0 and f > 0.
+    """
+    size = lp["K"] - xp.exp(lp["gamma"]) * x["log_N"]
+    return xp.logaddexp(transfer_gap(x, lp, xp=xp), size)
+
+
+def effective_data(x: Mapping[str, Array], lp: Mapping[str, Array], xp: Any = jnp) -> Array:
+    """Effective data transferred: ``L_st(N, f) = L_t(N, f + D_T)``, ``D_T = k f^alpha N^beta``.
+
+    The fine-tuned model behaves like a from-scratch model of the target on ``f + D_T``
+    tokens, with the target's own from-scratch law
+    ``L_t(N, D) = E + A_N N^-a + B D^-b``. From-scratch rows (source == target) use
+    ``D = p + f``. ``alpha`` measures the (directed) proximity of the distributions,
+    ``beta`` the generality of what the source teaches; ``k`` is the pair's transfer
+    coefficient (large k: much data transferred). The pre-training amount p of a
+    transfer row is taken as fixed, as in the paper.
+    Source: Hernandez et al. 2021, "Scaling Laws for Transfer", eqs. (1.1)-(1.2).
+    """
+    log_dt = lp["k"] + xp.exp(lp["alpha"]) * x["log_f"] + xp.exp(lp["beta"]) * x["log_N"]
+    log_data = xp.where(x["is_self"], x["log_D"], xp.logaddexp(x["log_f"], log_dt))
+    size = lp["A_N"] - xp.exp(lp["a"]) * x["log_N"]
+    data = lp["B"] - xp.exp(lp["b"]) * log_data
+    return xp.logaddexp(lp["E"], xp.logaddexp(size, data))
+
+
+LAWS: dict[str, Law] = {}
+
+
+def register_law(law: Law, *, overwrite: bool = False) -> Law:
+    """Add ``law`` to the registry so that model specs can name it."""
+    if law.name in LAWS and not overwrite:
+        raise ValueError(f"a law named {law.name!r} is already registered; "
+                         "pass overwrite=True to replace it")
+    LAWS[law.name] = law
+    return law
+
+
+def get_law(name: str) -> Law:
+    """The registered law called ``name``; the error lists the known names."""
+    try:
+        return LAWS[name]
+    except KeyError:
+        raise KeyError(f"unknown law {name!r}; known laws: {', '.join(sorted(LAWS))}") from None
+
+
+register_law(Law("chinchilla", ("E", "A", "alpha", "B", "beta"), chinchilla))
+register_law(Law("transfer-gap", ("A", "alpha", "G", "beta", "E"), transfer_gap,
+                 gap="G", rows="finetuned"))
+register_law(Law("transfer-gap-size", ("A", "alpha", "G", "beta", "K", "gamma", "E"),
+                 transfer_gap_size, gap="G", rows="finetuned"))
+register_law(Law("effective-data", ("E", "A_N", "a", "B", "b", "k", "alpha", "beta"),
+                 effective_data, gap="k", rows="transfer"))
