@@ -1,0 +1,128 @@
+"""Convergence diagnostics, computed after every fit and reported, never hidden.
+
+Thresholds follow Vehtari et al. 2021 ("Rank-normalization, folding, and localization"):
+R-hat below 1.01, bulk and tail ESS above 100 per chain; plus no divergent transitions,
+an E-BFMI above 0.3 in every chain, and a finite log density in every draw.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import arviz as az
+import numpy as np
+
+__all__ = ["Diagnostics", "SamplingWarning", "diagnose", "RHAT_MAX", "BFMI_MIN",
+           "ESS_PER_CHAIN_MIN"]
+
+RHAT_MAX = 1.01
+ESS_PER_CHAIN_MIN = 100
+BFMI_MIN = 0.3
+
+
+class SamplingWarning(UserWarning):
+    """The sampler's output fails a diagnostic; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Summary of a fit's diagnostics over every parameter (worst values)."""
+
+    max_rhat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    divergences: int
+    n_draws: int
+    chains: int
+    bfmi: tuple[float, ...]
+    nonfinite_draws: int
+    worst_rhat_var: str = ""
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        head = (f"R-hat max {self.max_rhat:.3f} ({self.worst_rhat_var}), ESS bulk min "
+                f"{self.min_ess_bulk:.0f}, tail min {self.min_ess_tail:.0f}, divergences "
+                f"{self.divergences}/{self.n_draws}, E-BFMI min "
+                f"{min(self.bfmi) if self.bfmi else float('nan'):.2f}")
+        if self.ok:
+            return f"diagnostics OK: {head}"
+        return "diagnostics FAILED: " + head + "\n" + "\n".join(f"  - {p}" for p in
+                                                                  self.problems)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "max_rhat": self.max_rhat, "min_ess_bulk": self.min_ess_bulk,
+                "min_ess_tail": self.min_ess_tail, "divergences": self.divergences,
+                "n_draws": self.n_draws, "chains": self.chains, "bfmi": list(self.bfmi),
+                "nonfinite_draws": self.nonfinite_draws, "problems": list(self.problems)}
+
+
+def _worst(ds, fn) -> tuple[float, str]:
+    worst, where = None, ""
+    for name, da in ds.data_vars.items():
+        vals = np.asarray(da.values, dtype=float)
+        if vals.size == 0 or not np.isfinite(vals).any():
+            continue
+        v = fn(vals[np.isfinite(vals)])
+        if worst is None or (fn is np.max and v > worst) or (fn is np.min and v < worst):
+            worst, where = float(v), str(name)
+    return (worst if worst is not None else float("nan")), where
+
+
+def diagnose(idata: az.InferenceData, var_names: list[str] | None = None,
+             warn: bool = True) -> Diagnostics:
+    """Compute diagnostics of ``idata`` and (by default) warn about each failure.
+
+    Example:
+        >>> import arviz as az
+        >>> d = diagnose(az.load_arviz_data("centered_eight"), warn=False)  # doctest: +SKIP
+        >>> d.ok  # doctest: +SKIP
+        False
+    """
+    post = idata.posterior
+    chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
+    names = var_names or [v for v in post.data_vars if post[v].size > 0]
+    max_rhat, rhat_var = (_worst(az.rhat(post, var_names=names), np.max)
+                          if chains > 1 else (float("nan"), ""))
+    ess_bulk, _ = _worst(az.ess(post, var_names=names, method="bulk"), np.min)
+    ess_tail, _ = _worst(az.ess(post, var_names=names, method="tail"), np.min)
+    stats = getattr(idata, "sample_stats", None)
+    divergences = int(stats["diverging"].sum()) if stats is not None and \
+        "diverging" in stats else 0
+    bfmi = tuple(float(b) for b in az.bfmi(idata)) if stats is not None and \
+        "energy" in stats else ()
+    nonfinite = 0
+    if stats is not None and "lp" in stats:
+        nonfinite = int((~np.isfinite(stats["lp"].values)).sum())
+
+    problems = []
+    if np.isfinite(max_rhat) and max_rhat > RHAT_MAX:
+        problems.append(f"R-hat {max_rhat:.3f} > {RHAT_MAX} for {rhat_var}: chains disagree; "
+                        "run more warmup and draws, or tighten the prior of that parameter")
+    ess_min = ESS_PER_CHAIN_MIN * chains
+    if min(ess_bulk, ess_tail) < ess_min:
+        problems.append(f"ESS bulk {ess_bulk:.0f} / tail {ess_tail:.0f} < {ess_min}: too few "
+                        "effective draws for stable intervals; run more draws")
+    if divergences:
+        problems.append(f"{divergences} divergent transitions: the sampler missed part of the "
+                        "posterior; raise target_accept (e.g. 0.95 or 0.99) or tighten "
+                        "group_scale priors")
+    low = [i for i, b in enumerate(bfmi) if b < BFMI_MIN]
+    if low:
+        problems.append(f"E-BFMI < {BFMI_MIN} in chain(s) {low}: poor energy exploration; "
+                        "reparameterise or tighten priors")
+    if nonfinite:
+        problems.append(f"{nonfinite} draws with a non-finite log density: check the run "
+                        "table for extreme values and the priors for impossible regions")
+    diag = Diagnostics(max_rhat=max_rhat, min_ess_bulk=ess_bulk, min_ess_tail=ess_tail,
+                       divergences=divergences, n_draws=chains * draws, chains=chains,
+                       bfmi=bfmi, nonfinite_draws=nonfinite, worst_rhat_var=rhat_var,
+                       problems=tuple(problems))
+    if warn:
+        for p in problems:
+            warnings.warn(p, SamplingWarning, stacklevel=2)
+    return diag

@@ -1,0 +1,346 @@
+"""Fitting: NUTS on the hierarchical model, with diagnostics, as ArviZ InferenceData.
+
+:func:`fit` samples with NumPyro (default) or PyMC and returns a :class:`Posterior`:
+the InferenceData (named dims ``source``, ``target``, ``pair``, ``row``), the spec and
+the run table it was fit on, and its :class:`~bayes_transfer.diagnostics.Diagnostics`.
+A Posterior predicts losses for new rows, reports credible intervals, and saves to and
+loads from netCDF (no pickle: everything is arrays, strings and JSON).
+
+Example:
+    >>> from bayes_transfer import simulate
+    >>> design = simulate.design_grid(["a", "b"], ["x", "y"], params=[1e6],
+    ...     pretrain_tokens=[1e6, 1e7, 1e8], finetune_tokens=[1e4, 1e5, 1e6])
+    >>> sim = simulate.simulate("transfer-gap", design, seed=0)
+    >>> post = fit(sim.runs, "transfer-gap", chains=2, draws=200, warmup=200,
+    ...            progress=False)  # doctest: +SKIP
+    >>> post.gap_table(ci=0.9)[["source", "target", "median"]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayes_transfer._io import atomic_path
+from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.diagnostics import Diagnostics, diagnose
+from bayes_transfer.laws import features, get_law
+from bayes_transfer.model import at_rows, hierarchical_model, model_data, select_rows, site_dims
+from bayes_transfer.spec import ModelSpec, load_spec
+
+__all__ = ["fit", "Posterior", "PosteriorFileError", "coords_for", "FORMAT_VERSION",
+           "pick_device"]
+
+FORMAT_VERSION = 1
+Backend = Literal["numpyro", "pymc"]
+
+
+class PosteriorFileError(ValueError):
+    """A posterior file that is missing, truncated, corrupted or not ours."""
+
+
+def coords_for(table: RunTable) -> dict[str, list[str]]:
+    """Coordinates of the named dims, shared by both back ends."""
+    return {
+        "source": list(table.sources),
+        "target": list(table.targets),
+        "pair": table.pair_labels,
+        "row": [str(r) for r in table.df["run_id"].astype(str) + ":" +
+                table.df["target"].astype(str)],
+    }
+
+
+def pick_device(device: str | None = None) -> jax.Device:
+    """The JAX device to sample on: ``"gpu"``, ``"cpu"``, or None for GPU when present."""
+    if device in (None, "auto"):
+        for platform in ("gpu", "cpu"):
+            try:
+                return jax.devices(platform)[0]
+            except RuntimeError:
+                continue
+    try:
+        return jax.devices(device)[0]
+    except RuntimeError as exc:
+        raise ValueError(f"no JAX device of kind {device!r}: {exc}") from None
+
+
+def _chain_method(device: jax.Device, chains: int) -> str:
+    # One accelerator: vectorise the chains in one program. On the CPU, one XLA host
+    # device per chain runs them in parallel (bayes_transfer asks JAX for several host
+    # devices at import); with too few devices, vectorise.
+    if device.platform != "cpu":
+        return "vectorized"
+    return "parallel" if len(jax.devices("cpu")) >= chains > 1 else "vectorized"
+
+
+def fit(
+    runs: RunTable | pd.DataFrame | str | os.PathLike[str],
+    spec: ModelSpec | str | os.PathLike[str] | dict[str, Any] = "transfer-gap",
+    *,
+    chains: int = 4,
+    draws: int = 1000,
+    warmup: int = 1000,
+    seed: int = 0,
+    target_accept: float = 0.9,
+    max_tree_depth: int = 10,
+    backend: Backend = "numpyro",
+    device: str | None = None,
+    progress: bool = True,
+) -> Posterior:
+    """Sample the posterior of ``spec`` given ``runs`` with NUTS.
+
+    Args:
+        runs: a run table (path, DataFrame or loaded table).
+        spec: a model spec, its TOML path, or a bundled spec name.
+        chains, draws, warmup: NUTS chains, kept draws per chain, and warmup steps.
+        seed: the random seed; the same seed, data and spec give the same draws.
+        target_accept: NUTS target acceptance; raise it (0.95, 0.99) on divergences.
+        backend: ``"numpyro"`` (JAX, GPU when present) or ``"pymc"`` (cross-check).
+        device: ``"cpu"``, ``"gpu"`` or None (GPU when present); NumPyro only.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`Posterior`; its ``diagnostics`` are computed, and any failure is
+        raised as a :class:`~bayes_transfer.diagnostics.SamplingWarning` with advice.
+    """
+    spec = load_spec(spec)
+    table = load_runs(runs)
+    table, left_out = select_rows(spec, table)
+    if backend == "numpyro":
+        idata = _sample_numpyro(spec, table, chains=chains, draws=draws, warmup=warmup,
+                                seed=seed, target_accept=target_accept,
+                                max_tree_depth=max_tree_depth, device=device,
+                                progress=progress)
+    elif backend == "pymc":
+        from bayes_transfer.pymc_backend import sample_pymc
+
+        idata = sample_pymc(spec, table, chains=chains, draws=draws, warmup=warmup,
+                            seed=seed, target_accept=target_accept, progress=progress)
+    else:
+        raise ValueError(f"unknown backend {backend!r}; use 'numpyro' or 'pymc'")
+    _annotate(idata, spec, table, backend=backend, left_out=left_out)
+    return Posterior(idata=idata, spec=spec, runs=table,
+                     diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec)))
+
+
+def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
+                    max_tree_depth, device, progress) -> az.InferenceData:
+    from numpyro.infer import MCMC, NUTS
+
+    dev = pick_device(device)
+    with jax.default_device(dev):
+        data = model_data(spec, table)
+        kernel = NUTS(hierarchical_model, target_accept_prob=target_accept,
+                      max_tree_depth=max_tree_depth)
+        mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
+                    chain_method=_chain_method(dev, chains), progress_bar=progress)
+        with warnings.catch_warnings():
+            # NumPyro warns when there are fewer devices than chains; we chose for that.
+            warnings.filterwarnings("ignore", message=".*There are not enough devices.*")
+            mcmc.run(jax.random.key(seed), data, extra_fields=("diverging", "energy",
+                                                               "potential_energy"))
+        extra = mcmc.get_extra_fields(group_by_chain=True)
+        idata = az.from_numpyro(mcmc, coords=coords_for(table), dims=site_dims(spec),
+                                log_likelihood=False)
+    # Log density of each draw (for the non-finite check), like PyMC's sample_stats.lp.
+    idata.sample_stats["lp"] = (("chain", "draw"), -np.asarray(extra["potential_energy"]))
+    return idata
+
+
+def _diagnosed_vars(spec: ModelSpec) -> list[str]:
+    names = ["sigma"]
+    for p in spec.params.values():
+        names += list(p.site_names)
+        names.append(f"log_{p.name}")
+    return sorted(set(names))
+
+
+def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out: int) -> None:
+    for ds in (idata.posterior,):
+        ds.coords["pair_source"] = ("pair", [s for s, _ in table.pairs])
+        ds.coords["pair_target"] = ("pair", [t for _, t in table.pairs])
+        ds.coords["pair_observed"] = ("pair", table.observed_pairs)
+    idata.posterior.attrs.update({
+        "bayes_transfer_format": FORMAT_VERSION,
+        "spec": spec.to_json(),
+        "law": spec.law,
+        "backend": backend,
+        "rows_left_out": int(left_out),
+        "table_name": table.name,
+    })
+    idata.add_groups({"constant_data": _table_dataset(table)}, warn_on_custom_groups=False) \
+        if "constant_data" not in idata.groups() else None
+
+
+def _table_dataset(table: RunTable) -> xr.Dataset:
+    df = table.df.copy()
+    out = {}
+    for col in df.columns:
+        s = df[col]
+        if col == "seed":
+            values = s.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            values = s.to_numpy(dtype=np.float64 if s.dtype.kind == "f" else np.int64)
+        else:
+            values = s.astype(str).to_numpy(dtype=object)
+        out[f"run_{col}"] = ("row", values)
+    return xr.Dataset(out)
+
+
+def _table_from_dataset(ds: xr.Dataset, name: str) -> RunTable:
+    cols = {k[len("run_"):]: ds[k].values for k in ds.data_vars if k.startswith("run_")}
+    df = pd.DataFrame(cols)
+    return load_runs(df, name=name)
+
+
+@dataclass(eq=False)
+class Posterior:
+    """A fitted posterior: InferenceData, the spec, the run table and the diagnostics."""
+
+    idata: az.InferenceData
+    spec: ModelSpec
+    runs: RunTable
+    diagnostics: Diagnostics
+
+    # ---- draws ---------------------------------------------------------------------
+    def log_param(self, name: str) -> xr.DataArray:
+        """Posterior draws of ``log(name)`` with dims ``(chain, draw[, level])``."""
+        key = f"log_{name}"
+        if key not in self.idata.posterior:
+            raise KeyError(f"no parameter {name!r}; the law {self.spec.law} has "
+                           f"{list(self.spec.params)}")
+        return self.idata.posterior[key]
+
+    def flat_log_params(self) -> dict[str, np.ndarray]:
+        """Every ``log(param)`` as ``(draws, groups...)`` arrays, chains stacked."""
+        out = {}
+        for name in self.spec.params:
+            da = self.log_param(name)
+            out[name] = da.values.reshape((-1,) + da.shape[2:])
+        return out
+
+    @property
+    def n_draws(self) -> int:
+        return int(self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"])
+
+    # ---- prediction ----------------------------------------------------------------
+    def predict_draws(self, rows: pd.DataFrame | RunTable, *, kind: str = "mean",
+                      seed: int = 0) -> np.ndarray:
+        """Draws of the loss at each row, shape ``(draws, rows)``.
+
+        ``kind="mean"``: the law's loss (uncertainty of the curve); ``"observation"``:
+        plus the likelihood's noise, i.e. the posterior predictive of a measured loss.
+        Rows may be of pairs never observed, as long as their source and target were in
+        the fitted table (their gap comes from the crossed effects).
+        """
+        table = _prediction_table(rows).with_levels(self.runs.sources, self.runs.targets)
+        feats = {k: jnp.asarray(v) for k, v in features(table.df).items()}
+        lp = {
+            name: at_rows(p.level, jnp.asarray(draws), table.source_idx, table.target_idx,
+                          len(self.runs.targets))
+            for (name, p), draws in zip(self.spec.params.items(),
+                                        self.flat_log_params().values(), strict=True)
+        }
+        log_mean = np.asarray(get_law(self.spec.law).log_loss(feats, lp))
+        log_mean = np.broadcast_to(log_mean, (self.n_draws, len(table)))
+        if kind == "mean":
+            return np.exp(log_mean)
+        if kind != "observation":
+            raise ValueError(f"kind must be 'mean' or 'observation', not {kind!r}")
+        sigma = self.idata.posterior["sigma"].values.reshape(-1, 1)
+        rng = np.random.default_rng(seed)
+        noise = rng.standard_normal(log_mean.shape) if self.spec.likelihood.family == \
+            "normal" else rng.standard_t(self.spec.likelihood.nu, size=log_mean.shape)
+        return np.exp(log_mean + sigma * noise)
+
+    def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",
+                seed: int = 0) -> pd.DataFrame:
+        """``rows`` with ``loss_median``, ``loss_lower`` and ``loss_upper`` added.
+
+        The interval is the central ``ci`` credible interval of the loss (see
+        :meth:`predict_draws` for ``kind``).
+        """
+        _check_ci(ci)
+        draws = self.predict_draws(rows, kind=kind, seed=seed)
+        lo, med, hi = np.quantile(draws, [(1 - ci) / 2, 0.5, (1 + ci) / 2], axis=0)
+        out = (rows.df if isinstance(rows, RunTable) else rows).copy().reset_index(drop=True)
+        out["loss_median"], out["loss_lower"], out["loss_upper"] = med, lo, hi
+        return out
+
+    # ---- reports -------------------------------------------------------------------
+    def gap_table(self, ci: float = 0.9) -> pd.DataFrame:
+        """One row per pair: the law's gap parameter with its credible interval."""
+        from bayes_transfer.report import gap_table
+
+        return gap_table(self, ci=ci)
+
+    def param_table(self, ci: float = 0.9) -> pd.DataFrame:
+        """Every parameter at every group, with credible intervals and diagnostics."""
+        from bayes_transfer.report import param_table
+
+        return param_table(self, ci=ci)
+
+    # ---- persistence ---------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write to netCDF atomically (a reader never sees a partial file)."""
+        path = Path(path)
+        with atomic_path(path, suffix=".nc") as tmp:
+            self.idata.to_netcdf(str(tmp), engine="h5netcdf")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Posterior:
+        """Read a posterior written by :meth:`save`; a bad file gives PosteriorFileError."""
+        path = Path(path)
+        if not path.exists():
+            raise PosteriorFileError(f"{path}: no such posterior file")
+        try:
+            idata = az.from_netcdf(str(path), engine="h5netcdf")
+            attrs = idata.posterior.attrs
+        except Exception as exc:  # h5py/netCDF raise many types on a damaged file
+            raise PosteriorFileError(
+                f"{path}: not a readable posterior file (truncated or corrupted?): "
+                f"{type(exc).__name__}: {exc}") from None
+        version = attrs.get("bayes_transfer_format")
+        if version is None:
+            raise PosteriorFileError(f"{path}: not a bayes_transfer posterior "
+                                     "(no bayes_transfer_format attribute)")
+        if int(version) > FORMAT_VERSION:
+            raise PosteriorFileError(f"{path}: format {version} is newer than this "
+                                     f"bayes_transfer reads ({FORMAT_VERSION}); upgrade")
+        try:
+            spec = ModelSpec.from_json(str(attrs["spec"]))
+            table = _table_from_dataset(idata.constant_data, str(attrs.get("table_name",
+                                                                            path.name)))
+            table = table.with_levels(list(idata.posterior.coords["source"].values),
+                                      list(idata.posterior.coords["target"].values))
+        except Exception as exc:
+            raise PosteriorFileError(f"{path}: damaged posterior metadata: {exc}") from None
+        return cls(idata=idata, spec=spec, runs=table,
+                   diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec), warn=False))
+
+
+def _prediction_table(rows: pd.DataFrame | RunTable) -> RunTable:
+    if isinstance(rows, RunTable):
+        return rows
+    df = rows.copy()
+    if "loss" not in df.columns:
+        df["loss"] = 1.0  # placeholder so the schema check passes; never used
+    if "run_id" not in df.columns:
+        df["run_id"] = [f"new-{i}" for i in range(len(df))]
+    return load_runs(df, name="prediction rows")
+
+
+def _check_ci(ci: float) -> None:
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be between 0 and 1 (e.g. 0.9), not {ci}")

@@ -1,0 +1,191 @@
+"""The hierarchical model: a spec and a run table become a NumPyro model.
+
+The model is a plain function of data, :func:`hierarchical_model`. Each law parameter
+is built by :func:`param_effect` at its level (global, source, target or pair) with
+non-centred crossed effects, e.g. for a pair-level gap::
+
+    log G[s, t] = G_mu + G_sd_source * G_z_source[s] + G_sd_target * G_z_target[t]
+                       + G_sd_pair * G_z_pair[s, t]
+
+Pairs are the full source x target grid: a pair with no rows keeps its prior pair
+residual, so its gap posterior is the predictive from its source's and target's effects.
+The likelihood is on the log loss: Student-t (or Normal) around the law's log mean,
+with scale ``sqrt(sigma^2 + (loss_se / loss)^2)``.
+
+Example:
+    >>> import numpyro, jax
+    >>> from bayes_transfer.spec import load_spec
+    >>> from bayes_transfer.simulate import simulate_design
+    >>> runs = simulate_design(["a", "b"], ["x"], seed=0)  # doctest: +SKIP
+    >>> data = model_data(load_spec("transfer-gap"), runs)  # doctest: +SKIP
+    >>> numpyro.infer.MCMC(numpyro.infer.NUTS(hierarchical_model), num_warmup=200,
+    ...     num_samples=200).run(jax.random.key(0), data)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from bayes_transfer.data import Problem, RunTable, RunTableError
+from bayes_transfer.laws import ROW_RULES, features, get_law
+from bayes_transfer.spec import ModelSpec, ParamSpec
+
+__all__ = ["ModelData", "model_data", "hierarchical_model", "param_effect", "at_rows",
+           "site_dims", "select_rows"]
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """Everything the model needs, as arrays; built once per fit by :func:`model_data`."""
+
+    spec: ModelSpec
+    features: Mapping[str, Any]
+    log_loss: Any
+    log_loss_se: Any
+    source_idx: Any
+    target_idx: Any
+    n_sources: int
+    n_targets: int
+
+    @property
+    def pair_idx(self) -> Any:
+        return self.source_idx * self.n_targets + self.target_idx
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.log_loss.shape[0])
+
+
+def select_rows(spec: ModelSpec, table: RunTable) -> tuple[RunTable, int]:
+    """The rows the spec's law can explain, and how many rows were left out.
+
+    With ``rows = "all"`` (the default) a row the law cannot explain is an error naming
+    it; with ``rows = "applicable"`` such rows are left out and counted.
+    """
+    law = get_law(spec.law)
+    rule, words = ROW_RULES[law.rows]
+    ok = rule(table.df)
+    if ok.all():
+        return table, 0
+    if spec.rows == "applicable":
+        if not ok.any():
+            raise RunTableError(table.name, [Problem(None, None, f"no row fits law "
+                                                     f"{law.name}: it {words}")])
+        return table.subset(ok), int((~ok).sum())
+    bad = np.flatnonzero(~ok)
+    problems = [
+        Problem(int(i) + 1, "finetune_tokens",
+                f"law {law.name} {words}; set rows = \"applicable\" in the spec to fit only "
+                "the rows it explains")
+        for i in bad[:5]
+    ]
+    raise RunTableError(table.name, problems, total=len(bad))
+
+
+def model_data(spec: ModelSpec, table: RunTable) -> ModelData:
+    """Arrays for :func:`hierarchical_model` from a validated table (rows already selected)."""
+    df = table.df
+    feats = {k: jnp.asarray(v) for k, v in features(df).items()}
+    loss = df["loss"].to_numpy(np.float64)
+    se = df["loss_se"].to_numpy(np.float64) if spec.likelihood.use_loss_se else 0.0 * loss
+    return ModelData(
+        spec=spec,
+        features=feats,
+        log_loss=jnp.asarray(np.log(loss)),
+        # The delta method: sd(log L) ~= se(L) / L.
+        log_loss_se=jnp.asarray(se / loss),
+        source_idx=jnp.asarray(table.source_idx),
+        target_idx=jnp.asarray(table.target_idx),
+        n_sources=len(table.sources),
+        n_targets=len(table.targets),
+    )
+
+
+def _group_size(group: str, data: ModelData) -> int:
+    return {"source": data.n_sources, "target": data.n_targets,
+            "pair": data.n_sources * data.n_targets}[group]
+
+
+def param_effect(p: ParamSpec, data: ModelData) -> Any:
+    """Sample one parameter's sites; return its log value over its level's groups.
+
+    Returns a scalar (global) or an array over sources, targets or pairs, recorded as
+    the deterministic site ``log_<name>``.
+    """
+    name = p.name
+    if p.pooling == "none":
+        shape = () if p.level == "global" else (_group_size(p.level, data),)
+        return numpyro.sample(f"log_{name}", dist.Normal(p.loc, p.scale).expand(shape))
+    value = numpyro.sample(f"{name}_mu", dist.Normal(p.loc, p.scale))
+    if p.level == "pair" and p.pooling == "crossed":
+        u = _offsets(p, "source", data)
+        v = _offsets(p, "target", data)
+        value = value + (u[:, None] + v[None, :]).reshape(-1)
+        value = value + _offsets(p, "pair", data)
+    else:
+        value = value + _offsets(p, p.level, data)
+    return numpyro.deterministic(f"log_{name}", value)
+
+
+def _offsets(p: ParamSpec, group: str, data: ModelData) -> Any:
+    # Non-centred: sd * z with z ~ N(0, 1) avoids the funnel when a group has few rows.
+    sd = numpyro.sample(f"{p.name}_sd_{group}", dist.HalfNormal(p.group_scale))
+    z = numpyro.sample(f"{p.name}_z_{group}",
+                       dist.Normal(0.0, 1.0).expand((_group_size(group, data),)))
+    return sd * z
+
+
+def at_rows(level: str, value: Any, source_idx: Any, target_idx: Any, n_targets: int) -> Any:
+    """Index a parameter's log value (last axis over its level's groups) at table rows.
+
+    Works on model arrays of shape ``(groups,)`` and on posterior draws ``(draws, groups)``.
+    """
+    if level == "global":
+        return value[..., None] if np.ndim(value) else value
+    idx = {"source": source_idx, "target": target_idx,
+           "pair": source_idx * n_targets + target_idx}[level]
+    return value[..., idx]
+
+
+def hierarchical_model(data: ModelData, observed: bool = True) -> None:
+    """The NumPyro model: priors, crossed effects, the law, and the likelihood.
+
+    With ``observed=False`` the log losses are sampled instead of conditioned on (prior
+    predictive simulation).
+    """
+    spec = data.spec
+    law = get_law(spec.law)
+    log_params = {
+        name: at_rows(p.level, param_effect(p, data), data.source_idx, data.target_idx,
+                      data.n_targets)
+        for name, p in spec.params.items()
+    }
+    mean = law.log_loss(data.features, log_params)
+    sigma = numpyro.sample("sigma", dist.HalfNormal(spec.likelihood.sigma))
+    scale = jnp.sqrt(sigma**2 + data.log_loss_se**2)
+    with numpyro.plate("row", data.n_rows):
+        numpyro.sample("log_loss", _likelihood(spec, mean, scale),
+                       obs=data.log_loss if observed else None)
+
+
+def _likelihood(spec: ModelSpec, mean: Any, scale: Any) -> dist.Distribution:
+    if spec.likelihood.family == "normal":
+        return dist.Normal(mean, scale)
+    return dist.StudentT(spec.likelihood.nu, mean, scale)
+
+
+def site_dims(spec: ModelSpec) -> dict[str, list[str]]:
+    """Named dims of every site, for ArviZ (``log_G`` -> ``["pair"]``)."""
+    dims: dict[str, list[str]] = {"log_loss": ["row"]}
+    for p in spec.params.values():
+        for site, d in p.site_names.items():
+            dims[site] = list(d)
+        dims[f"log_{p.name}"] = [] if p.level == "global" else [p.level]
+    return dims

@@ -1,0 +1,232 @@
+"""Model specs: a short statement of *what* to fit (law, pooling, priors, likelihood).
+
+A spec is a TOML file (see ``models/``) or a dict. Every law parameter is positive and
+modelled on the log scale; for each one the spec says at which level it varies and how
+the groups share strength:
+
+=========  ===========  ========================================================
+level      pooling      log-parameter of group g
+=========  ===========  ========================================================
+global     none         ``mu``
+source     partial      ``mu + sd_source * z_s``           (non-centred)
+target     partial      ``mu + sd_target * z_t``
+pair       crossed      ``mu + u_s + v_t + w_st`` with u, v, w non-centred normals
+pair       partial      ``mu + w_st``
+any        none         each group independently ``Normal(loc, scale)``
+=========  ===========  ========================================================
+
+with ``mu ~ Normal(loc, scale)`` and every ``sd_* ~ HalfNormal(group_scale)``.
+
+Example:
+    >>> spec = ModelSpec.from_dict({
+    ...     "law": "transfer-gap",
+    ...     "params": {"G": {"level": "pair", "pooling": "crossed", "loc": -1.0}},
+    ... })
+    >>> spec.params["G"].level, spec.params["E"].level
+    ('pair', 'global')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bayes_transfer.bundled import MODELS_DIR
+from bayes_transfer.laws import get_law
+
+__all__ = ["SpecError", "ParamSpec", "Likelihood", "ModelSpec", "load_spec", "LEVELS"]
+
+LEVELS = ("global", "source", "target", "pair")
+_POOLING = {
+    "global": ("none",),
+    "source": ("partial", "none"),
+    "target": ("partial", "none"),
+    "pair": ("crossed", "partial", "none"),
+}
+_FAMILIES = ("student_t", "normal")
+_ROW_MODES = ("all", "applicable")
+
+
+class SpecError(ValueError):
+    """A model spec that names something unknown or holds a bad value."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Level, pooling and log-scale prior of one law parameter."""
+
+    name: str
+    level: str = "global"
+    pooling: str = ""
+    loc: float = 0.0
+    scale: float = 1.0
+    group_scale: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise SpecError(f"parameter {self.name}: level {self.level!r} is not one of {LEVELS}")
+        if not self.pooling:
+            object.__setattr__(self, "pooling", _POOLING[self.level][0])
+        if self.pooling not in _POOLING[self.level]:
+            raise SpecError(f"parameter {self.name}: pooling {self.pooling!r} does not apply at "
+                            f"level {self.level!r}; use one of {_POOLING[self.level]}")
+        for key in ("scale", "group_scale"):
+            if not float(getattr(self, key)) > 0:
+                raise SpecError(f"parameter {self.name}: {key} must be > 0")
+
+    @property
+    def site_names(self) -> dict[str, tuple[str, ...]]:
+        """The NumPyro sample sites this parameter creates, with their dims."""
+        n = self.name
+        if self.pooling == "none":
+            return {f"log_{n}": () if self.level == "global" else (self.level,)}
+        sites: dict[str, tuple[str, ...]] = {f"{n}_mu": ()}
+        groups = {"source": ("source",), "target": ("target",),
+                  "pair": ("source", "target", "pair") if self.pooling == "crossed"
+                  else ("pair",)}[self.level]
+        for g in groups:
+            sites[f"{n}_sd_{g}"] = ()
+            sites[f"{n}_z_{g}"] = (g,)
+        return sites
+
+
+@dataclass(frozen=True)
+class Likelihood:
+    """Noise model of the log loss.
+
+    ``family``: ``student_t`` (robust, default) or ``normal``; ``nu``: Student-t degrees of
+    freedom; ``sigma``: HalfNormal scale of the learned noise sd; ``use_loss_se``: add each
+    row's ``loss_se / loss`` (the sd of its log loss) to the learned noise in quadrature.
+    """
+
+    family: str = "student_t"
+    nu: float = 4.0
+    sigma: float = 0.05
+    use_loss_se: bool = True
+
+    def __post_init__(self) -> None:
+        if self.family not in _FAMILIES:
+            raise SpecError(f"likelihood family {self.family!r} is not one of {_FAMILIES}")
+        if not (self.nu > 0 and self.sigma > 0):
+            raise SpecError("likelihood nu and sigma must be > 0")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A law, a prior and pooling for each of its parameters, and a likelihood.
+
+    ``rows``: ``"all"`` (every row must be one the law explains; others are an error) or
+    ``"applicable"`` (fit the rows the law explains and report how many were left out).
+    """
+
+    law: str
+    params: dict[str, ParamSpec]
+    likelihood: Likelihood = field(default_factory=Likelihood)
+    rows: str = "all"
+    name: str = ""
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<spec>") -> ModelSpec:
+        """Build and validate a spec; parameters the dict leaves out get global defaults."""
+        try:
+            return cls._from_dict(dict(d))
+        except SpecError as exc:
+            raise SpecError(f"{source}: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        known = {"law", "params", "likelihood", "rows", "name", "description"}
+        _no_unknown(d, known, "top-level key")
+        if "law" not in d:
+            raise SpecError("missing key 'law'")
+        try:
+            law = get_law(str(d["law"]))
+        except KeyError as exc:
+            raise SpecError(exc.args[0]) from None
+        raw_params = d.get("params", {})
+        if not isinstance(raw_params, dict):
+            raise SpecError("'params' must be a table of parameter tables")
+        unknown = [p for p in raw_params if p not in law.params]
+        if unknown:
+            raise SpecError(f"parameter(s) {unknown} are not parameters of law {law.name!r} "
+                            f"(its parameters: {list(law.params)})")
+        params = {}
+        for p in law.params:
+            entry = raw_params.get(p, {})
+            if not isinstance(entry, dict):
+                raise SpecError(f"params.{p} must be a table")
+            _no_unknown(entry, {f.name for f in fields(ParamSpec)} - {"name"},
+                        f"key of params.{p}")
+            params[p] = ParamSpec(name=p, **{k: _typed(k, v, p) for k, v in entry.items()})
+        lik = d.get("likelihood", {})
+        _no_unknown(lik, {f.name for f in fields(Likelihood)}, "key of likelihood")
+        rows = d.get("rows", "all")
+        if rows not in _ROW_MODES:
+            raise SpecError(f"rows = {rows!r} is not one of {_ROW_MODES}")
+        return cls(law=law.name, params=params, likelihood=Likelihood(**lik), rows=rows,
+                   name=str(d.get("name", law.name)), description=str(d.get("description", "")))
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> ModelSpec:
+        """Read a spec from a TOML file (parsed with ``tomllib``: no code is evaluated)."""
+        path = Path(path)
+        try:
+            d = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SpecError(f"{path}: no such model spec") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SpecError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_dict(d, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for p in d["params"].values():
+            p.pop("name")
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        return cls.from_dict(json.loads(text), source="<stored spec>")
+
+    @property
+    def gap(self) -> str | None:
+        """The law's transfer-gap parameter (``G``, ``k``), if it has one."""
+        return get_law(self.law).gap
+
+
+def _no_unknown(d: dict[str, Any], known: set[str], what: str) -> None:
+    if not isinstance(d, dict):
+        raise SpecError(f"expected a table for {what}")
+    bad = sorted(set(d) - known)
+    if bad:
+        raise SpecError(f"unknown {what} {bad}; known: {sorted(known)}")
+
+
+def _typed(key: str, value: Any, param: str) -> Any:
+    if key in ("level", "pooling"):
+        if not isinstance(value, str):
+            raise SpecError(f"params.{param}.{key} must be a string")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"params.{param}.{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def load_spec(spec: str | os.PathLike[str] | ModelSpec | dict[str, Any]) -> ModelSpec:
+    """A spec from a TOML path, a dict, a bundled spec name (``"transfer-gap"``) or a spec."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    if isinstance(spec, dict):
+        return ModelSpec.from_dict(spec)
+    path = Path(spec)
+    if not path.exists() and path.suffix == "" and (MODELS_DIR / f"{spec}.toml").exists():
+        path = MODELS_DIR / f"{spec}.toml"
+    return ModelSpec.from_toml(path)
