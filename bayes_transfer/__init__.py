@@ -24,8 +24,8 @@ _use_host_cores_for_chains()
 # ArviZ 0.2x announces its 1.0 refactor on import; users cannot act on it here.
 _warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 
-from bayes_transfer.data import  # noqa: E402 RunTable, RunTableError, load_runs, read_chinchilla_csv
-from bayes_transfer.laws import  # noqa: E402 LAWS, Law, get_law, register_law
+from bayes_transfer.data import RunTable, RunTableError, load_runs, read_chinchilla_csv  # noqa: E402
+from bayes_transfer.laws import LAWS, Law, get_law, register_law  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -280,7 +280,7 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
             continue
         values = raw.astype("string")
         empty = (values.isna() | (values.str.strip() == "")).to_numpy(bool)
-        flag(empty, col, lambda i: "is empty; every row needs a " + col)
+        flag(empty, col, lambda i, col=col: "is empty; every row needs a " + col)
         out[col] = values.astype(str).str.strip().to_numpy()
 
     numeric_rules = {
@@ -299,9 +299,9 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
             if integer:
                 good &= (values == np.round(values)) & (values < _MAX_COUNT)
         raw = df[col].to_numpy()
-        flag(~good, col, lambda i, raw=raw, what=what: f"{_show(raw[i])} {what}"
-             + (" below 1e16" if integer and np.isfinite(values[i]) and values[i] >= _MAX_COUNT
-                else ""))
+        if integer:
+            what += " below 1e16"
+        flag(~good, col, lambda i, raw=raw, what=what: f"{_show(raw[i])} {what}")
         out[col] = values.astype(np.int64 if integer and good.all() else np.float64)
 
     if "loss_se" in df.columns:
