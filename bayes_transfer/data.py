@@ -87,12 +87,17 @@ class Problem:
         return f"{', '.join(where)}: {self.message}"
 
 
+def _row_key(row: int | str | None) -> tuple[int, int | str]:
+    return (0, row) if isinstance(row, int) else (1, str(row))
+
+
 class RunTableError(ValueError):
     """A run table that does not meet the contract; ``problems`` lists every bad cell."""
 
     def __init__(self, name: str, problems: Sequence[Problem], total: int | None = None):
         self.name = name
-        self.problems = list(problems)
+        # Row order reads best; problems without a row (whole-column ones) come first.
+        self.problems = sorted(problems, key=lambda p: (p.row is not None, _row_key(p.row)))
         self.total = total if total is not None else len(self.problems)
         lines = [p.render(name) for p in self.problems[:_MAX_REPORTED]]
         if self.total > len(lines):
@@ -263,10 +268,9 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
             problems.append(Problem(_label(labels[i]), column, describe(i)))
 
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    for c in missing:
-        problems.append(Problem(None, c, "missing required column "
-                                f"(the table has {list(map(str, df.columns))})"))
+    problems += [Problem(None, c, "missing required column") for c in missing]
     if missing:
+        problems.append(Problem(None, None, f"its columns are {list(map(str, df.columns))}"))
         raise RunTableError(name, problems)
     if len(df) == 0:
         raise RunTableError(name, [Problem(None, None, "the table has no rows")])
@@ -382,8 +386,10 @@ def _check_duplicates(out: pd.DataFrame, labels: np.ndarray, name: str) -> None:
     if not dup.any():
         return
     problems = []
-    groups = keyed[dup].groupby(key, sort=False, dropna=False).indices
-    for idx in list(groups.values())[:_MAX_REPORTED]:
+    dup_rows = np.flatnonzero(dup)
+    groups = keyed.iloc[dup_rows].groupby(key, sort=False, dropna=False).indices
+    for positions in list(groups.values())[:_MAX_REPORTED]:
+        idx = dup_rows[positions]
         first, rest = idx[0], idx[1:]
         for j in rest:
             same = out["loss"].iat[j] == out["loss"].iat[first]

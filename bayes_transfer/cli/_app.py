@@ -17,3 +17,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root() -> None:
+    # A callback keeps typer in multi-command mode even while only one command exists,
+    # so that `bayes-transfer validate RUNS` never collapses to `bayes-transfer RUNS`.
+    """Bayesian scaling laws of transfer learning."""

@@ -8,7 +8,7 @@ Names a grid may use:
 * ``english``      English prose: ``pydoc_data.topics`` (the language reference pages that
   ``help()`` shows) and the standard library's module docstrings
 * ``c-src``        C headers from ``sysconfig.get_paths()['include']`` (``Python.h`` and friends)
-* ``synth-a`` .. ``synth-d`` random order-2 Markov languages of one family: ``synth-a`` is the base
+* ``synth-a`` .. ``synth-d`` random Markov languages of one family: ``synth-a`` is the base
   language, and ``synth-b``/``synth-c``/``synth-d`` share 80% / 20% / 0% of its
   transition rules (see :func:`synthetic_text`); ``synth:SHARE[:VARIANT]`` makes any other
 * ``dir:PATH`` every text file under a directory; ``file:PATH`` one file
@@ -198,9 +198,9 @@ def _is_binary(path: Path) -> bool:
 # -- synthetic languages ----------------------------------------------------------------------
 
 _FAMILY_SEED = 20240817
-_ALPHABET = b"abcdefghijklmnopqrstuvw "  # 24 symbols; the space gives the text "words"
-_ORDER = 2  # the next symbol depends on the previous two
-_N_SUCCESSORS = 4  # each context allows this many next symbols, with Zipf weights 1/rank
+_ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU "  # 48 symbols; the space makes "words"
+_ORDER = 1  # the next symbol depends on the previous one
+_N_SUCCESSORS = 6  # each context allows this many next symbols, with Zipf weights 1/rank
 _TRAIN_BYTES = 1_000_000
 _HELDOUT_BYTES = 100_000
 
@@ -218,7 +218,7 @@ def _parse_synth(name: str) -> tuple[float, int]:
 
 
 def _random_rules(rng: np.random.Generator) -> np.ndarray:
-    """For each of the ``24**2`` contexts, its allowed next symbols, most likely first."""
+    """For each context (the previous ``_ORDER`` symbols), its allowed next symbols, most likely first."""
     n_contexts = len(_ALPHABET) ** _ORDER
     keys = rng.random((n_contexts, len(_ALPHABET)))
     return np.argsort(keys, axis=1)[:, :_N_SUCCESSORS]
@@ -238,9 +238,9 @@ def _rules(share: float, variant: int) -> np.ndarray:
 
 
 def synthetic_text(share: float, variant: int, stream: int) -> bytes:
-    """Sample text from an order-2 Markov language of the synthetic family.
+    """Sample text from a Markov language of the synthetic family.
 
-    Each pair of previous symbols allows 4 next symbols with weights proportional to 1/rank.
+    Each context allows ``_N_SUCCESSORS`` next symbols with weights proportional to 1/rank.
     ``stream`` 0 is the training text and 1 the held-out text: independent samples of the
     same language.
     """
@@ -251,9 +251,11 @@ def synthetic_text(share: float, variant: int, stream: int) -> bytes:
     cumulative = (np.cumsum(weights) / weights.sum()).tolist()
     size = _TRAIN_BYTES if stream == 0 else _HELDOUT_BYTES
     ranks = [min(bisect.bisect_left(cumulative, u), _N_SUCCESSORS - 1) for u in rng.random(size).tolist()]
-    previous, current = 0, 0
+    n_contexts = n_symbols**_ORDER
+    context = 0  # the last _ORDER symbols, as a base-n_symbols number
     symbols = bytearray(size)
     for i, rank in enumerate(ranks):
-        previous, current = current, rules[previous * n_symbols + current][rank]
-        symbols[i] = _ALPHABET[current]
+        symbol = rules[context][rank]
+        context = (context * n_symbols + symbol) % n_contexts
+        symbols[i] = _ALPHABET[symbol]
     return bytes(symbols)

@@ -62,7 +62,7 @@ def non_embedding_params(shape: dict[str, int]) -> int:
 
     Example:
         >>> non_embedding_params({"n_layer": 2, "n_head": 3, "d_model": 48})
-        55488
+        55776
     """
     d, n_layer = shape["d_model"], shape["n_layer"]
     return n_layer * (12 * d * d + 4 * d) + 2 * d

@@ -1,0 +1,37 @@
+"""``bayes-transfer validate``: check a run table against the contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bayes_transfer.cli._app import app
+from bayes_transfer.data import RunTableError, load_runs
+
+
+@app.command()
+def validate(
+    runs: Path = typer.Argument(..., help="Run table to check (.csv or .parquet)."),
+) -> None:
+    """Check a run table and print a summary, or every bad row and column.
+
+    Exits with status 0 when the table is valid and 1 when it is not; nothing is written.
+
+    Example:
+
+        bayes-transfer validate data/transfer_runs.csv
+    """
+    console = Console()
+    try:
+        table = load_runs(runs)
+    except (RunTableError, FileNotFoundError) as exc:
+        Console(stderr=True).print(f"[bold red]invalid run table[/]\n{exc}", highlight=False,
+                                   markup=True, soft_wrap=True)
+        raise typer.Exit(1) from None
+    summary = Table(title=f"{runs.name}: valid run table", show_header=False)
+    for key, value in table.summary().items():
+        summary.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    console.print(summary)
