@@ -1,7 +1,7 @@
 # Two commands from a fresh clone:
 #   make demo   install everything into .venv and run the demo
 #   make test   install everything into .venv and run the test suite
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
