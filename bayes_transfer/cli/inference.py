@@ -1,0 +1,287 @@
+"""``bayes-transfer fit | report | predict | simulate``: posteriors from the command line.
+
+Every command prints one clear message and exits with status 1 on bad input (a spec, a
+run table or a posterior file it cannot use); files are written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bayes_transfer._io import atomic_path, atomic_write_text
+from bayes_transfer.cli._app import app
+from bayes_transfer.data import RunTableError
+from bayes_transfer.diagnostics import SamplingWarning
+from bayes_transfer.spec import SpecError
+
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class Kind(str, Enum):
+    mean = "mean"
+    observation = "observation"
+
+
+class BackendName(str, Enum):
+    numpyro = "numpyro"
+    pymc = "pymc"
+
+
+class DeviceName(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into one line on stderr and exit status 1."""
+    from bayes_transfer.inference import PosteriorFileError
+
+    try:
+        yield
+    except (SpecError, RunTableError, PosteriorFileError, FileNotFoundError, KeyError,
+            ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        kind = {SpecError: "bad model spec", RunTableError: "bad run table",
+                PosteriorFileError: "bad posterior file"}.get(type(exc), "error")
+        _err.print(f"[bold red]{kind}:[/] {msg}", markup=True)
+        raise typer.Exit(1) from None
+
+
+def _print_frame(df: pd.DataFrame, title: str, digits: int = 4) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in df.columns:
+        table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col])
+                         and not pd.api.types.is_bool_dtype(df[col]) else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:.{digits}g}" if isinstance(v, (float, np.floating)) else str(v)
+                        for v in row])
+    Console(width=max(120, Console().width)).print(table)
+
+
+def _emit(df: pd.DataFrame, fmt: Format, title: str, extra: dict | None = None,
+          out: Path | None = None) -> None:
+    """Print (or write to ``out``) a table as a rich table, CSV or JSON records."""
+    if fmt is Format.table and out is None:
+        _print_frame(df, title)
+        return
+    if fmt is Format.json:
+        text = json.dumps({**(extra or {}), "rows": json.loads(df.to_json(orient="records"))},
+                          indent=2) + "\n"
+    else:
+        text = df.to_csv(index=False)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(out, text)
+        _err.print(f"wrote {len(df)} rows to {out}")
+
+
+def _report_frame(post, ci: float, params: bool) -> tuple[pd.DataFrame, str]:
+    if params or post.spec.gap is None:
+        df = post.param_table(ci=ci)
+        cols = ["param", "level", "source", "target", "observed", "median", "lower",
+                "upper", "r_hat", "ess_bulk"]
+        return df[cols], f"parameters, {ci:.0%} credible intervals"
+    df = post.gap_table(ci=ci)
+    cols = ["param", "source", "target", "observed", "median", "lower", "upper", "r_hat",
+            "ess_bulk"]
+    return df[cols], f"transfer gap {post.spec.gap} per pair, {ci:.0%} credible intervals"
+
+
+def _print_diagnostics(diag, strict: bool) -> None:
+    if diag.ok:
+        _err.print(f"[green]{diag}[/]", markup=True)
+        return
+    _err.print(f"[bold yellow]warning: {diag}[/]", markup=True)
+    _err.print("[bold yellow]This fit is NOT trustworthy until the problems above are fixed "
+               f"(intervals may be wrong).{' --strict: exiting with status 1.' if strict else ''}"
+               "[/]", markup=True)
+
+
+@app.command("fit")
+def fit_command(
+    runs: Path = typer.Argument(..., help="Run table (.csv or .parquet)."),
+    spec: str = typer.Option("transfer-gap", "--spec", "-s",
+                             help="Model spec: a TOML path or a bundled name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Posterior file to write (.nc)."),
+    chains: int = typer.Option(4, min=1, help="NUTS chains."),
+    draws: int = typer.Option(1000, min=1, help="Kept draws per chain."),
+    warmup: int = typer.Option(1000, min=1, help="Warmup (adaptation) steps per chain."),
+    seed: int = typer.Option(0, help="Random seed: same seed, data and spec, same draws."),
+    backend: BackendName = typer.Option(BackendName.numpyro, help="Sampler back end."),
+    target_accept: float = typer.Option(0.9, min=0.5, max=0.999,
+                                        help="NUTS target acceptance; raise on divergences."),
+    max_tree_depth: int = typer.Option(10, min=1, max=15, help="NUTS maximum tree depth."),
+    device: DeviceName = typer.Option(DeviceName.auto, help="JAX device (numpyro only)."),
+    ci: float = typer.Option(0.9, help="Credible-interval mass of the printed table."),
+    strict: bool = typer.Option(False, help="Exit with status 1 when a diagnostic fails."),
+    progress: bool = typer.Option(True, help="Show the sampler's progress bar."),
+) -> None:
+    """Fit a model spec to a run table with NUTS and save the posterior.
+
+    Prints the diagnostics and the gap table. A failed diagnostic is printed as a warning
+    with advice, and the fit is saved anyway (exit status 0) unless --strict is given.
+
+    Example:
+
+        bayes-transfer fit data/transfer_runs.csv --spec models/transfer-gap.toml --out post.nc --chains 4 --draws 1000
+    """
+    from bayes_transfer.inference import fit
+
+    with _user_errors():
+        with warnings.catch_warnings():
+            # Diagnostics are printed below, once, with advice.
+            warnings.simplefilter("ignore", SamplingWarning)
+            post = fit(runs, spec, chains=chains, draws=draws, warmup=warmup, seed=seed,
+                       target_accept=target_accept, max_tree_depth=max_tree_depth,
+                       backend=backend.value, device=device.value, progress=progress)
+        post.save(out)
+        _err.print(f"wrote posterior to {out} ({len(post.runs)} rows, "
+                   f"{post.idata.posterior.attrs.get('rows_left_out', 0)} left out)")
+        _print_diagnostics(post.diagnostics, strict)
+        df, title = _report_frame(post, ci, params=False)
+        _print_frame(df, title)
+    if strict and not post.diagnostics.ok:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_command(
+    posterior: Path = typer.Argument(..., help="Posterior file written by `fit`."),
+    ci: float = typer.Option(0.9, help="Credible-interval mass, e.g. 0.9 or 0.95."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
+    params: bool = typer.Option(False, "--params",
+                                help="Every parameter (exponents, floors) at every group."),
+) -> None:
+    """Credible intervals of the transfer gap of every pair (or of every parameter).
+
+    One row per pair: source, target, observed (False: a pair with no runs, whose
+    interval is the crossed-effects predictive), median, lower, upper, r_hat, ess_bulk.
+
+    Example:
+
+        bayes-transfer report post.nc --ci 0.9 --format csv > gaps.csv
+    """
+    from bayes_transfer.inference import Posterior
+
+    with _user_errors():
+        post = Posterior.load(posterior)
+        df, title = _report_frame(post, ci, params)
+        if fmt is Format.table:
+            _print_diagnostics(post.diagnostics, strict=False)
+        _emit(df, fmt, f"{posterior.name}: {title}",
+              extra={"posterior": str(posterior), "law": post.spec.law, "ci": ci,
+                     "diagnostics": post.diagnostics.to_dict()})
+
+
+@app.command("predict")
+def predict_command(
+    posterior: Path = typer.Argument(..., help="Posterior file written by `fit`."),
+    runs: Path = typer.Option(..., "--runs", "-r",
+                              help="Rows to predict (run-table columns; loss optional)."),
+    ci: float = typer.Option(0.9, help="Credible-interval mass."),
+    kind: Kind = typer.Option(Kind.mean, help="mean: the law's loss; observation: plus "
+                              "the measurement noise."),
+    fmt: Format = typer.Option(Format.csv, "--format", "-f", help="Output format."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write here, not stdout."),
+    seed: int = typer.Option(0, help="Seed of the observation noise."),
+) -> None:
+    """Predict the loss of new runs: adds loss_median, loss_lower and loss_upper.
+
+    Rows may be of pairs never run, if their source and target were in the fitted table.
+
+    Example:
+
+        bayes-transfer predict post.nc --runs next_runs.csv --ci 0.9 --format csv --out pred.csv
+    """
+    from bayes_transfer.inference import Posterior
+
+    with _user_errors():
+        post = Posterior.load(posterior)
+        if not runs.exists():
+            raise FileNotFoundError(f"{runs}: no such file")
+        try:
+            rows = pd.read_csv(runs, dtype={c: "string" for c in ("run_id", "source",
+                                                                   "target")})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{runs}: cannot be parsed as CSV: {exc}") from None
+        pred = post.predict(rows, ci=ci, kind=kind.value, seed=seed, name=runs.name)
+        _emit(pred, fmt, f"predicted loss, {ci:.0%} credible intervals ({kind.value})",
+              extra={"posterior": str(posterior), "ci": ci, "kind": kind.value}, out=out)
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+@app.command("simulate")
+def simulate_command(
+    spec: str = typer.Argument(..., help="Model spec: a TOML path or a bundled name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run table to write (.csv)."),
+    design: Path | None = typer.Option(None, "--design", "-d",
+                                       help="Design CSV: run-table columns without loss."),
+    sources: str = typer.Option("s1,s2,s3,s4", help="Grid: comma-separated sources."),
+    targets: str = typer.Option("t1,t2,t3", help="Grid: comma-separated targets."),
+    params: str = typer.Option("1e6", help="Grid: model sizes N."),
+    pretrain_tokens: str = typer.Option("1e6,1e7,1e8", help="Grid: pre-training tokens."),
+    finetune_tokens: str = typer.Option("1e4,1e5,1e6", help="Grid: fine-tuning tokens."),
+    seeds: str = typer.Option("0", help="Grid: training seeds (replicates)."),
+    seed: int = typer.Option(0, help="Random seed of the simulation."),
+    loss_se: float = typer.Option(0.0, min=0.0, help="loss_se written to every row."),
+) -> None:
+    """Draw a run table from a spec's prior; the true values go to OUT.truth.json.
+
+    The design is a CSV (--design) or the grid of the --sources, --targets, --params,
+    --pretrain-tokens, --finetune-tokens and --seeds values.
+
+    Example:
+
+        bayes-transfer simulate transfer-gap --sources web,code --targets math --out sim.csv --seed 1
+    """
+    from bayes_transfer.simulate import design_grid, simulate
+
+    with _user_errors():
+        if design is not None:
+            if not design.exists():
+                raise FileNotFoundError(f"{design}: no such design file")
+            rows = pd.read_csv(design, dtype={c: "string" for c in ("run_id", "source",
+                                                                     "target")})
+        else:
+            rows = design_grid(_names(sources), _names(targets),
+                               params=_floats(params, "--params"),
+                               pretrain_tokens=_floats(pretrain_tokens, "--pretrain-tokens"),
+                               finetune_tokens=_floats(finetune_tokens, "--finetune-tokens"),
+                               seeds=[int(s) for s in _floats(seeds, "--seeds")])
+        sim = simulate(spec, rows, seed=seed, loss_se=loss_se)
+        with atomic_path(out, suffix=".csv") as tmp:
+            sim.runs.df.to_csv(tmp, index=False)
+        truth_path = out.with_suffix(".truth.json")
+        atomic_write_text(truth_path, json.dumps(sim.truth_dict(seed=seed), indent=2) + "\n")
+        _err.print(f"wrote {len(sim.runs)} rows to {out} and the true values to {truth_path}")

@@ -1,0 +1,187 @@
+"""``bayes-transfer plot`` and ``bayes-transfer advise``: pictures and allocation advice."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bayes_transfer.cli._app import app
+
+
+class PlotKind(StrEnum):
+    losses = "losses"
+    forest = "forest"
+    heatmap = "heatmap"
+    prior = "prior"
+    acquisition = "acquisition"
+
+
+class Against(StrEnum):
+    p = "p"
+    f = "f"
+
+
+class Unit(StrEnum):
+    flops = "flops"
+    tokens = "tokens"
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False,
+                               soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _load(posterior: Path):
+    from bayes_transfer.inference import Posterior, PosteriorFileError
+
+    try:
+        return Posterior.load(posterior)
+    except PosteriorFileError as exc:
+        raise _fail(str(exc)) from None
+
+
+def default_candidates(post):
+    """Candidate runs from the posterior's own table: its observed pairs and sizes, and
+    its pre-training and fine-tuning amounts plus one geometric step beyond the largest.
+
+    The step up keeps the candidates new when the table already holds its whole grid (the
+    bundled one does), and asks the question a user asks next: what do bigger runs teach?
+    """
+    import numpy as np
+    import pandas as pd
+
+    from bayes_transfer.design import candidate_grid
+
+    df = post.runs.df
+
+    def with_step(values):
+        v = np.unique(values[values > 0])
+        ratio = v[-1] / v[-2] if len(v) > 1 else 4.0
+        return [*v.tolist(), float(v[-1] * ratio)]
+
+    pairs = [pair for pair, seen in zip(post.runs.pairs, post.runs.observed_pairs,
+                                        strict=True) if seen]
+    grids = [candidate_grid([s], [t], params=np.unique(df["params"]).tolist(),
+                            pretrain_tokens=with_step(df["pretrain_tokens"].to_numpy()),
+                            finetune_tokens=with_step(df["finetune_tokens"].to_numpy()))
+             for s, t in pairs]
+    return pd.concat(grids, ignore_index=True)
+
+
+def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
+                candidates: Path | None = None):
+    """The figure of ``kind`` for ``post`` (shared by ``plot`` and ``demo``)."""
+    from bayes_transfer import plots
+
+    if kind == "losses":
+        return plots.plot_losses(post, against, ci=ci)
+    if kind == "forest":
+        return plots.plot_gap_forest(post, ci=ci)
+    if kind == "heatmap":
+        return plots.plot_gap_heatmap(post, ci=ci)
+    if kind == "prior":
+        return plots.plot_prior_posterior(post)
+    if kind == "acquisition":
+        from bayes_transfer import design
+
+        cands = (design.candidates_from_spec(candidates, runs=post.runs)
+                 if candidates is not None else default_candidates(post))
+        return plots.plot_acquisition(design.score_candidates(post, cands,
+                                                              exclude_existing=True))
+    raise ValueError(f"unknown plot kind {kind!r}; use one of {', '.join(plots.KINDS)}")
+
+
+@app.command()
+def plot(
+    posterior: Path = typer.Argument(..., help="Posterior file written by `fit` (.nc)."),
+    kind: PlotKind = typer.Argument(..., help="Which picture: losses (observed losses with "
+                                    "predictive bands per pair), forest (gaps with "
+                                    "intervals), heatmap (source x target gaps), prior "
+                                    "(prior vs posterior), acquisition (value of candidate "
+                                    "runs)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Image to write (.png, .pdf, .svg)."),
+    ci: float = typer.Option(0.9, help="Credible-interval width."),
+    against: Against = typer.Option(Against.p, help="losses: x axis, pre-training (p) or "
+                                    "fine-tuning (f) tokens."),
+    candidates: Path | None = typer.Option(None, help="acquisition: candidate runs (TOML); "
+                                           "default: the table's own values."),
+) -> None:
+    """Draw one picture of a fitted posterior and write it atomically.
+
+    Every image is 1000 x 650 pixels (10 x 6.5 inches at 100 dpi).
+    Pairs with no runs are drawn hollow, grey or hatched and marked
+    "pred.": their gaps are predicted from their source's and target's
+    effects.
+
+    Example:
+
+        bayes-transfer plot posterior.nc heatmap --out heatmap.png
+    """
+    from bayes_transfer.plots import save_figure
+
+    post = _load(posterior)
+    try:
+        fig = make_figure(post, kind.value, ci=ci, against=against.value,
+                          candidates=candidates)
+    except (ValueError, FileNotFoundError) as exc:  # CandidateSpecError is a ValueError
+        raise _fail(str(exc)) from None
+    save_figure(fig, out)
+    Console().print(f"wrote {out}")
+
+
+@app.command()
+def advise(
+    posterior: Path = typer.Argument(..., help="Posterior file written by `fit` (.nc)."),
+    target: str = typer.Option(..., help="Target distribution to do well on."),
+    budget: float = typer.Option(..., help="Budget of the run, in --unit (e.g. 1e18)."),
+    source: str | None = typer.Option(None, help="Pre-training source; default: every "
+                                      "source with runs on the target."),
+    unit: Unit = typer.Option(Unit.flops, help="flops: training FLOPs 6 N (p + f), advising "
+                              "N and the split; tokens: p + f, advising the split."),
+    ci: float = typer.Option(0.9, help="Credible-interval width of the losses."),
+    top: int = typer.Option(10, help="How many options to list."),
+) -> None:
+    """Advise how to spend a budget on a target: model size, pre-training, fine-tuning.
+
+    For every run the budget can buy (a grid of model sizes N and splits
+    of the tokens between pre-training p and fine-tuning f), prints the
+    expected loss with its credible interval and the posterior probability
+    that it is the best, and says plainly when the data cannot tell the
+    top options apart. A law without a model-size term (transfer-gap)
+    advises only the split.
+
+    Example:
+
+        bayes-transfer advise posterior.nc --target c-src --budget 1e15 --unit flops
+    """
+    from bayes_transfer.advise import advise as advise_fn
+
+    post = _load(posterior)
+    try:
+        adv = advise_fn(post, target, budget, source=source, unit=unit.value, ci=ci)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    console = Console()
+    console.print(advice_table(adv, top=top))
+    for note in adv.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    style = "bold green" if adv.decisive else "bold yellow"
+    console.print(f"[{style}]{adv.message}[/]", highlight=False)
+
+
+def advice_table(adv, top: int = 10) -> Table:
+    """A rich table of the ``top`` options of an :class:`~bayes_transfer.advise.Advice`."""
+    ci = f"{adv.ci:.0%}"
+    table = Table(title=f"options for the budget, best first (loss: mean and {ci} interval)")
+    for col in ("source", "N", "p", "f", "loss", ci + " CI", "P(best)"):
+        table.add_column(col, justify="left" if col == "source" else "right", no_wrap=True)
+    for _, r in adv.options.head(top).iterrows():
+        table.add_row(str(r["source"]), f"{r['params']:.2g}", f"{r['pretrain_tokens']:.2g}",
+                      f"{r['finetune_tokens']:.2g}", f"{r['loss_mean']:.4g}",
+                      f"{r['loss_lower']:.4g}-{r['loss_upper']:.4g}", f"{r['p_best']:.2f}")
+    return table

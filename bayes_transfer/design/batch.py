@@ -1,0 +1,252 @@
+"""Scoring candidates and choosing batches: the public face of the design module.
+
+:func:`score_candidates` ranks every candidate by its expected gain per unit cost, one
+run at a time. :func:`suggest` builds a batch greedily: after each pick it conditions the
+posterior ensemble on a hypothetical observation of that run (so the next pick is what is
+still uncertain) and marks its pre-training checkpoint as existing (so runs sharing it get
+cheaper). A batch is therefore not eight copies of the best run. It stops at the batch
+size, when the budget cannot pay for any further candidate, or when nothing is left to
+learn.
+
+Example:
+    >>> from bayes_transfer import simulate
+    >>> from bayes_transfer.inference import fit
+    >>> design = simulate.design_grid(["a", "b"], ["x", "y"], params=[1e6],
+    ...     pretrain_tokens=[1e7, 1e9], finetune_tokens=[1e5, 1e7])
+    >>> post = fit(simulate.simulate("transfer-gap", design, seed=0).runs,
+    ...            chains=2, draws=200, warmup=200, progress=False)  # doctest: +SKIP
+    >>> cands = candidate_grid(["a", "b"], ["x", "y"], params=[1e6],
+    ...     pretrain_tokens=[1e7, 1e8, 1e9], finetune_tokens=[1e5, 1e6, 1e7])
+    >>> suggest(post, cands, batch=4)[["source", "target", "cost", "reason"]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from bayes_transfer.data import RunTable
+from bayes_transfer.design.acquisition import (
+    Criterion,
+    PosteriorDraws,
+    anomalies,
+    applicable,
+    as_draws,
+    condition,
+    criterion_gains,
+    log_mean_draws,
+    quantity_draws,
+)
+from bayes_transfer.design.candidates import (
+    CANDIDATE_COLUMNS,
+    CostFn,
+    _keys,
+    candidate_costs,
+    checkpoint_keys,
+    pretrained_mask,
+)
+
+if TYPE_CHECKING:
+    from bayes_transfer.inference import Posterior
+
+__all__ = ["score_candidates", "suggest"]
+
+QuantityArg = str | Sequence[str | tuple[str, str]] | pd.DataFrame
+_PAD = 512  # candidate columns are padded to a multiple of this: few compilations
+_MIN_COST = 1.0  # FLOPs; an evaluation of an existing checkpoint is not quite free
+
+
+def _prepare(posterior, candidates, quantity, runs, exclude_existing, max_draws):
+    draws = as_draws(posterior).thin(max_draws)
+    cands = _check_candidates(candidates)
+    table = runs if runs is not None else draws.runs
+    if table is not None and not isinstance(table, RunTable):
+        from bayes_transfer.data import load_runs
+
+        table = load_runs(table)
+    if exclude_existing and table is not None and len(table):
+        key = ["source", "target", "params", "pretrain_tokens", "finetune_tokens"]
+        done = set(table.df[key].astype({"source": str, "target": str})
+                   .itertuples(index=False, name=None))
+        seen = cands[key].astype({"source": str, "target": str}).itertuples(index=False,
+                                                                          name=None)
+        cands = cands[[row not in done for row in seen]].reset_index(drop=True)
+    q = quantity_draws(draws, quantity)
+    if len(cands) == 0:  # every candidate is already in the table
+        return draws, cands, table, q, np.zeros((draws.n_draws, 0), dtype=np.float32)
+    mu = log_mean_draws(draws, cands)
+    mu[:, ~applicable(draws, cands)] = 0.0  # rows the law cannot use teach nothing
+    return draws, cands, table, q, mu
+
+
+def _check_candidates(candidates: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(candidates, pd.DataFrame):
+        raise TypeError(f"candidates must be a DataFrame, not {type(candidates).__name__}")
+    missing = [c for c in ("source", "target", "params", "pretrain_tokens",
+                           "finetune_tokens") if c not in candidates.columns]
+    if missing:
+        raise ValueError(f"candidates: missing column {missing[0]!r} (need source, target, "
+                         "params, pretrain_tokens, finetune_tokens)")
+    if len(candidates) == 0:
+        raise ValueError("candidates: no rows")
+    cands = candidates.reset_index(drop=True).copy()
+    if "seed" not in cands.columns:
+        cands["seed"] = 0
+    if "run_id" not in cands.columns:
+        cands["run_id"] = [f"cand-{i}" for i in range(len(cands))]
+    return cands
+
+
+def _padded(x: np.ndarray) -> jnp.ndarray:
+    pad = (-x.shape[1]) % _PAD
+    return jnp.pad(jnp.asarray(x, dtype=jnp.float32), ((0, 0), (0, pad)))
+
+
+def _reasons(terms: np.ndarray, labels: list[str], top: int = 2) -> list[str]:
+    """'narrows log G a->x (62%), b->x (21%)': each component's share of the reduction."""
+    total = terms.sum(axis=0)
+    order = np.argsort(-terms, axis=0)[:top]
+    out = []
+    for c in range(terms.shape[1]):
+        if total[c] <= 0:
+            out.append("nothing: the law does not use this row")
+            continue
+        parts = []
+        for rank, k in enumerate(order[:, c]):
+            share = terms[k, c] / total[c]
+            if rank and share < 0.05:
+                break
+            label = labels[k] if rank == 0 else labels[k].split(" ", 2)[-1]
+            parts.append(f"{label} ({share:.0%})")
+        out.append("narrows " + ", ".join(parts))
+    return out
+
+
+def score_candidates(
+    posterior: Posterior | PosteriorDraws,
+    candidates: pd.DataFrame,
+    *,
+    quantity: QuantityArg = "gaps",
+    criterion: Criterion = "variance",
+    cost: str | CostFn = "flops",
+    runs: RunTable | pd.DataFrame | None = None,
+    exclude_existing: bool = False,
+    max_draws: int | None = None,
+) -> pd.DataFrame:
+    """Each candidate's expected gain, cost and gain per unit cost, best first.
+
+    Args:
+        posterior: a fitted posterior (or its :class:`PosteriorDraws`).
+        candidates: candidate rows (see :func:`candidates_from_spec`).
+        quantity: ``"gaps"`` (all log gaps), a list of pairs, or a DataFrame of rows whose
+            predicted log loss is the quantity (a target scale).
+        criterion: ``"variance"`` (expected reduction of the summed posterior variance) or
+            ``"information"`` (mutual information); see :mod:`.acquisition`.
+        cost: ``"flops"``, ``"tokens"`` or a callable (see :func:`candidate_costs`).
+        runs: whose checkpoints exist (default: the table the posterior was fit on).
+        exclude_existing: drop candidates already in ``runs``.
+        max_draws: thin the posterior to at most this many draws (faster, noisier).
+
+    Returns:
+        The candidates with ``cost``, ``pretrained`` (a checkpoint is reused),
+        ``expected_gain``, ``gain_per_cost`` and ``reason``, sorted by ``gain_per_cost``.
+    """
+    draws, cands, table, q, mu = _prepare(posterior, candidates, quantity, runs,
+                                          exclude_existing, max_draws)
+    n = len(cands)
+    gain, terms = criterion_gains(anomalies(q.draws), _padded(np.asarray(anomalies(mu))),
+                                  draws.noise_variance(), criterion)
+    gain, terms = np.asarray(gain)[:n], np.asarray(terms)[:, :n]
+    ckpt = checkpoint_keys(table)
+    costs = candidate_costs(cands, cost, ckpt)
+    out = cands.assign(cost=costs, pretrained=pretrained_mask(cands, ckpt),
+                       expected_gain=gain, gain_per_cost=gain / np.maximum(costs, _MIN_COST),
+                       reason=_reasons(terms, q.labels))
+    return out.sort_values("gain_per_cost", ascending=False, kind="stable")
+
+
+def suggest(
+    posterior: Posterior | PosteriorDraws,
+    candidates: pd.DataFrame,
+    batch: int = 8,
+    budget: float | None = None,
+    *,
+    quantity: QuantityArg = "gaps",
+    criterion: Criterion = "variance",
+    cost: str | CostFn = "flops",
+    runs: RunTable | pd.DataFrame | None = None,
+    exclude_existing: bool = True,
+    max_draws: int | None = None,
+) -> pd.DataFrame:
+    """A batch of runs, chosen greedily by expected gain per unit cost.
+
+    Each pick conditions the ensemble on a hypothetical measurement of the picked run and
+    makes its checkpoint available to the rest of the batch. Arguments are those of
+    :func:`score_candidates`, plus ``batch`` (the most runs to choose) and ``budget`` (the
+    most total cost). Candidates already in the run table are left out unless
+    ``exclude_existing=False`` (a replicate needs a new seed).
+
+    Returns:
+        One row per chosen run, in the order chosen (``rank`` 1 first), with ``cost`` (given
+        the runs before it), ``pretrained``, ``expected_gain`` (given the runs before it),
+        ``gain_per_cost``, ``cumulative_cost``, ``uncertainty_left`` (the share of the
+        quantity's summed variance expected to remain) and ``reason``.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
+    if budget is not None and not budget > 0:
+        raise ValueError(f"budget must be positive, not {budget}")
+    draws, cands, table, q, mu = _prepare(posterior, candidates, quantity, runs,
+                                          exclude_existing, max_draws)
+    n, noise = len(cands), draws.noise_variance()
+    columns = [*CANDIDATE_COLUMNS, *[c for c in cands.columns if c not in CANDIDATE_COLUMNS]]
+    if n == 0:
+        return _no_picks(cands, columns)
+    q_anom, m_anom = anomalies(q.draws), _padded(np.asarray(anomalies(mu)))
+    total_var = float(jnp.sum(q_anom**2)) / (draws.n_draws - 1)
+    ckpt = checkpoint_keys(table)
+    keys = _keys(cands)
+    costs = candidate_costs(cands, cost, ckpt)
+    available = np.ones(n, dtype=bool)
+    spent, picks = 0.0, []
+    for _ in range(min(batch, n)):
+        gain, terms = criterion_gains(q_anom, m_anom, noise, criterion)
+        gain = np.asarray(gain)[:n]
+        ok = available & (gain > 0)
+        if budget is not None:
+            ok &= costs <= budget - spent
+        if not ok.any():
+            break
+        ratio = np.where(ok, gain / np.maximum(costs, _MIN_COST), -np.inf)
+        c = int(np.argmax(ratio))
+        spent += costs[c]
+        picks.append({"index": c, "cost": costs[c], "pretrained": keys[c] in ckpt,
+                      "expected_gain": float(gain[c]), "gain_per_cost": float(ratio[c]),
+                      "cumulative_cost": spent,
+                      "reason": _reasons(np.asarray(terms[:, c : c + 1]), q.labels)[0]})
+        available[c] = False
+        q_anom, m_anom = condition(q_anom, m_anom, c, noise)
+        picks[-1]["uncertainty_left"] = float(jnp.sum(q_anom**2)) / (draws.n_draws - 1) \
+            / total_var
+        if keys[c][2] > 0 and keys[c] not in ckpt:
+            ckpt.add(keys[c])
+            costs = candidate_costs(cands, cost, ckpt)
+    if not picks:
+        return _no_picks(cands, columns)
+    info = pd.DataFrame(picks)
+    out = cands.loc[info["index"], columns].reset_index(drop=True)
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    for col in ("cost", "pretrained", "expected_gain", "gain_per_cost", "cumulative_cost",
+                "uncertainty_left", "reason"):
+        out[col] = info[col].to_numpy()
+    return out
+
+
+def _no_picks(cands: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return cands.iloc[:0][columns].assign(
+        rank=[], cost=[], pretrained=[], expected_gain=[], gain_per_cost=[],
+        cumulative_cost=[], uncertainty_left=[], reason=[])

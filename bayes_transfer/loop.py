@@ -1,0 +1,455 @@
+"""The closed loop: fit -> suggest -> run -> append -> refit, resumable.
+
+Round 0 runs a small initial design (or fits the run table given) and fits. Each later
+round suggests a batch from the last posterior, runs it (the bundled trainer, a user's
+``run_fn``, or a simulated truth), appends the rows to the table and refits. The loop stops
+after ``rounds`` rounds, when the next batch would exceed ``budget``, or when the mean 90%
+interval width of the log gaps falls below ``target_width``.
+
+State lives in the output directory, every file written atomically:
+
+* ``runs.csv`` -- the run table so far;
+* ``rounds/round-NNN.plan.json`` -- the runs chosen for round N, written before running
+  them, so that a resumed round runs the same batch;
+* ``rounds/round-NNN.json`` -- the round's log, written last (the round is then done):
+  chosen runs, cost, cumulative cost, mean and max 90% width of the log gaps, and the
+  width per pair;
+* ``posteriors/round-NNN.nc`` -- the posterior after round N.
+
+A killed loop, started again with the same arguments, skips the finished rounds, and in the
+unfinished one runs only the planned runs that are not yet in ``runs.csv`` (the bundled
+trainer also keeps its own finished runs and checkpoints).
+
+Example:
+    >>> from bayes_transfer.design import candidate_grid
+    >>> from bayes_transfer.simulate import design_grid, simulate
+    >>> cands = candidate_grid(["a", "b"], ["x", "y"], params=[1e6],
+    ...     pretrain_tokens=[1e7, 1e8, 1e9], finetune_tokens=[1e5, 1e6, 1e7])
+    >>> truth = simulate("transfer-gap", cands, seed=1)
+    >>> result = run_loop(cands, "loop-out", run_fn=simulated_runner(truth),
+    ...                   rounds=3, batch=4)  # doctest: +SKIP
+    >>> [r["mean_width"] for r in result.rounds]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from bayes_transfer._io import atomic_path, atomic_write_text
+from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.design import (
+    PosteriorDraws,
+    as_draws,
+    candidate_costs,
+    checkpoint_keys,
+    initial_design,
+    suggest,
+)
+from bayes_transfer.design.candidates import CostFn
+from bayes_transfer.spec import ModelSpec, load_spec
+
+if TYPE_CHECKING:
+    from bayes_transfer.inference import Posterior
+    from bayes_transfer.simulate import Simulation
+    from bayes_transfer.trainer import Grid
+
+__all__ = ["LoopResult", "run_loop", "loop_grid", "grid_candidates", "simulated_runner",
+           "trainer_runner", "gap_widths"]
+
+RunFn = Callable[[pd.DataFrame], pd.DataFrame]
+FitFn = Callable[[RunTable], "Posterior | PosteriorDraws"]
+_KEY = ["source", "target", "params", "pretrain_tokens", "finetune_tokens", "seed"]
+
+
+@dataclass
+class LoopResult:
+    """The run table at the end, every round's log, and why the loop stopped."""
+
+    runs: RunTable
+    rounds: list[dict[str, Any]]
+    stopped: str
+    posterior: Any = field(default=None, repr=False)
+
+
+def gap_widths(posterior: Posterior | PosteriorDraws, ci: float = 0.9) -> pd.Series:
+    """Width of the central ``ci`` interval of each pair's log gap, indexed by pair."""
+    draws = as_draws(posterior)
+    gap = draws.spec.gap
+    if gap is None:
+        raise ValueError(f"law {draws.spec.law} has no per-pair gap to narrow")
+    lo, hi = np.quantile(np.asarray(draws.log_params[gap]), [(1 - ci) / 2, (1 + ci) / 2],
+                         axis=0)
+    return pd.Series(hi - lo, index=draws.pair_labels, name="width")
+
+
+def _default_fit(spec: ModelSpec, fit_kwargs: Mapping[str, Any]) -> FitFn:
+    from bayes_transfer.inference import fit
+
+    options = {"chains": 2, "draws": 300, "warmup": 300, "progress": False, **fit_kwargs}
+
+    def fit_fn(table: RunTable) -> Posterior:
+        with warnings.catch_warnings():
+            # Diagnostics are recorded in each round's log instead of warned per refit.
+            warnings.simplefilter("ignore")
+            return fit(table, spec, **options)
+
+    return fit_fn
+
+
+class _State:
+    """The loop's files in its output directory."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.runs_path = out / "runs.csv"
+        (out / "rounds").mkdir(parents=True, exist_ok=True)
+        (out / "posteriors").mkdir(parents=True, exist_ok=True)
+
+    def log_path(self, r: int) -> Path:
+        return self.out / "rounds" / f"round-{r:03d}.json"
+
+    def plan_path(self, r: int) -> Path:
+        return self.out / "rounds" / f"round-{r:03d}.plan.json"
+
+    def posterior_path(self, r: int) -> Path:
+        return self.out / "posteriors" / f"round-{r:03d}.nc"
+
+    def finished_rounds(self) -> list[dict[str, Any]]:
+        logs, r = [], 0
+        while self.log_path(r).exists():
+            logs.append(json.loads(self.log_path(r).read_text()))
+            r += 1
+        return logs
+
+    def runs(self) -> pd.DataFrame | None:
+        if not self.runs_path.exists():
+            return None
+        return load_runs(self.runs_path).df
+
+    def write_runs(self, df: pd.DataFrame) -> None:
+        with atomic_path(self.runs_path) as tmp:
+            df.to_csv(tmp, index=False)
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default))
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if x is pd.NA:
+        return None
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(df.to_json(orient="records"))
+
+
+def _append(table: pd.DataFrame | None, rows: pd.DataFrame) -> pd.DataFrame:
+    """The table with ``rows`` added; rows already there (same run and evaluation) once."""
+    new = rows.copy()
+    for col in ("source", "target"):
+        new[col] = new[col].astype(str)
+    frames = [new] if table is None else [table.astype({"source": str, "target": str}), new]
+    df = pd.concat(frames, ignore_index=True)
+    key = ["run_id", *_KEY]
+    seen = df[key].astype({"seed": "Float64"}).fillna({"seed": -1})
+    df = df[~seen.duplicated()].reset_index(drop=True)
+    return load_runs(df, name="loop run table").df.astype({"source": str, "target": str})
+
+
+def _done(plan: pd.DataFrame, table: pd.DataFrame | None) -> np.ndarray:
+    if table is None:
+        return np.zeros(len(plan), dtype=bool)
+    have = set(table[_KEY].astype({"source": str, "target": str, "seed": "Float64"})
+               .fillna({"seed": -1}).itertuples(index=False, name=None))
+    wanted = plan[_KEY].astype({"source": str, "target": str, "seed": "Float64"}) \
+        .fillna({"seed": -1}).itertuples(index=False, name=None)
+    return np.array([w in have for w in wanted], dtype=bool)
+
+
+def run_loop(
+    candidates: pd.DataFrame,
+    out: str | os.PathLike[str],
+    *,
+    run_fn: RunFn,
+    runs: RunTable | pd.DataFrame | str | os.PathLike[str] | None = None,
+    spec: ModelSpec | str | os.PathLike[str] | dict[str, Any] = "transfer-gap",
+    rounds: int = 5,
+    batch: int = 8,
+    budget: float | None = None,
+    target_width: float | None = None,
+    criterion: str = "variance",
+    quantity: Any = "gaps",
+    cost: str | CostFn = "flops",
+    initial: pd.DataFrame | None = None,
+    fit_fn: FitFn | None = None,
+    fit_kwargs: Mapping[str, Any] | None = None,
+    ci: float = 0.9,
+    console: Console | None = None,
+) -> LoopResult:
+    """Run the closed loop for up to ``rounds`` rounds after round 0 (see module docs).
+
+    Args:
+        candidates: the runs the loop may choose from (see :mod:`bayes_transfer.design`).
+        out: the output directory (its state makes the loop resumable).
+        run_fn: runs a DataFrame of chosen runs and returns run-table rows (with ``loss``)
+            for them; extra rows (e.g. the trainer's zero-shot evaluations) are kept.
+        runs: an existing run table to start from; without one (and without ``runs.csv``
+            in ``out``), round 0 runs ``initial`` (default: :func:`initial_design`).
+        spec: the model spec to fit.
+        rounds, batch: the most rounds after round 0, and runs per round.
+        budget: the most total cost (the cost model's unit, FLOPs by default) of the runs
+            the loop chooses, round 0 included.
+        target_width: stop once the mean ``ci`` interval width of the log gaps is below.
+        criterion, quantity, cost: passed to :func:`~bayes_transfer.design.suggest`.
+        fit_fn: ``fit_fn(table) -> Posterior`` (default: NUTS, 2 chains x 300 draws
+            after 300 warmup; ``fit_kwargs`` override those).
+        console: where to print each round's log (None: a rich console on stdout).
+    """
+    spec = load_spec(spec)
+    state = _State(Path(out))
+    console = console or Console()
+    fit_fn = fit_fn or _default_fit(spec, fit_kwargs or {})
+    logs = state.finished_rounds()
+    table = state.runs()
+    if table is None and runs is not None:
+        table = _append(None, load_runs(runs).df)
+        state.write_runs(table)
+    posterior = None
+    stopped = "rounds"
+    for r in range(len(logs), rounds + 1):
+        if r > 0:
+            if posterior is None:
+                posterior = _posterior_of(state, r - 1, table, fit_fn)
+            last = logs[-1]
+            if target_width is not None and last["mean_width"] <= target_width:
+                stopped = "target width"
+                break
+        if state.plan_path(r).exists():
+            plan = pd.DataFrame(json.loads(state.plan_path(r).read_text()))
+        elif r == 0:
+            plan = _initial_plan(candidates, table, initial, cost)
+            state.write_json(state.plan_path(r), _records(plan))
+        else:
+            spent = logs[-1]["cumulative_cost"]
+            left = None if budget is None else budget - spent
+            plan = pd.DataFrame() if left is not None and left <= 0 else suggest(
+                posterior, candidates, batch=batch, budget=left, criterion=criterion,
+                quantity=quantity, cost=cost, runs=table)
+            if len(plan) == 0:
+                stopped = "budget" if budget is not None else "no informative candidate"
+                break
+            state.write_json(state.plan_path(r), _records(plan))
+        todo = plan[~_done(plan, table)] if len(plan) else plan
+        if len(todo):
+            rows = run_fn(todo.reset_index(drop=True))
+            table = _append(table, _as_rows(rows))
+            state.write_runs(table)
+        posterior = fit_fn(load_runs(table, name="loop run table"))
+        if hasattr(posterior, "save"):
+            posterior.save(state.posterior_path(r))
+        log = _round_log(r, plan, table, posterior, logs, ci)
+        state.write_json(state.log_path(r), log)
+        logs.append(log)
+        _print_round(console, log)
+    else:
+        stopped = "rounds"
+    if posterior is None and logs:
+        posterior = _posterior_of(state, len(logs) - 1, table, fit_fn)
+    return LoopResult(runs=load_runs(table, name="loop run table"), rounds=logs,
+                      stopped=stopped, posterior=posterior)
+
+
+def _initial_plan(candidates, table, initial, cost) -> pd.DataFrame:
+    if table is not None:
+        return candidates.iloc[:0]  # fit what is there
+    plan = initial if initial is not None else initial_design(candidates)
+    return plan.assign(cost=_batch_costs(plan, cost))
+
+
+def _batch_costs(plan: pd.DataFrame, cost: str | CostFn) -> np.ndarray:
+    """Costs of a batch run in order, each run reusing the checkpoints of those before."""
+    out, ckpt = [], set()
+    for i in range(len(plan)):
+        row = plan.iloc[i : i + 1]
+        out.append(float(candidate_costs(row, cost, ckpt)[0]))
+        ckpt |= checkpoint_keys(row)
+    return np.asarray(out)
+
+
+def _as_rows(rows: Any) -> pd.DataFrame:
+    if not isinstance(rows, pd.DataFrame):
+        raise TypeError(f"run_fn must return a DataFrame of run-table rows, not "
+                        f"{type(rows).__name__}")
+    return rows
+
+
+def _posterior_of(state: _State, r: int, table: pd.DataFrame, fit_fn: FitFn) -> Any:
+    path = state.posterior_path(r)
+    if path.exists():
+        from bayes_transfer.inference import Posterior
+
+        return Posterior.load(path)
+    return fit_fn(load_runs(table, name="loop run table"))
+
+
+def _round_log(r: int, plan: pd.DataFrame, table: pd.DataFrame, posterior: Any,
+               logs: list[dict[str, Any]], ci: float) -> dict[str, Any]:
+    widths = gap_widths(posterior, ci)
+    cost = float(plan["cost"].sum()) if "cost" in plan.columns and len(plan) else 0.0
+    cumulative = cost + (logs[-1]["cumulative_cost"] if logs else 0.0)
+    diagnostics = getattr(posterior, "diagnostics", None)
+    keep = [c for c in [*_KEY, "run_id", "cost", "expected_gain", "reason"] if c in plan]
+    return {
+        "round": r,
+        "chosen": _records(plan[keep]) if len(plan) else [],
+        "cost": cost,
+        "cumulative_cost": cumulative,
+        "rows": int(len(table)),
+        "ci": ci,
+        "mean_width": float(widths.mean()),
+        "max_width": float(widths.max()),
+        "widths": {k: float(v) for k, v in widths.items()},
+        "diagnostics_ok": None if diagnostics is None else bool(diagnostics.ok),
+        "diagnostics": [] if diagnostics is None else [str(p) for p in diagnostics.problems],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _print_round(console: Console, log: dict[str, Any]) -> None:
+    t = Table(title=f"round {log['round']}: {len(log['chosen'])} runs, "
+                    f"{log['cost']:.3g} FLOPs (total {log['cumulative_cost']:.3g}); "
+                    f"log-gap {log['ci']:.0%} width mean {log['mean_width']:.3f}, "
+                    f"max {log['max_width']:.3f}", title_justify="left")
+    for col in ("source", "target", "params", "p", "f", "cost", "reason"):
+        t.add_column(col)
+    for run in log["chosen"][:12]:
+        t.add_row(run["source"], run["target"], f"{run['params']:.3g}",
+                  f"{run['pretrain_tokens']:.3g}", f"{run['finetune_tokens']:.3g}",
+                  f"{run.get('cost', float('nan')):.3g}", run.get("reason", "initial design"))
+    console.print(t)
+    if log["diagnostics_ok"] is False:
+        console.print(f"[yellow]sampler diagnostics: {'; '.join(log['diagnostics'][:2])}[/]")
+
+
+# ---- runners ------------------------------------------------------------------------
+
+
+def simulated_runner(truth: Simulation, seed: int = 0) -> RunFn:
+    """A ``run_fn`` that draws each run's loss from a fixed simulated truth.
+
+    ``truth`` is a :class:`~bayes_transfer.simulate.Simulation`; its true sites (gaps,
+    exponents, noise scale) are held fixed and only the measurement noise is new. The noise
+    of a batch is seeded by its run ids, so a rerun of the same batch gives the same rows.
+    """
+    from bayes_transfer.simulate import simulate
+
+    sites = {k: v for k, v in truth.truth.items() if k != "log_loss"
+             and not k.startswith("log_")}
+
+    def run_fn(chosen: pd.DataFrame) -> pd.DataFrame:
+        key = zlib.crc32("|".join(map(str, chosen["run_id"])).encode()) ^ seed
+        design = chosen[[c for c in ("run_id", *_KEY) if c in chosen.columns]]
+        full = pd.concat([_level_rows(truth), design], ignore_index=True)
+        sim = simulate(truth.spec, full, seed=int(key), truth=sites)
+        return sim.runs.df.iloc[len(truth.runs.sources) * len(truth.runs.targets):] \
+            .astype({"source": str, "target": str}).reset_index(drop=True)
+
+    return run_fn
+
+
+def _level_rows(truth: Simulation) -> pd.DataFrame:
+    # One placeholder row per pair keeps every source and target in the simulated table,
+    # so the truth's per-group values keep their meaning whatever the batch holds.
+    pairs = truth.runs.pairs
+    return pd.DataFrame({"run_id": [f"_level-{i}" for i in range(len(pairs))],
+                         "source": [s for s, _ in pairs], "target": [t for _, t in pairs],
+                         "params": 1, "pretrain_tokens": 1, "finetune_tokens": 1, "seed": 0})
+
+
+def grid_candidates(grid: Grid) -> pd.DataFrame:
+    """The runs a trainer grid spec can make: sources x targets x shapes x p (> 0) x f.
+
+    ``params`` is each shape's non-embedding parameter count (the trainer's ``params``);
+    the shape name is kept in a ``shape`` column.
+    """
+    from bayes_transfer.design import candidate_grid
+    from bayes_transfer.trainer import non_embedding_params
+
+    frames = []
+    for shape in grid.shapes:
+        n = non_embedding_params(grid.shape_dims(shape))
+        frames.append(candidate_grid(grid.sources, grid.targets, params=[n],
+                                     pretrain_tokens=[p for p in grid.pretrain_tokens if p > 0],
+                                     finetune_tokens=grid.finetune_tokens,
+                                     seed=grid.seeds[0]).assign(shape=shape))
+    return pd.concat(frames, ignore_index=True)
+
+
+def trainer_runner(grid: Grid, work_dir: str | os.PathLike[str], executor: str = "serial",
+                   workers: int | None = None) -> RunFn:
+    """A ``run_fn`` that trains the chosen runs with the bundled trainer.
+
+    Each chosen run is a one-run grid with ``grid``'s training settings; all share one
+    work directory, so a pre-training checkpoint is trained once and reused by every
+    fine-tuning of it (and finished runs are never redone).
+    """
+    from bayes_transfer.trainer import run_grid
+
+    work_dir = Path(work_dir)
+
+    def run_fn(chosen: pd.DataFrame) -> pd.DataFrame:
+        frames = []
+        for i, run in enumerate(chosen.itertuples(index=False)):
+            one = dataclasses.replace(
+                grid, sources=(run.source,), targets=(run.target,), shapes=(run.shape,),
+                pretrain_tokens=(int(run.pretrain_tokens),),
+                finetune_tokens=(int(run.finetune_tokens),), seeds=(int(run.seed),))
+            frames.append(run_grid(one, work_dir / f"batch-{i}.csv", executor=executor,
+                                   workers=workers, progress=False,
+                                   work_dir=work_dir / "work"))
+        return pd.concat(frames, ignore_index=True)
+
+    return run_fn
+
+
+def loop_grid(
+    grid: Grid | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    spec: ModelSpec | str | os.PathLike[str] | dict[str, Any] | None = None,
+    executor: str = "serial",
+    workers: int | None = None,
+    **options: Any,
+) -> LoopResult:
+    """The closed loop on a trainer grid spec: its runs are the candidates.
+
+    The spec defaults to ``transfer-gap-size`` when the grid has several shapes (model
+    size varies) and ``transfer-gap`` otherwise. Other options are those of
+    :func:`run_loop`.
+    """
+    from bayes_transfer.trainer import load_grid
+
+    if isinstance(grid, (str, os.PathLike)):
+        grid = load_grid(grid)
+    if spec is None:
+        spec = "transfer-gap-size" if len(grid.shapes) > 1 else "transfer-gap"
+    return run_loop(grid_candidates(grid), out, spec=spec,
+                    run_fn=trainer_runner(grid, Path(out) / "trainer", executor, workers),
+                    **options)

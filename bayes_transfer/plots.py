@@ -1,0 +1,406 @@
+"""Pictures of a posterior: fitted curves, gaps, priors, and what to run next.
+
+Every function takes a :class:`~bayes_transfer.inference.Posterior` (or, for
+:func:`plot_acquisition`, a table of candidate scores), returns a matplotlib
+:class:`~matplotlib.figure.Figure` and never shows or saves it: call
+:func:`save_figure` (atomic, fixed size) or ``fig.savefig`` yourself. Figures are
+``FIGSIZE`` inches at ``DPI`` dots per inch, so every PNG has the same pixel size.
+
+================================  ===========================================================
+:func:`plot_losses`               observed losses and posterior predictive bands, per pair
+:func:`plot_gap_forest`           every pair's gap with its credible interval, sorted
+:func:`plot_gap_heatmap`          source x target gap medians, interval widths annotated
+:func:`plot_prior_posterior`      prior vs posterior of the population-level parameters
+:func:`plot_acquisition`          value per unit cost of candidate runs
+================================  ===========================================================
+
+Unobserved pairs (no rows in the table) get their gap from the crossed source and target
+effects; they are drawn hollow, grey or hatched and labelled "pred.".
+
+Example:
+    >>> from bayes_transfer.inference import Posterior
+    >>> post = Posterior.load("posterior.nc")  # doctest: +SKIP
+    >>> fig = plot_gap_forest(post, ci=0.9)  # doctest: +SKIP
+    >>> save_figure(fig, "forest.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from bayes_transfer._io import atomic_path
+
+if TYPE_CHECKING:
+    from bayes_transfer.inference import Posterior
+
+__all__ = ["FIGSIZE", "DPI", "KINDS", "plot_losses", "plot_gap_forest", "plot_gap_heatmap",
+           "plot_prior_posterior", "plot_acquisition", "prior_draws", "save_figure"]
+
+FIGSIZE = (10.0, 6.5)
+DPI = 100
+KINDS = ("losses", "forest", "heatmap", "prior", "acquisition")
+
+_OBSERVED = "#1f4e79"
+_PREDICTED = "#8c8c8c"
+_PRIOR = "#d9a441"
+_STYLE = {
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+}
+
+
+@contextmanager
+def _style():
+    with matplotlib.rc_context(_STYLE):
+        yield
+
+
+def _figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, np.ndarray]:
+    # Figure, not pyplot.figure: no backend or display is needed (works under Agg, in CI,
+    # in notebooks) and no global figure state leaks between calls.
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return fig, axes
+
+
+def _grid_shape(n: int) -> tuple[int, int]:
+    ncols = math.ceil(math.sqrt(n * FIGSIZE[0] / FIGSIZE[1]))
+    ncols = max(1, min(n, ncols))
+    return math.ceil(n / ncols), ncols
+
+
+def _quantiles(draws: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be between 0 and 1 (e.g. 0.9), not {ci}")
+    lo, med, hi = np.quantile(draws, [(1 - ci) / 2, 0.5, (1 + ci) / 2], axis=0)
+    return lo, med, hi
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` to ``path`` atomically at ``DPI``; the pixel size is ``FIGSIZE * DPI``.
+
+    The format comes from the extension (``.png``, ``.pdf``, ``.svg``).
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format=fmt)
+    return path
+
+
+# ---- (1) losses with predictive bands -----------------------------------------------------
+
+def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
+                params: float | None = None, pairs: Sequence[str] | None = None,
+                max_pairs: int = 12, points: int = 40) -> Figure:
+    """Observed losses and posterior predictive bands, one panel per pair (log x axis).
+
+    Args:
+        post: a fitted posterior.
+        against: ``"p"`` (pre-training tokens on x, one curve per fine-tuning amount) or
+            ``"f"`` (fine-tuning tokens on x, one curve per pre-training amount).
+        ci: width of the bands: the dark band is the curve's credible interval, the light
+            band the posterior predictive of a measured loss (curve plus noise).
+        params: the model size N of the curves; default: each pair's largest N. Only the
+            runs at that N are drawn.
+        pairs: pair labels (``"s->t"``) to draw; default: the observed pairs, at most
+            ``max_pairs`` of them (those with the most rows).
+        points: x positions per curve.
+
+    Example:
+        >>> fig = plot_losses(post, "f", ci=0.9)  # doctest: +SKIP
+    """
+    if against not in ("p", "f"):
+        raise ValueError(f"against must be 'p' or 'f', not {against!r}")
+    x_col, c_col = (("pretrain_tokens", "finetune_tokens") if against == "p"
+                    else ("finetune_tokens", "pretrain_tokens"))
+    df = post.runs.df.assign(pair=lambda d: d["source"].astype(str) + "->" +
+                             d["target"].astype(str))
+    if pairs is None:
+        counts = df["pair"].value_counts()
+        pairs = sorted(counts.index[:max_pairs])
+    unknown = sorted(set(pairs) - set(post.runs.pair_labels))
+    if unknown:
+        raise ValueError(f"unknown pair(s) {unknown}; the posterior has "
+                         f"{post.runs.pair_labels}")
+    with _style():
+        fig, axes = _figure(*_grid_shape(len(pairs)), sharey=True)
+        cmap = matplotlib.colormaps["viridis"]
+        for ax, label in zip(axes.flat, pairs, strict=False):
+            _loss_panel(post, ax, df[df["pair"] == label], label, x_col, c_col, ci,
+                        params, points, cmap)
+        for ax in axes.flat[len(pairs):]:
+            ax.set_visible(False)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("loss (nats/token)")
+        for ax in axes[-1, :]:
+            ax.set_xlabel(f"{x_col} ({against})")
+        fig.suptitle(f"{post.spec.law}: observed losses with {ci:.0%} credible (dark) and "
+                     f"posterior predictive (light) bands")
+    return fig
+
+
+def _loss_panel(post, ax, rows: pd.DataFrame, label: str, x_col: str, c_col: str, ci: float,
+                params: float | None, points: int, cmap) -> None:
+    source, target = label.split("->", 1)
+    size = params if params is not None else (
+        float(rows["params"].max()) if len(rows) else float(post.runs.df["params"].max()))
+    rows = rows[np.isclose(rows["params"], size)]
+    table_df = post.runs.df
+    x_vals = rows[x_col] if len(rows) else table_df[x_col]
+    x_vals = x_vals[x_vals > 0]
+    if x_vals.empty:
+        x_vals = table_df[x_col][table_df[x_col] > 0]
+    lo, hi = np.log10(x_vals.min()) - 0.3, np.log10(x_vals.max()) + 0.3
+    grid = np.logspace(lo, hi, points)
+    levels = sorted(v for v in (rows[c_col] if len(rows) else table_df[c_col]).unique()
+                    if v > 0)
+    for i, level in enumerate(levels):
+        color = cmap(i / max(1, len(levels) - 1) * 0.85)
+        new = pd.DataFrame({"source": source, "target": target, "params": int(size),
+                            x_col: grid.astype(np.int64), c_col: int(level)})
+        mean = post.predict_draws(new, kind="mean")
+        obs = post.predict_draws(new, kind="observation", seed=i)
+        m_lo, m_med, m_hi = _quantiles(mean, ci)
+        o_lo, _, o_hi = _quantiles(obs, ci)
+        ax.fill_between(grid, o_lo, o_hi, color=color, alpha=0.12, linewidth=0)
+        ax.fill_between(grid, m_lo, m_hi, color=color, alpha=0.35, linewidth=0)
+        ax.plot(grid, m_med, color=color, linewidth=1.2,
+                label=f"{c_col.split('_')[0]} = {level:.3g}")
+        pts = rows[rows[c_col] == level]
+        ax.scatter(pts[x_col], pts["loss"], color=color, edgecolor="black", linewidth=0.5,
+                   s=18, zorder=3)
+    ax.set_xscale("log")
+    observed = len(rows) > 0
+    ax.set_title(f"{label}  (N = {size:.3g})" + ("" if observed else "  pred., no runs"),
+                 color="black" if observed else _PREDICTED)
+    ax.legend(loc="upper right")
+
+
+# ---- (2) forest plot of gaps ---------------------------------------------------------------
+
+def _gap_draws(post: Posterior) -> tuple[str, np.ndarray, pd.DataFrame]:
+    gap = post.spec.gap
+    if gap is None:
+        raise ValueError(f"law {post.spec.law} has no per-pair gap parameter to plot")
+    if post.spec.params[gap].level != "pair":
+        raise ValueError(f"the gap {gap} of this spec varies by "
+                         f"{post.spec.params[gap].level}, not by pair")
+    draws = post.flat_log_params()[gap]  # (draws, pair), log scale
+    pc = post.idata.posterior.coords
+    pairs = pd.DataFrame({"source": pc["pair_source"].values.astype(str),
+                          "target": pc["pair_target"].values.astype(str),
+                          "observed": pc["pair_observed"].values.astype(bool)})
+    pairs["label"] = pairs["source"] + "->" + pairs["target"]
+    return gap, draws, pairs
+
+
+def plot_gap_forest(post: Posterior, *, ci: float = 0.9, inner: float = 0.5) -> Figure:
+    """Every pair's gap: median, ``inner`` (thick) and ``ci`` (thin) intervals, sorted.
+
+    Observed pairs are filled dots; pairs with no runs (gap predicted from their source's
+    and target's effects) are hollow, grey, and labelled "pred.".
+
+    Example:
+        >>> fig = plot_gap_forest(post, ci=0.9)  # doctest: +SKIP
+    """
+    gap, draws, pairs = _gap_draws(post)
+    lo, med, hi = (np.exp(q) for q in _quantiles(draws, ci))
+    ilo, _, ihi = (np.exp(q) for q in _quantiles(draws, inner))
+    order = np.argsort(med)
+    with _style():
+        fig, axes = _figure()
+        ax = axes[0, 0]
+        for y, i in enumerate(order):
+            obs = bool(pairs["observed"][i])
+            color = _OBSERVED if obs else _PREDICTED
+            ax.plot([lo[i], hi[i]], [y, y], color=color, linewidth=1.2)
+            ax.plot([ilo[i], ihi[i]], [y, y], color=color, linewidth=3.5)
+            ax.plot(med[i], y, "o", markersize=6, color=color,
+                    markerfacecolor=color if obs else "white")
+        labels = [pairs["label"][i] + ("" if pairs["observed"][i] else "  (pred.)")
+                  for i in order]
+        ax.set_yticks(range(len(order)), labels)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"gap {gap} (log scale)")
+        ax.grid(axis="y", visible=False)
+        ax.plot([], [], "o-", color=_OBSERVED, label="observed pair")
+        ax.plot([], [], "o-", color=_PREDICTED, markerfacecolor="white",
+                label="no runs: predicted from source and target effects")
+        ax.legend(loc="lower right")
+        ax.set_title(f"{post.spec.law}: transfer gap {gap} per pair, median with "
+                     f"{inner:.0%} (thick) and {ci:.0%} (thin) credible intervals")
+    return fig
+
+
+# ---- (3) heatmap of gaps -------------------------------------------------------------------
+
+def plot_gap_heatmap(post: Posterior, *, ci: float = 0.9) -> Figure:
+    """Source x target grid of gap medians (colour, log scale), interval widths written in.
+
+    Each cell reads ``median`` over ``xW``: the ``ci`` interval spans a factor W
+    (upper / lower). Cells of pairs with no runs are hatched and labelled "pred.".
+
+    Example:
+        >>> fig = plot_gap_heatmap(post, ci=0.9)  # doctest: +SKIP
+    """
+    gap, draws, pairs = _gap_draws(post)
+    lo, med, hi = _quantiles(draws, ci)
+    sources, targets = list(post.runs.sources), list(post.runs.targets)
+    shape = (len(sources), len(targets))
+    log10_med = (med / np.log(10)).reshape(shape)
+    width = np.exp(hi - lo).reshape(shape)
+    observed = pairs["observed"].to_numpy().reshape(shape)
+    with _style():
+        fig, axes = _figure()
+        ax = axes[0, 0]
+        ax.grid(False)
+        image = ax.imshow(log10_med, cmap="magma_r", aspect="auto")
+        cbar = fig.colorbar(image, ax=ax)
+        cbar.set_label(f"log10 median gap {gap}")
+        norm_mid = np.nanmean(image.get_clim())
+        for (i, j), value in np.ndenumerate(log10_med):
+            text = f"{10 ** value:.3g}\n×{width[i, j]:.3g}"
+            if not observed[i, j]:
+                text += "\npred."
+                ax.add_patch(Rectangle(
+                    (j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="white",
+                    linewidth=0))
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if value > norm_mid else "black")
+        ax.set_xticks(range(len(targets)), targets)
+        ax.set_yticks(range(len(sources)), sources)
+        ax.set_xlabel("target (fine-tuned on)")
+        ax.set_ylabel("source (pre-trained on)")
+        ax.set_title(f"{post.spec.law}: median gap {gap}; ×W = the {ci:.0%} interval spans a "
+                     "factor W; hatched 'pred.' = no runs, predicted")
+    return fig
+
+
+# ---- (4) prior vs posterior ----------------------------------------------------------------
+
+def _population_sites(post: Posterior) -> list[str]:
+    sites = []
+    for p in post.spec.params.values():
+        if p.pooling == "none":
+            if p.level == "global":
+                sites.append(f"log_{p.name}")
+            continue
+        sites += [s for s in p.site_names if "_z_" not in s]
+    return sites + ["sigma"]
+
+
+def prior_draws(post: Posterior, sites: Sequence[str] | None = None, *, n: int = 1000,
+                seed: int = 0) -> dict[str, np.ndarray]:
+    """Draws of the prior of ``sites`` (default: population-level ones), from the model.
+
+    Runs NumPyro's ``Predictive`` on :func:`~bayes_transfer.model.hierarchical_model` with
+    ``observed=False``, so the prior is exactly the one that was fit.
+    """
+    import jax
+    from numpyro.infer import Predictive
+
+    from bayes_transfer.model import hierarchical_model, model_data
+
+    sites = list(sites or _population_sites(post))
+    data = model_data(post.spec, post.runs)
+    predictive = Predictive(hierarchical_model, num_samples=n, return_sites=sites)
+    out = predictive(jax.random.key(seed), data, observed=False)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def plot_prior_posterior(post: Posterior, sites: Sequence[str] | None = None, *,
+                         n_prior: int = 2000, seed: int = 0) -> Figure:
+    """Prior and posterior densities of the population-level parameters, one panel each.
+
+    The default sites are each pooled parameter's population mean ``<P>_mu`` (log scale)
+    and between-group sds ``<P>_sd_<group>``, global parameters ``log_<P>``, and the noise
+    ``sigma``. A posterior as wide as its prior means the data said little about it.
+
+    Example:
+        >>> fig = plot_prior_posterior(post)  # doctest: +SKIP
+    """
+    sites = list(sites or _population_sites(post))
+    missing = [s for s in sites if s not in post.idata.posterior]
+    if missing:
+        raise ValueError(f"no site(s) {missing} in the posterior")
+    prior = prior_draws(post, sites, n=n_prior, seed=seed)
+    with _style():
+        fig, axes = _figure(*_grid_shape(len(sites)))
+        for ax, site in zip(axes.flat, sites, strict=False):
+            posterior = post.idata.posterior[site].values.reshape(-1)
+            both = np.concatenate([prior[site].reshape(-1), posterior])
+            bins = np.linspace(*np.quantile(both, [0.005, 0.995]), 40)
+            ax.hist(prior[site].reshape(-1), bins=bins, density=True, color=_PRIOR,
+                    alpha=0.5, label="prior")
+            ax.hist(posterior, bins=bins, density=True, color=_OBSERVED, alpha=0.6,
+                    label="posterior")
+            ax.set_title(site)
+            ax.set_yticks([])
+        for ax in axes.flat[len(sites):]:
+            ax.set_visible(False)
+        axes.flat[0].legend(loc="upper right")
+        fig.suptitle(f"{post.spec.law}: prior vs posterior of the population-level "
+                     "parameters (log scale for <P>_mu)")
+    return fig
+
+
+# ---- (5) acquisition -----------------------------------------------------------------------
+
+_VALUE_COLUMNS = ("gain_per_cost", "value", "score", "acquisition", "expected_gain")
+
+
+def plot_acquisition(scores: pd.DataFrame, *, value: str | None = None, top: int = 20,
+                     chosen: Sequence[int] | None = None) -> Figure:
+    """The ``top`` candidate runs by acquisition value per unit cost, as horizontal bars.
+
+    Args:
+        scores: one row per candidate, as from ``bayes_transfer.design.score_candidates``:
+            ``source``, ``target``, ``params``, ``pretrain_tokens``, ``finetune_tokens``
+            and a value column.
+        value: the value column; default: the first of ``gain_per_cost``, ``value``,
+            ``score``, ``acquisition``, ``expected_gain`` that exists.
+        chosen: row positions of candidates picked for the next batch, drawn highlighted.
+
+    Example:
+        >>> fig = plot_acquisition(score_candidates(post, candidates))  # doctest: +SKIP
+    """
+    value = value or next((c for c in _VALUE_COLUMNS if c in scores.columns), None)
+    if value is None or value not in scores.columns:
+        raise ValueError(f"no value column among {list(scores.columns)}; pass value=")
+    if scores.empty:
+        raise ValueError("no candidates to plot")
+    shown = scores.reset_index(drop=True).nlargest(top, value).iloc[::-1]
+    labels = [f"{r.source}->{r.target}  N={r.params:.2g} p={r.pretrain_tokens:.2g} "
+              f"f={r.finetune_tokens:.2g}" for r in shown.itertuples()]
+    picked = set(chosen or ())
+    colors = [_PRIOR if i in picked else _OBSERVED for i in shown.index]
+    with _style():
+        fig, axes = _figure()
+        ax = axes[0, 0]
+        ax.barh(range(len(shown)), shown[value], color=colors)
+        ax.set_yticks(range(len(shown)), labels, fontsize=7)
+        ax.set_xlabel(value.replace("_", " "))
+        ax.grid(axis="y", visible=False)
+        title = f"top {len(shown)} of {len(scores)} candidate runs by {value}"
+        if picked:
+            title += " (highlighted: chosen for the next batch)"
+        ax.set_title(title)
+    return fig

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny simulated run table and a small fitted posterior.
+
+The posterior is fit once per test session with very few draws and a shallow tree: it is
+for tests of the API (reports, predictions, save/load, plots), not of inference quality.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bayes_transfer.simulate import Simulation, design_grid, simulate
+
+# Hyperparameters that give realistic losses (1.5-5 nats) on the tiny design below.
+TINY_TRUTH = {"sigma": 0.03, "G_mu": 2.3, "A_mu": 5.7, "alpha_mu": -1.2, "beta_mu": -1.2,
+              "E_mu": 0.4}
+
+
+@pytest.fixture(scope="session")
+def tiny_sim() -> Simulation:
+    """2 sources x 2 targets of the bundled ``transfer-gap`` spec; pair b->y never run."""
+    design = design_grid(["a", "b"], ["x", "y"], params=[1e6], pretrain_tokens=[2e4, 2e5],
+                         finetune_tokens=[4e3, 4e4])
+    design = design[~((design.source == "b") & (design.target == "y"))]
+    return simulate("transfer-gap", design, seed=3, truth=TINY_TRUTH)
+
+
+@pytest.fixture(scope="session")
+def tiny_posterior(tiny_sim):
+    """A quick 2-chain posterior of ``tiny_sim`` (API tests only: too short to trust)."""
+    import warnings
+
+    from bayes_transfer.diagnostics import SamplingWarning
+    from bayes_transfer.inference import fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        return fit(tiny_sim.runs, "transfer-gap", chains=2, draws=100, warmup=100, seed=0,
+                   max_tree_depth=5, progress=False)

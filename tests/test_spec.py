@@ -1,0 +1,78 @@
+"""Model specs: bundled specs load; bad specs and tables the law cannot use are refused."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from bayes_transfer.bundled import MODELS_DIR
+from bayes_transfer.data import RunTableError, load_runs
+from bayes_transfer.model import select_rows
+from bayes_transfer.spec import ModelSpec, SpecError, load_spec
+
+BUNDLED = ["transfer-gap", "transfer-gap-size", "chinchilla", "effective-data"]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_specs_load_and_round_trip(name):
+    spec = load_spec(name)
+    assert spec == load_spec(MODELS_DIR / f"{name}.toml")
+    assert ModelSpec.from_json(spec.to_json()) == spec
+
+
+def test_unknown_law_is_named():
+    with pytest.raises(SpecError, match="unknown law 'transfer-gapp'.*known laws"):
+        load_spec({"law": "transfer-gapp"})
+
+
+def test_unknown_parameter_is_named():
+    with pytest.raises(SpecError, match=r"\['Gap'\] are not parameters of law 'transfer-gap'"):
+        load_spec({"law": "transfer-gap", "params": {"Gap": {"level": "pair"}}})
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"level": "pairs"}, "level 'pairs'"),
+    ({"level": "global", "pooling": "crossed"}, "pooling 'crossed' does not apply"),
+    ({"scale": 0}, "scale must be > 0"),
+    ({"loc": "big"}, "must be a number"),
+    ({"prior": 1}, "unknown key of params.G"),
+])
+def test_bad_parameter_entries(entry, words):
+    with pytest.raises(SpecError, match=words):
+        load_spec({"law": "transfer-gap", "params": {"G": entry}})
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("law = \n")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="no such model spec"):
+        load_spec(tmp_path / "missing.toml")
+
+
+def _rows(**overrides) -> pd.DataFrame:
+    df = pd.DataFrame({"run_id": ["r1", "r2"], "source": ["web", "web"],
+                       "target": ["code", "code"], "params": [10**6, 10**6],
+                       "pretrain_tokens": [10**7, 10**7], "finetune_tokens": [10**5, 0],
+                       "loss": [2.0, 2.5]})
+    return df.assign(**overrides)
+
+
+def test_missing_column_the_law_needs():
+    with pytest.raises(RunTableError, match="column finetune_tokens: missing required"):
+        load_runs(_rows().drop(columns="finetune_tokens"))
+
+
+def test_zero_shot_row_refused_when_rows_all():
+    spec = load_spec({"law": "transfer-gap", "rows": "all"})
+    with pytest.raises(RunTableError, match="row 2, column finetune_tokens: law transfer-gap "
+                                            "needs finetune_tokens > 0"):
+        select_rows(spec, load_runs(_rows()))
+
+
+def test_zero_shot_row_left_out_when_rows_applicable():
+    table, left_out = select_rows(load_spec("transfer-gap"), load_runs(_rows()))
+    assert (len(table), left_out) == (1, 1)
+    # Leaving rows out keeps every source and target.
+    assert table.targets == ("code",)
