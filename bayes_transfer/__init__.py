@@ -24,19 +24,37 @@ _use_host_cores_for_chains()
 # ArviZ 0.2x announces its 1.0 refactor on import; users cannot act on it here.
 _warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 
-from bayes_transfer.data import RunTable, RunTableError, load_runs, read_chinchilla_csv  # noqa: E402
-from bayes_transfer.laws import LAWS, Law, get_law, register_law  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "LAWS",
-    "Law",
-    "RunTable",
-    "RunTableError",
-    "get_law",
-    "load_runs",
-    "read_chinchilla_csv",
-    "register_law",
-    "__version__",
-]
+# The public names, imported on first use (PEP 562): `import bayes_transfer` stays cheap,
+# which matters for the trainer's worker processes that never touch JAX.
+_EXPORTS = {
+    "RunTable": "bayes_transfer.data",
+    "RunTableError": "bayes_transfer.data",
+    "load_runs": "bayes_transfer.data",
+    "read_chinchilla_csv": "bayes_transfer.data",
+    "LAWS": "bayes_transfer.laws",
+    "Law": "bayes_transfer.laws",
+    "get_law": "bayes_transfer.laws",
+    "register_law": "bayes_transfer.laws",
+    "load_spec": "bayes_transfer.spec",
+    "ModelSpec": "bayes_transfer.spec",
+    "fit": "bayes_transfer.inference",
+    "Posterior": "bayes_transfer.inference",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bayes_transfer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -316,6 +316,7 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
             raw = df["loss_se"].to_numpy()
             with np.errstate(invalid="ignore"):
                 bad = ~np.isnan(values) & ~(np.isfinite(values) & (values >= 0))
+            bad |= _not_a_number(df["loss_se"], values)
             flag(bad, "loss_se", lambda i: f"{_show(raw[i])} is not a non-negative number "
                  "(leave it empty when unknown)")
             out["loss_se"] = np.nan_to_num(values, nan=0.0)
@@ -329,7 +330,10 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
         else:
             raw = df["seed"].to_numpy()
             with np.errstate(invalid="ignore"):
-                bad = ~np.isnan(values) & ~(values == np.round(values))
+                # inf and |seed| >= 2**63 would overflow Int64 below.
+                bad = ~np.isnan(values) & ~(np.isfinite(values) & (values == np.round(values))
+                                            & (np.abs(values) < 2.0**63))
+            bad |= _not_a_number(df["seed"], values)
             flag(bad, "seed", lambda i: f"{_show(raw[i])} is not an integer")
             if not bad.any():
                 out["seed"] = pd.array(np.where(np.isnan(values), pd.NA, values), dtype="Int64")
@@ -376,6 +380,19 @@ def _numeric(s: pd.Series, col: str, problems: list[Problem]) -> np.ndarray | No
     if pd.api.types.is_numeric_dtype(s):
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _not_a_number(s: pd.Series, values: np.ndarray) -> np.ndarray:
+    """Cells of an optional column that hold text that is not a number (e.g. "x").
+
+    Parsing turned them into NaN, which would otherwise read as "unknown"; empty cells and
+    the usual missing-value spellings ("nan", "NA", "null", "None") stay missing.
+    """
+    if pd.api.types.is_numeric_dtype(s):
+        return np.zeros(len(s), dtype=bool)
+    text = s.astype("string").str.strip().str.lower()
+    missing = text.isna() | text.isin(["", "nan", "na", "n/a", "null", "none", "<na>"])
+    return np.isnan(values) & ~missing.to_numpy(dtype=bool, na_value=True)
 
 
 def _check_duplicates(out: pd.DataFrame, labels: np.ndarray, name: str) -> None:

@@ -60,6 +60,8 @@ from bayes_transfer.design import (
     suggest,
 )
 from bayes_transfer.design.candidates import CostFn
+from bayes_transfer.laws import ROW_RULES, features, get_law
+from bayes_transfer.model import at_rows
 from bayes_transfer.spec import ModelSpec, load_spec
 
 if TYPE_CHECKING:
@@ -278,8 +280,15 @@ def run_loop(
 
 def _initial_plan(candidates, table, initial, cost) -> pd.DataFrame:
     if table is not None:
-        return candidates.iloc[:0]  # fit what is there
-    plan = initial if initial is not None else initial_design(candidates)
+        # Fit what is there, plus first runs for any source or target it lacks (a
+        # posterior knows nothing of a level it never saw, so cannot score its runs).
+        new = ~candidates["source"].isin(table["source"]) \
+            | ~candidates["target"].isin(table["target"])
+        if not new.any():
+            return candidates.iloc[:0]
+        plan = initial_design(candidates[new])
+    else:
+        plan = initial if initial is not None else initial_design(candidates)
     return plan.assign(cost=_batch_costs(plan, cost))
 
 
@@ -354,33 +363,36 @@ def _print_round(console: Console, log: dict[str, Any]) -> None:
 def simulated_runner(truth: Simulation, seed: int = 0) -> RunFn:
     """A ``run_fn`` that draws each run's loss from a fixed simulated truth.
 
-    ``truth`` is a :class:`~bayes_transfer.simulate.Simulation`; its true sites (gaps,
-    exponents, noise scale) are held fixed and only the measurement noise is new. The noise
-    of a batch is seeded by its run ids, so a rerun of the same batch gives the same rows.
+    ``truth`` is a :class:`~bayes_transfer.simulate.Simulation`: its true parameters and
+    noise scale are held fixed, and each run's log loss is the law's value plus fresh noise
+    from the spec's likelihood. The noise of a batch is seeded by its run ids, so a rerun
+    of the same batch gives the same rows.
     """
-    from bayes_transfer.simulate import simulate
-
-    sites = {k: v for k, v in truth.truth.items() if k != "log_loss"
-             and not k.startswith("log_")}
+    spec = truth.spec
+    law = get_law(spec.law)
+    sigma = float(np.asarray(truth.truth["sigma"]))
+    levels = {name: (p.level, np.asarray(truth.true_log(name))) for name, p in
+              spec.params.items()}
 
     def run_fn(chosen: pd.DataFrame) -> pd.DataFrame:
-        key = zlib.crc32("|".join(map(str, chosen["run_id"])).encode()) ^ seed
-        design = chosen[[c for c in ("run_id", *_KEY) if c in chosen.columns]]
-        full = pd.concat([_level_rows(truth), design], ignore_index=True)
-        sim = simulate(truth.spec, full, seed=int(key), truth=sites)
-        return sim.runs.df.iloc[len(truth.runs.sources) * len(truth.runs.targets):] \
-            .astype({"source": str, "target": str}).reset_index(drop=True)
+        rows = chosen[[c for c in ("run_id", *_KEY) if c in chosen.columns]].copy()
+        table = load_runs(rows.assign(loss=1.0), name="simulated runs")
+        table = table.with_levels(truth.runs.sources, truth.runs.targets)
+        rule, words = ROW_RULES[law.rows]
+        bad = np.flatnonzero(~rule(table.df))
+        if len(bad):
+            raise ValueError(f"run {rows['run_id'].iloc[bad[0]]!r}: the simulated truth's "
+                             f"law {law.name} {words}")
+        lp = {name: at_rows(level, value, table.source_idx, table.target_idx,
+                            len(truth.runs.targets)) for name, (level, value) in levels.items()}
+        mean = np.asarray(law.log_loss(features(table.df), lp, xp=np))
+        rng = np.random.default_rng([seed, zlib.crc32("|".join(map(str, rows["run_id"]))
+                                                      .encode())])
+        eps = rng.standard_normal(len(rows)) if spec.likelihood.family == "normal" else \
+            rng.standard_t(spec.likelihood.nu, size=len(rows))
+        return rows.assign(loss=np.exp(mean + sigma * eps), loss_se=0.0).reset_index(drop=True)
 
     return run_fn
-
-
-def _level_rows(truth: Simulation) -> pd.DataFrame:
-    # One placeholder row per pair keeps every source and target in the simulated table,
-    # so the truth's per-group values keep their meaning whatever the batch holds.
-    pairs = truth.runs.pairs
-    return pd.DataFrame({"run_id": [f"_level-{i}" for i in range(len(pairs))],
-                         "source": [s for s, _ in pairs], "target": [t for _, t in pairs],
-                         "params": 1, "pretrain_tokens": 1, "finetune_tokens": 1, "seed": 0})
 
 
 def grid_candidates(grid: Grid) -> pd.DataFrame:

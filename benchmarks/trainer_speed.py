@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     shape = args.shape or ("xs" if args.quick else "s")
-    steps = args.steps or (15 if args.quick else 60)
-    rounds = args.rounds or (3 if args.quick else 6)
+    steps = args.steps or (15 if args.quick else 40)
+    rounds = args.rounds or (3 if args.quick else 10)
     torch.set_num_threads(args.threads)
 
     cfg = TrainConfig(batch_size=16, context=64, lr=3e-3)

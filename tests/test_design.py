@@ -291,3 +291,66 @@ def test_suggest_leaves_out_runs_already_in_the_table():
     with pytest.raises(ValueError, match="not one of the fitted sources"):
         suggest(draws, candidate_grid(["zzz"], ["x"], params=[1], pretrain_tokens=[1],
                                       finetune_tokens=[1]))
+
+
+# ---- CLI ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def posterior_file(tmp_path_factory):
+    from _posteriors import known_posterior, simulated
+
+    path = tmp_path_factory.mktemp("post") / "post.nc"
+    known_posterior(simulated("transfer-gap"), spread=0.3).save(path)
+    return path
+
+
+def _cands_toml(tmp_path):
+    path = tmp_path / "cands.toml"
+    path.write_text('[candidates]\nparams = [1e5, 1e6]\n'
+                    'pretrain_tokens = { min = 1e6, max = 1e8, num = 3 }\n'
+                    'finetune_tokens = [1e4, 1e6]\n')
+    return path
+
+
+def test_cli_suggest_table_and_csv(posterior_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from bayes_transfer.cli import app
+
+    runner = CliRunner()
+    cands = _cands_toml(tmp_path)
+    res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates", str(cands),
+                              "--batch", "3"])
+    assert res.exit_code == 0, res.output
+    assert "next runs" in res.output and "narrows log G" in res.output
+    res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates", str(cands),
+                              "--batch", "5", "--budget", "1e16", "--format", "csv",
+                              "--criterion", "information", "--pair", "code->prose"])
+    assert res.exit_code == 0, res.output
+    from io import StringIO
+
+    out = pd.read_csv(StringIO(res.output))
+    assert 1 <= len(out) <= 5 and out["cost"].sum() <= 1e16
+    assert {"cost", "expected_gain", "gain_per_cost", "reason"} <= set(out.columns)
+    assert out["reason"].str.contains("code->prose").all()
+
+
+def test_cli_suggest_bad_input_names_the_problem(posterior_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from bayes_transfer.cli import app
+
+    runner = CliRunner()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[candidates]\nparams = [1e5]\n")
+    res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates", str(bad)])
+    assert res.exit_code == 1 and "candidates.pretrain_tokens" in res.output
+    res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates",
+                              str(_cands_toml(tmp_path)), "--criterion", "entropy"])
+    assert res.exit_code == 1 and "--criterion" in res.output
+    res = runner.invoke(app, ["suggest", str(tmp_path / "nope.nc"), "--candidates",
+                              str(bad)])
+    assert res.exit_code == 1 and "no such posterior" in res.output
+    res = runner.invoke(app, ["loop", "--help"])
+    assert res.exit_code == 0 and "--target-width" in res.output

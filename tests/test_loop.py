@@ -131,12 +131,20 @@ def test_loop_stops_at_the_target_width_and_at_the_budget(tmp_path, truth):
 
 
 def test_loop_starts_from_a_given_table(tmp_path, truth):
-    runs = truth.runs.df.iloc[:6]
+    df = truth.runs.df
+    covering = df.groupby(["source", "target"], observed=True).head(1)
     calls = Recorder(simulated_runner(truth))
-    result = run_loop(_cands(), tmp_path, run_fn=calls, runs=runs, fit_fn=fake_fit,
-                      rounds=1, batch=2, console=QUIET)
+    result = run_loop(_cands(), tmp_path / "all", run_fn=calls, runs=covering,
+                      fit_fn=fake_fit, rounds=1, batch=2, console=QUIET)
     assert result.rounds[0]["chosen"] == [] and len(calls.calls) == 1
-    assert len(result.runs) == 8
+    assert len(result.runs) == len(covering) + 2
+    # A table without source b or target y: round 0 adds first runs for them.
+    only_ax = df[(df["source"] == "a") & (df["target"] == "x")].head(3)
+    result = run_loop(_cands(), tmp_path / "ax", run_fn=simulated_runner(truth),
+                      runs=only_ax, fit_fn=fake_fit, rounds=0, console=QUIET)
+    added = pd.DataFrame(result.rounds[0]["chosen"])
+    assert {"b"} <= set(added["source"]) and {"y"} <= set(added["target"])
+    assert set(result.runs.sources) == {"a", "b"} and set(result.runs.targets) == {"x", "y"}
 
 
 @pytest.mark.slow

@@ -157,7 +157,7 @@ def should_accept(column: str, value) -> bool:
     if column in ("run_id", "source", "target"):
         return not missing and value != ""  # any other value is a name
     if column in ("loss_se", "seed"):
-        if missing:
+        if missing or value == "":
             return True  # optional: empty means unknown
         if isinstance(value, str):
             return False
@@ -178,8 +178,7 @@ def should_accept(column: str, value) -> bool:
                                "source", "target", "run_id", "loss_se", "seed"]),
        bad=st.sampled_from([math.nan, math.inf, -math.inf, -1, "x", None, "", 1e17, 0.5]))
 def test_one_bad_cell_is_named_by_row_and_column(n, row, column, bad):
-    df = valid_rows(n).astype(object)
-    df["loss_se"], df["seed"] = 0.01, 0
+    df = valid_rows(n).assign(loss_se=0.01, seed=0).astype(object)
     row = row % n
     df.loc[row, column] = bad
     try:
@@ -192,10 +191,17 @@ def test_one_bad_cell_is_named_by_row_and_column(n, row, column, bad):
     check_loaded(table, n)
 
 
+# pandas reads these as missing values in a CSV; see the xfail test below.
+NA_SPELLINGS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+                "nan", "null"}
+
+
 @SETTINGS
 @given(st.lists(names, min_size=1, max_size=5))
 def test_unicode_and_odd_names_survive_a_csv_round_trip(tmp_path_factory, labels):
-    assume(all(s.strip() and "\r" not in s for s in labels))
+    assume(all(s.strip() and "\r" not in s and s.strip() not in NA_SPELLINGS
+               for s in labels))
     n = len(labels)
     df = valid_rows(n).assign(source=labels, run_id=[f"{s}#{i}" for i, s in enumerate(labels)])
     path = tmp_path_factory.mktemp("uni") / "runs.csv"
@@ -203,6 +209,15 @@ def test_unicode_and_odd_names_survive_a_csv_round_trip(tmp_path_factory, labels
     table = load_or_refuse(path, n, "runs.csv")
     assert table is not None
     assert sorted(table.sources) == sorted({s.strip() for s in labels})
+
+
+@pytest.mark.xfail(strict=True, reason="load_runs reads CSV names such as 'NA' or 'null' "
+                   "as missing (pandas keep_default_na), so such a source is refused as "
+                   "empty; reported to the lead")
+def test_a_source_called_null_survives_a_csv_round_trip(tmp_path):
+    path = tmp_path / "runs.csv"
+    valid_rows(2).assign(source="null").to_csv(path, index=False)
+    assert load_runs(path).sources == ("null",)
 
 
 def test_empty_and_header_only_tables_are_refused(tmp_path):

@@ -1,14 +1,13 @@
-"""The Ray executor gives the same rows as the local process pool (needs a local Ray)."""
+"""The Ray executor gives the same rows as a local run (needs a local Ray)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from test_trainer import TINY_GRID, assert_same_table
 
 from bayes_transfer.trainer import run_grid
-
-from test_trainer import TINY_GRID, assert_same_table
 
 ray = pytest.importorskip("ray")
 

@@ -58,16 +58,13 @@ def gap_rich_table(gaps, ci: float) -> Table:
 
 
 def _suggestions_table(batch) -> Table:
-    table = Table(title="next runs to train (most information per FLOP first)")
-    shown = [c for c in ("source", "target", "params", "pretrain_tokens", "finetune_tokens")
-             if c in batch.columns]
-    extra = [c for c in batch.columns if c not in shown and c not in ("run_id",)
-             and batch[c].dtype.kind == "f"][:3]
-    for col in ["#", *shown, *extra]:
-        table.add_column(col, justify="left" if col in ("source", "target") else "right")
-    for i, (_, r) in enumerate(batch.iterrows(), 1):
-        table.add_row(str(i), *(f"{r[c]:.3g}" if not isinstance(r[c], str) else r[c]
-                                for c in shown + extra))
+    table = Table(title="next runs to train, chosen greedily by expected gain per FLOP")
+    for col in ("#", "pair", "N", "p", "f", "FLOPs", "gap variance left"):
+        table.add_column(col, justify="left" if col == "pair" else "right", no_wrap=True)
+    for _, r in batch.iterrows():
+        table.add_row(str(r["rank"]), f"{r['source']}->{r['target']}", f"{r['params']:.2g}",
+                      f"{r['pretrain_tokens']:.2g}", f"{r['finetune_tokens']:.2g}",
+                      f"{r['cost']:.2g}", f"{r['uncertainty_left']:.0%}")
     return table
 
 
@@ -99,6 +96,7 @@ def demo(
     from bayes_transfer import plots
     from bayes_transfer.advise import advise
     from bayes_transfer.cli.plots import advice_table, make_figure
+    from bayes_transfer.data import RunTableError
     from bayes_transfer.diagnostics import SamplingWarning
     from bayes_transfer.inference import fit
 
@@ -109,8 +107,13 @@ def demo(
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        steps = progress.add_task("loading the run table", total=5 + len(PLOTS))
-        table = demo_table(runs)
+        steps = progress.add_task("loading the run table", total=4 + len(PLOTS))
+        try:
+            table = demo_table(runs)
+        except (FileNotFoundError, RunTableError) as exc:
+            progress.stop()
+            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
         console.print(f"run table [bold]{table.name}[/]: {len(table)} fine-tuned rows, "
                       f"{len(table.sources)} sources x {len(table.targets)} targets, "
                       f"{int(table.observed_pairs.sum())} pairs observed", highlight=False)
@@ -128,7 +131,7 @@ def demo(
             plots.save_figure(fig, out / f"{name}.png")
             progress.update(steps, advance=1)
         progress.update(steps, description="scoring candidate runs")
-        suggestions = _suggest(post, batch, out, progress, steps)
+        suggestions = _suggest(post, batch, out)
         progress.update(steps, advance=1, description="advising a budget")
         target = table.targets[0]
         budget = _demo_budget(table)
@@ -146,11 +149,9 @@ def demo(
         console.print(f"note: {note}", highlight=False)
     console.print(f"[bold]advice for {target} at {budget:.2g} FLOPs:[/] {adv.message}",
                   highlight=False)
-    if suggestions is not None:
-        console.print(_suggestions_table(suggestions))
-    console.print(f"wrote {', '.join(n + '.png' for n, *_ in PLOTS)}"
-                  f"{', acquisition.png, suggestions.csv' if suggestions is not None else ''}"
-                  f" and posterior.nc to {out}/", highlight=False)
+    console.print(_suggestions_table(suggestions))
+    console.print(f"wrote {', '.join(n + '.png' for n, *_ in PLOTS)}, acquisition.png, "
+                  f"suggestions.csv and posterior.nc to {out}/", highlight=False)
     console.print(f"demo finished in {time.perf_counter() - start:.0f} s. Next: "
                   f"bayes-transfer plot {out}/posterior.nc heatmap --out heatmap.png; "
                   f"bayes-transfer advise {out}/posterior.nc --target {target} "
@@ -164,7 +165,7 @@ def _demo_budget(table) -> float:
     return float(10 * run_cost(table.df).max())
 
 
-def _suggest(post, batch: int, out: Path, progress, steps):
+def _suggest(post, batch: int, out: Path):
     """Score the default candidates, plot them, and pick the next batch."""
     from bayes_transfer import design, plots
     from bayes_transfer._io import atomic_path

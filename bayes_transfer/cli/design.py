@@ -1,0 +1,133 @@
+"""``bayes-transfer suggest`` and ``bayes-transfer loop``: choose and run the next experiments."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bayes_transfer.cli._app import app
+
+_CRITERIA = ("variance", "information")
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False,
+                               soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command("suggest")
+def suggest_command(
+    posterior: Path = typer.Argument(..., help="Posterior file written by `bayes-transfer fit`."),
+    candidates: Path = typer.Option(..., "--candidates", "-c",
+                                    help="Candidates TOML ([candidates] sources, targets, "
+                                         "params, pretrain_tokens, finetune_tokens)."),
+    batch: int = typer.Option(8, "--batch", "-b", min=1, help="Most runs to suggest."),
+    budget: float | None = typer.Option(None, "--budget",
+                                        help="Most total cost of the batch (FLOPs, e.g. 1e18)."),
+    criterion: str = typer.Option("variance", "--criterion",
+                                  help="variance (expected variance reduction) or "
+                                       "information (mutual information)."),
+    pair: list[str] = typer.Option([], "--pair",
+                                   help="Only narrow these pairs' gaps (repeat; 'src->tgt'); "
+                                        "default: every pair."),
+    cost: str = typer.Option("flops", "--cost", help="flops (6 N (p + f)) or tokens (p + f)."),
+    max_draws: int | None = typer.Option(None, "--max-draws", min=10,
+                                         help="Use at most this many posterior draws."),
+    fmt: str = typer.Option("table", "--format", help="table or csv (to stdout)."),
+) -> None:
+    """Suggest the next runs: the most expected narrowing of the log gaps per FLOP.
+
+    Runs are chosen greedily: each pick accounts for what the runs before it will teach
+    and for the checkpoints they leave (a shared pre-training is paid once). Candidates
+    already in the posterior's run table are left out.
+
+    Example:
+
+        bayes-transfer suggest post.nc --candidates models/candidates-example.toml --batch 8 --budget 1e17
+    """
+    from bayes_transfer.design import CandidateSpecError, candidates_from_spec, suggest
+    from bayes_transfer.inference import Posterior, PosteriorFileError
+
+    if criterion not in _CRITERIA:
+        _fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
+    if cost not in ("flops", "tokens"):
+        _fail(f"--cost must be flops or tokens, not {cost!r}")
+    if fmt not in ("table", "csv"):
+        _fail(f"--format must be table or csv, not {fmt!r}")
+    try:
+        post = Posterior.load(posterior)
+        cands = candidates_from_spec(candidates, runs=post.runs)
+        chosen = suggest(post, cands, batch=batch, budget=budget, criterion=criterion,
+                         quantity=list(pair) or "gaps", cost=cost, max_draws=max_draws)
+    except (PosteriorFileError, CandidateSpecError, ValueError) as exc:
+        _fail(str(exc))
+    if fmt == "csv":
+        chosen.to_csv(sys.stdout, index=False)
+        return
+    unit = "FLOPs" if cost == "flops" else "tokens"
+    table = Table(title=f"next runs ({criterion} criterion, {len(chosen)} of {batch}; "
+                        f"total {chosen['cost'].sum():.3g} {unit})", title_justify="left")
+    for col in ("#", "source", "target", "params", "p", "f", f"cost ({unit})", "reuses ckpt",
+                "expected gain", f"gain/{unit[:-1]}", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in chosen.itertuples(index=False):
+        table.add_row(str(r.rank), str(r.source), str(r.target), f"{r.params:.3g}",
+                      f"{r.pretrain_tokens:.3g}", f"{r.finetune_tokens:.3g}", f"{r.cost:.3g}",
+                      "yes" if r.pretrained else "", f"{r.expected_gain:.3g}",
+                      f"{r.gain_per_cost:.3g}", r.reason)
+    Console(width=max(Console().width, 160)).print(table)
+
+
+@app.command("loop")
+def loop_command(
+    grid: Path = typer.Argument(..., help="Trainer grid TOML: its sources, targets, shapes, "
+                                          "p and f are the candidate runs."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (resumable state)."),
+    rounds: int = typer.Option(3, "--rounds", "-r", min=0, help="Rounds after round 0."),
+    batch: int = typer.Option(4, "--batch", "-b", min=1, help="Runs per round."),
+    budget: float | None = typer.Option(None, "--budget", help="Most total training FLOPs."),
+    target_width: float | None = typer.Option(
+        None, "--target-width", help="Stop when the mean 90% width of the log gaps is below."),
+    spec: str | None = typer.Option(None, "--spec", help="Model spec (default: transfer-gap, "
+                                                         "or transfer-gap-size if the grid "
+                                                         "has several shapes)."),
+    criterion: str = typer.Option("variance", "--criterion", help="variance or information."),
+    chains: int = typer.Option(2, "--chains", min=1),
+    draws: int = typer.Option(300, "--draws", min=10),
+    warmup: int = typer.Option(300, "--warmup", min=10),
+    executor: str = typer.Option("serial", "--executor", help="Trainer executor: serial, "
+                                                              "local or ray."),
+) -> None:
+    """Run the closed loop with the bundled trainer: fit, suggest, train, append, refit.
+
+    Round 0 trains a small initial design (the cheapest corner runs covering every source
+    and target); each later round trains the suggested batch. Each round is logged, and
+    the state in --out (runs.csv, rounds/, posteriors/) makes a killed loop resume
+    where it stopped.
+
+    Example:
+
+        bayes-transfer loop data/transfer_grid.toml --rounds 3 --batch 4 --out loop-out
+    """
+    from bayes_transfer.loop import loop_grid
+    from bayes_transfer.trainer import GridError, load_grid
+
+    if criterion not in _CRITERIA:
+        _fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
+    try:
+        spec_grid = load_grid(grid)
+    except GridError as exc:
+        _fail(str(exc))
+    result = loop_grid(spec_grid, out, spec=spec, executor=executor, rounds=rounds,
+                       batch=batch, budget=budget, target_width=target_width,
+                       criterion=criterion,
+                       fit_kwargs={"chains": chains, "draws": draws, "warmup": warmup})
+    last = result.rounds[-1]
+    Console().print(f"stopped ({result.stopped}) after round {last['round']}: "
+                    f"{len(result.runs)} rows, {last['cumulative_cost']:.3g} FLOPs, "
+                    f"mean 90% log-gap width {last['mean_width']:.3f}; state in {out}")

@@ -1,0 +1,114 @@
+"""Fitting, devices, reproducibility, predictions and posterior files (fast tests)."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_transfer.data import RunTableError
+from bayes_transfer.diagnostics import SamplingWarning
+from bayes_transfer.inference import (
+    FORMAT_VERSION,
+    Posterior,
+    PosteriorFileError,
+    _chain_method,
+    fit,
+    pick_device,
+)
+
+
+def test_device_and_chain_method():
+    cpu = pick_device("cpu")
+    assert cpu.platform == "cpu"
+    assert pick_device(None).platform == pick_device("auto").platform
+    if not any(d.platform == "gpu" for d in jax.devices()):
+        assert pick_device(None).platform == "cpu"
+        with pytest.raises(ValueError, match="no JAX device of kind 'gpu'"):
+            pick_device("gpu")
+    # bayes_transfer asks for >= 4 host devices, so 4 CPU chains run in parallel.
+    assert _chain_method(cpu, 4) == "parallel"
+    assert _chain_method(cpu, 1) == "vectorized"
+    assert _chain_method(cpu, len(jax.devices("cpu")) + 1) == "vectorized"
+
+
+def test_same_seed_same_draws(tiny_sim):
+    def run(seed):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SamplingWarning)
+            return fit(tiny_sim.runs, "transfer-gap", chains=2, draws=15, warmup=15,
+                       seed=seed, max_tree_depth=3, progress=False).log_param("G").values
+
+    first = run(7)
+    np.testing.assert_array_equal(first, run(7))
+    assert not np.array_equal(first, run(8))
+
+
+def test_posterior_dims_and_gap_table(tiny_posterior, tiny_sim):
+    post = tiny_posterior
+    assert post.log_param("G").dims == ("chain", "draw", "pair")
+    assert list(post.idata.posterior.coords["pair"].values) == ["a->x", "a->y", "b->x", "b->y"]
+    gaps = post.gap_table(ci=0.9)
+    assert list(gaps["observed"]) == [True, True, True, False]
+    assert (gaps["lower"] < gaps["median"]).all() and (gaps["median"] < gaps["upper"]).all()
+    flat = post.flat_log_params()
+    assert flat["G"].shape == (post.n_draws, 4) and flat["alpha"].shape == (post.n_draws, 2)
+    with pytest.raises(KeyError, match="no parameter 'K'"):
+        post.log_param("K")
+
+
+def test_predicts_an_unobserved_pair(tiny_posterior):
+    rows = pd.DataFrame({"source": ["b", "a"], "target": ["y", "x"], "params": [10**6] * 2,
+                         "pretrain_tokens": [10**5] * 2, "finetune_tokens": [10**4] * 2})
+    pred = tiny_posterior.predict(rows, ci=0.9)
+    assert np.isfinite(pred[["loss_lower", "loss_median", "loss_upper"]].to_numpy()).all()
+    assert (pred["loss_lower"] < pred["loss_median"]).all()
+    obs = tiny_posterior.predict(rows, ci=0.9, kind="observation")
+    # Measurement noise widens the interval.
+    assert ((obs["loss_upper"] - obs["loss_lower"]) >
+            (pred["loss_upper"] - pred["loss_lower"])).all()
+
+
+def test_prediction_refuses_rows_it_cannot_explain(tiny_posterior):
+    base = {"params": [10**6], "pretrain_tokens": [10**5], "finetune_tokens": [10**4]}
+    with pytest.raises(RunTableError, match="'zz' is not one of the fitted sources"):
+        tiny_posterior.predict(pd.DataFrame({"source": ["zz"], "target": ["x"], **base}))
+    zero_shot = pd.DataFrame({"source": ["a"], "target": ["x"], **base, "finetune_tokens": [0]})
+    with pytest.raises(RunTableError, match="needs finetune_tokens > 0"):
+        tiny_posterior.predict(zero_shot)
+    with pytest.raises(ValueError, match="ci must be between 0 and 1"):
+        tiny_posterior.predict(zero_shot.assign(finetune_tokens=10), ci=90)
+
+
+def test_save_load_round_trip(tiny_posterior, tmp_path):
+    path = tiny_posterior.save(tmp_path / "post.nc")
+    back = Posterior.load(path)
+    assert back.spec == tiny_posterior.spec
+    assert back.idata.posterior.attrs["bayes_transfer_format"] == FORMAT_VERSION
+    pd.testing.assert_frame_equal(back.runs.df, tiny_posterior.runs.df, check_dtype=False)
+    assert back.runs.sources == tiny_posterior.runs.sources
+    np.testing.assert_array_equal(back.log_param("G").values,
+                                  tiny_posterior.log_param("G").values)
+    pd.testing.assert_frame_equal(back.gap_table(), tiny_posterior.gap_table())
+    assert back.diagnostics.max_rhat == pytest.approx(tiny_posterior.diagnostics.max_rhat)
+    assert not list(tmp_path.glob(".post.nc.*"))  # no temporary file left behind
+
+
+def test_bad_posterior_files(tiny_posterior, tmp_path):
+    with pytest.raises(PosteriorFileError, match="no such posterior file"):
+        Posterior.load(tmp_path / "missing.nc")
+    good = tiny_posterior.save(tmp_path / "post.nc").read_bytes()
+    (tmp_path / "cut.nc").write_bytes(good[: len(good) // 2])
+    with pytest.raises(PosteriorFileError, match="truncated or corrupted"):
+        Posterior.load(tmp_path / "cut.nc")
+    (tmp_path / "junk.nc").write_bytes(b"not a netcdf file at all")
+    with pytest.raises(PosteriorFileError):
+        Posterior.load(tmp_path / "junk.nc")
+    other = tiny_posterior.idata.copy()
+    other.posterior.attrs.pop("bayes_transfer_format")
+    other.to_netcdf(str(tmp_path / "other.nc"), engine="h5netcdf")
+    with pytest.raises(PosteriorFileError, match="not a bayes_transfer posterior"):
+        Posterior.load(tmp_path / "other.nc")
