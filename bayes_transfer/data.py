@@ -154,9 +154,18 @@ class RunTable:
         mask[np.unique(self.pair_idx)] = True
         return mask
 
-    def subset(self, mask: np.ndarray | pd.Series) -> RunTable:
-        """Rows where ``mask`` holds, keeping every source and target (and so the codes)."""
-        return RunTable(self.df.loc[np.asarray(mask)].reset_index(drop=True), self.name)
+    def subset(self, mask: np.ndarray | pd.Series, *, drop_unused: bool = False) -> RunTable:
+        """Rows where ``mask`` holds.
+
+        By default every source and target is kept (and so are the codes); with
+        ``drop_unused=True`` those left without rows are dropped from the levels, so that
+        the pair grid only spans what the rows can inform.
+        """
+        df = self.df.loc[np.asarray(mask)].reset_index(drop=True)
+        if drop_unused:
+            for col in ("source", "target"):
+                df[col] = df[col].cat.remove_unused_categories()
+        return RunTable(df, self.name)
 
     def with_levels(self, sources: Sequence[str], targets: Sequence[str]) -> RunTable:
         """Re-code against given source and target lists (e.g. those a posterior was fit on).

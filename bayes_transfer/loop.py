@@ -54,9 +54,9 @@ from bayes_transfer.data import RunTable, load_runs
 from bayes_transfer.design import (
     PosteriorDraws,
     as_draws,
-    candidate_costs,
     checkpoint_keys,
     initial_design,
+    sequential_costs,
     suggest,
 )
 from bayes_transfer.design.candidates import CostFn
@@ -87,15 +87,20 @@ class LoopResult:
     posterior: Any = field(default=None, repr=False)
 
 
-def gap_widths(posterior: Posterior | PosteriorDraws, ci: float = 0.9) -> pd.Series:
-    """Width of the central ``ci`` interval of each pair's log gap, indexed by pair."""
+def gap_widths(posterior: Posterior | PosteriorDraws, ci: float = 0.9,
+               pairs: list[str] | None = None) -> pd.Series:
+    """Width of the central ``ci`` interval of each pair's log gap, indexed by pair.
+
+    ``pairs`` (``"s->t"`` labels) restricts it to those pairs (default: every pair).
+    """
     draws = as_draws(posterior)
     gap = draws.spec.gap
     if gap is None:
         raise ValueError(f"law {draws.spec.law} has no per-pair gap to narrow")
     lo, hi = np.quantile(np.asarray(draws.log_params[gap]), [(1 - ci) / 2, (1 + ci) / 2],
                          axis=0)
-    return pd.Series(hi - lo, index=draws.pair_labels, name="width")
+    widths = pd.Series(hi - lo, index=draws.pair_labels, name="width")
+    return widths if pairs is None else widths.loc[pairs]
 
 
 def _default_fit(spec: ModelSpec, fit_kwargs: Mapping[str, Any]) -> FitFn:
@@ -219,7 +224,9 @@ def run_loop(
         budget: the most total cost (the cost model's unit, FLOPs by default) of the runs
             the loop chooses, round 0 included.
         target_width: stop once the mean ``ci`` interval width of the log gaps is below.
-        criterion, quantity, cost: passed to :func:`~bayes_transfer.design.suggest`.
+        criterion, quantity, cost: passed to :func:`~bayes_transfer.design.suggest`;
+            ``quantity="gaps"`` means the log gaps of the candidates' pairs, whose mean
+            width is also what ``target_width`` and the logs measure.
         fit_fn: ``fit_fn(table) -> Posterior`` (default: NUTS, 2 chains x 300 draws
             after 300 warmup; ``fit_kwargs`` override those).
         console: where to print each round's log (None: a rich console on stdout).
@@ -228,6 +235,12 @@ def run_loop(
     state = _State(Path(out))
     console = console or Console()
     fit_fn = fit_fn or _default_fit(spec, fit_kwargs or {})
+    # The quantity is the gaps of the pairs the loop can run: a table may hold other
+    # pairs (e.g. the trainer's from-scratch rows make a source a target too).
+    pairs = list(dict.fromkeys(f"{s}->{t}" for s, t in
+                               zip(candidates["source"], candidates["target"], strict=True)))
+    if isinstance(quantity, str) and quantity == "gaps":
+        quantity = pairs
     logs = state.finished_rounds()
     table = state.runs()
     if table is None and runs is not None:
@@ -266,7 +279,7 @@ def run_loop(
         posterior = fit_fn(load_runs(table, name="loop run table"))
         if hasattr(posterior, "save"):
             posterior.save(state.posterior_path(r))
-        log = _round_log(r, plan, table, posterior, logs, ci)
+        log = _round_log(r, plan, table, posterior, logs, ci, pairs)
         state.write_json(state.log_path(r), log)
         logs.append(log)
         _print_round(console, log)
@@ -289,17 +302,7 @@ def _initial_plan(candidates, table, initial, cost) -> pd.DataFrame:
         plan = initial_design(candidates[new])
     else:
         plan = initial if initial is not None else initial_design(candidates)
-    return plan.assign(cost=_batch_costs(plan, cost))
-
-
-def _batch_costs(plan: pd.DataFrame, cost: str | CostFn) -> np.ndarray:
-    """Costs of a batch run in order, each run reusing the checkpoints of those before."""
-    out, ckpt = [], set()
-    for i in range(len(plan)):
-        row = plan.iloc[i : i + 1]
-        out.append(float(candidate_costs(row, cost, ckpt)[0]))
-        ckpt |= checkpoint_keys(row)
-    return np.asarray(out)
+    return plan.assign(cost=sequential_costs(plan, cost, checkpoint_keys(table)))
 
 
 def _as_rows(rows: Any) -> pd.DataFrame:
@@ -319,8 +322,8 @@ def _posterior_of(state: _State, r: int, table: pd.DataFrame, fit_fn: FitFn) -> 
 
 
 def _round_log(r: int, plan: pd.DataFrame, table: pd.DataFrame, posterior: Any,
-               logs: list[dict[str, Any]], ci: float) -> dict[str, Any]:
-    widths = gap_widths(posterior, ci)
+               logs: list[dict[str, Any]], ci: float, pairs: list[str]) -> dict[str, Any]:
+    widths = gap_widths(posterior, ci, pairs)
     cost = float(plan["cost"].sum()) if "cost" in plan.columns and len(plan) else 0.0
     cumulative = cost + (logs[-1]["cumulative_cost"] if logs else 0.0)
     diagnostics = getattr(posterior, "diagnostics", None)

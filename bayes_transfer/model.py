@@ -78,7 +78,7 @@ def select_rows(spec: ModelSpec, table: RunTable) -> tuple[RunTable, int]:
         if not ok.any():
             raise RunTableError(table.name, [Problem(None, None, f"no row fits law "
                                                      f"{law.name}: it {words}")])
-        return table.subset(ok), int((~ok).sum())
+        return table.subset(ok, drop_unused=True), int((~ok).sum())
     bad = np.flatnonzero(~ok)
     problems = [
         Problem(int(i) + 1, "finetune_tokens",

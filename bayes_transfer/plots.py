@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import NullFormatter
 
 from bayes_transfer._io import atomic_path
 
@@ -146,6 +147,8 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
         for ax, label in zip(axes.flat, pairs, strict=False):
             _loss_panel(post, ax, df[df["pair"] == label], label, x_col, c_col, ci,
                         params, points, cmap)
+        # The curves' levels are the same in every panel: one legend is enough.
+        axes.flat[0].legend(loc="upper right", fontsize=7)
         for ax in axes.flat[len(pairs):]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
@@ -188,10 +191,12 @@ def _loss_panel(post, ax, rows: pd.DataFrame, label: str, x_col: str, c_col: str
         ax.scatter(pts[x_col], pts["loss"], color=color, edgecolor="black", linewidth=0.5,
                    s=18, zorder=3)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide in small panels
     observed = len(rows) > 0
-    ax.set_title(f"{label}  (N = {size:.3g})" + ("" if observed else "  pred., no runs"),
+    ax.set_title(label + ("" if observed else "  (pred., no runs)"), fontsize=8,
                  color="black" if observed else _PREDICTED)
-    ax.legend(loc="upper right")
+    ax.text(0.03, 0.03, f"N = {size:.2g}", transform=ax.transAxes, fontsize=7,
+            color="0.35")
 
 
 # ---- (2) forest plot of gaps ---------------------------------------------------------------

@@ -181,6 +181,8 @@ class ModelSpec:
             raise SpecError(f"{path}: no such model spec") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SpecError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:  # a directory, no permission, ...
+            raise SpecError(f"{path}: cannot be read: {exc.strerror or exc}") from None
         return cls.from_dict(d, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

@@ -169,7 +169,10 @@ def test_closed_loop_with_the_bundled_trainer(tmp_path):
         assert f"round {log['round']}:" in lines and "width mean" in lines
     assert sum(len(log["chosen"]) for log in result.rounds[1:]) == 4
     assert (tmp_path / "loop" / "posteriors" / "round-002.nc").exists()
-    widths = gap_widths(result.posterior)
+    assert set(result.runs.targets) > {"synth-c", "synth-d"}   # scratch rows add targets
+    assert set(result.rounds[-1]["widths"]) == {"synth-a->synth-c", "synth-a->synth-d",
+                                                "synth-b->synth-c", "synth-b->synth-d"}
+    widths = gap_widths(result.posterior, pairs=list(result.rounds[-1]["widths"]))
     assert list(widths.index) == ["synth-a->synth-c", "synth-a->synth-d",
                                   "synth-b->synth-c", "synth-b->synth-d"]
     fine = result.runs.df[result.runs.df["finetune_tokens"] > 0]

@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 
 
 def test_committed_notebook_has_no_outputs():
@@ -35,12 +36,12 @@ def this_python_kernel(tmp_path, monkeypatch) -> str:
 
 
 @pytest.mark.slow
-def test_notebook_runs_top_to_bottom(this_python_kernel, tmp_path):
+def test_notebook_runs_top_to_bottom(this_python_kernel):
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, kernel_name=this_python_kernel, timeout=600,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))

@@ -59,7 +59,7 @@ def gap_rich_table(gaps, ci: float) -> Table:
 
 def _suggestions_table(batch) -> Table:
     table = Table(title="next runs to train, chosen greedily by expected gain per FLOP")
-    for col in ("#", "pair", "N", "p", "f", "FLOPs", "gap variance left"):
+    for col in ("#", "pair", "N", "p", "f", "FLOPs", "gap var. left"):
         table.add_column(col, justify="left" if col == "pair" else "right", no_wrap=True)
     for _, r in batch.iterrows():
         table.add_row(str(r["rank"]), f"{r['source']}->{r['target']}", f"{r['params']:.2g}",
@@ -86,8 +86,8 @@ def demo(
     transfer-gap posterior with NUTS, prints the diagnostics and every
     pair's gap with its credible interval, writes the plots (PNG) and the
     posterior into --out, advises how to spend a budget on one target,
-    and suggests the next runs to train. About 2-3 minutes on a 2-core
-    CPU (--quick: about one).
+    and suggests the next runs to train. About 3 minutes of CPU time
+    (--quick: about 1.5).
 
     Example:
 

@@ -11,7 +11,7 @@ import json
 import sys
 import warnings
 from collections.abc import Iterator
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -29,23 +29,23 @@ from bayes_transfer.spec import SpecError
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     mean = "mean"
     observation = "observation"
 
 
-class BackendName(str, Enum):
+class BackendName(StrEnum):
     numpyro = "numpyro"
     pymc = "pymc"
 
 
-class DeviceName(str, Enum):
+class DeviceName(StrEnum):
     auto = "auto"
     cpu = "cpu"
     gpu = "gpu"

@@ -146,7 +146,7 @@ def advise(
     ci: float = typer.Option(0.9, help="Credible-interval width of the losses."),
     top: int = typer.Option(10, help="How many options to list."),
 ) -> None:
-    """Advise how to spend a budget on a target: model size, pre-training, fine-tuning.
+    """Advise how to spend a budget: model size and pre-training vs fine-tuning.
 
     For every run the budget can buy (a grid of model sizes N and splits
     of the tokens between pre-training p and fine-tuning f), prints the

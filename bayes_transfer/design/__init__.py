@@ -31,6 +31,7 @@ from bayes_transfer.design.candidates import (
     candidates_from_spec,
     checkpoint_keys,
     initial_design,
+    sequential_costs,
     training_flops,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "log_mean_draws",
     "quantity_draws",
     "score_candidates",
+    "sequential_costs",
     "suggest",
     "training_flops",
 ]

@@ -51,6 +51,7 @@ __all__ = [
     "checkpoint_keys",
     "candidate_costs",
     "initial_design",
+    "sequential_costs",
 ]
 
 CANDIDATE_COLUMNS = ["run_id", "source", "target", "params", "pretrain_tokens",
@@ -263,6 +264,24 @@ def candidate_costs(
         raise ValueError(f"candidate {candidates['run_id'].iloc[bad[0]]!r}: cost "
                          f"{out[bad[0]]!r} is not a finite non-negative number")
     return out
+
+
+def sequential_costs(runs: pd.DataFrame, cost: str | CostFn = "flops",
+                     checkpoints: Iterable[CheckpointKey] = ()) -> np.ndarray:
+    """Costs of runs done in order, each reusing the checkpoints of those before it.
+
+    Example:
+        >>> runs = candidate_grid(["a"], ["x", "y"], params=[10], pretrain_tokens=[100],
+        ...                       finetune_tokens=[5])
+        >>> sequential_costs(runs).tolist()   # the second fine-tunes the first's checkpoint
+        [6300.0, 300.0]
+    """
+    have, out = set(checkpoints), []
+    for i in range(len(runs)):
+        row = runs.iloc[i : i + 1]
+        out.append(float(candidate_costs(row, cost, have)[0]))
+        have |= checkpoint_keys(row)
+    return np.asarray(out, dtype=np.float64)
 
 
 def initial_design(candidates: pd.DataFrame, per_pair: int = 4) -> pd.DataFrame:

@@ -1,0 +1,263 @@
+"""Sampler speed: NumPyro NUTS against PyMC's NUTS (and nutpie) on the same model and data.
+
+The claim measured (issue 8): on the hierarchical transfer-gap model, NumPyro's NUTS gives
+at least 3x the minimum bulk effective sample size per second of PyMC's default NUTS, over
+the gap parameters ``log_G`` of every pair. Both samplers run the same model (the PyMC
+back end is checked against the NumPyro model in ``tests/test_pymc_backend.py``), the
+same data, and the same chains, warmup and draws, through ``bayes_transfer.inference.fit``.
+
+Two tables:
+
+(a) the bundled run table ``data/transfer_runs.csv`` with the bundled ``transfer-gap-size``
+    spec (a simulated table of the same design stands in, with a note, if it is missing);
+(b) a simulated table about 10x larger (more sources, targets and seeds).
+
+For each sampler it prints: the wall time of the fit including compilation; the fixed cost
+(compilation and set-up, measured as the wall time of a 10 + 10 iteration fit) and the
+sampling time without it; the CPU time (this process and its workers; unlike wall time it
+hardly moves when other jobs share the machine); the minimum bulk ESS over ``log_G``; and
+min-ESS per second, with and without compilation. The ratios NumPyro / PyMC come last.
+The target is checked on min-ESS per wall-clock second *including* compilation (the time a
+user waits for a posterior); a full run exits with status 1 when any table misses it.
+
+``--quick`` (for CI) samples a tiny table with few draws and no fixed-cost runs, so its
+figures are dominated by compilation: it reports them but does NOT enforce the target.
+
+Usage:
+    python benchmarks/sampler_speed.py                 # full run, ~10 min on 2 cores
+    python benchmarks/sampler_speed.py --quick         # CI smoke run, ~1-2 min
+    python benchmarks/sampler_speed.py --chains 4 --draws 1000 --no-nutpie
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import arviz as az
+import numpy as np
+import pandas as pd
+
+from bayes_transfer import bundled, simulate
+from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.diagnostics import diagnose
+from bayes_transfer.inference import fit
+from bayes_transfer.model import select_rows
+from bayes_transfer.pymc_backend import sample_pymc
+from bayes_transfer.spec import load_spec
+
+TARGET = 3.0  # NumPyro / PyMC min-ESS/s
+SPEC = "transfer-gap-size"
+FIXED_COST_ITERS = 10
+
+# The bundled grid's design (see data/transfer_grid.toml), used to simulate tables.
+SIZES = [55_776, 222_144, 591_616]
+PRETRAIN = [16_384, 65_536, 196_608]
+FINETUNE = [4_096, 12_288, 36_864]
+
+
+@dataclass(frozen=True)
+class Result:
+    table: str
+    sampler: str
+    rows: int
+    pairs: int
+    wall_s: float
+    fixed_s: float  # nan when not measured
+    cpu_s: float
+    min_ess: float
+    divergences: int
+    max_rhat: float
+
+    @property
+    def sample_s(self) -> float:
+        return self.wall_s - self.fixed_s
+
+    def per_s(self, with_compile: bool = True) -> float:
+        return self.min_ess / (self.wall_s if with_compile else self.sample_s)
+
+
+def _cpu_seconds() -> float:
+    # Children count once they have been waited for: PyMC's chain workers have, by the
+    # time pm.sample returns.
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def _fit(sampler: str, runs: RunTable, *, chains: int, warmup: int, draws: int,
+         seed: int) -> az.InferenceData:
+    kw = dict(chains=chains, warmup=warmup, draws=draws, seed=seed, progress=False)
+    if sampler in ("numpyro", "pymc"):
+        return fit(runs, SPEC, backend=sampler, **kw).idata
+    # nutpie is an option of the PyMC back end that fit() does not expose; do what fit()
+    # does around the sampler (row selection, diagnostics) so the timings compare.
+    spec = load_spec(SPEC)
+    table, _ = select_rows(spec, runs)
+    idata = sample_pymc(spec, table, nuts_sampler="nutpie", **kw)
+    diagnose(idata, warn=False)
+    return idata
+
+
+def measure(name: str, sampler: str, runs: RunTable, *, chains: int, warmup: int,
+            draws: int, seed: int, fixed_cost: bool) -> Result:
+    """Fit once (timed, with compilation) and, with ``fixed_cost``, once more for 10 + 10."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a short run's diagnostics warnings are expected
+        fixed = float("nan")
+        if fixed_cost:
+            start = time.perf_counter()
+            _fit(sampler, runs, chains=chains, warmup=FIXED_COST_ITERS,
+                 draws=FIXED_COST_ITERS, seed=seed)
+            fixed = time.perf_counter() - start
+        cpu, start = _cpu_seconds(), time.perf_counter()
+        idata = _fit(sampler, runs, chains=chains, warmup=warmup, draws=draws, seed=seed)
+        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    gaps = idata.posterior["log_G"]
+    return Result(
+        table=name, sampler=sampler, rows=len(select_rows(load_spec(SPEC), runs)[0]),
+        pairs=int(gaps.sizes["pair"]),
+        wall_s=wall, fixed_s=fixed, cpu_s=cpu,
+        min_ess=float(az.ess(idata, var_names=["log_G"], method="bulk")["log_G"].min()),
+        divergences=int(idata.sample_stats["diverging"].sum()),
+        max_rhat=float(az.rhat(idata, var_names=["log_G"])["log_G"].max()) if chains > 1
+        else float("nan"),
+    )
+
+
+def simulated_table(sources: int, targets: int, seeds: int, seed: int = 0) -> RunTable:
+    """A transfer-gap-size table on the bundled grid's design, from the spec's prior.
+
+    The population means are held at their prior centres so that the losses look like
+    the bundled table's (about 1-5 nats); group effects and noise are drawn.
+    """
+    design = simulate.design_grid(
+        [f"s{i}" for i in range(sources)], [f"t{j}" for j in range(targets)],
+        params=SIZES, pretrain_tokens=PRETRAIN, finetune_tokens=FINETUNE,
+        seeds=range(seeds))
+    spec = load_spec(SPEC)
+    centres = {f"{p.name}_mu": p.loc for p in spec.params.values() if p.pooling != "none"}
+    return simulate.simulate(spec, design, seed=seed, truth=centres, loss_se=0.01).runs
+
+
+def tables(quick: bool) -> list[tuple[str, RunTable, str]]:
+    if quick:
+        return [("tiny (simulated)", simulated_table(2, 2, 1), "")]
+    try:
+        path = bundled.runs_path()
+        small = ("bundled", load_runs(path), f"{path.name}")
+    except FileNotFoundError:
+        small = ("bundled-design (simulated)", simulated_table(4, 3, 1),
+                 "data/transfer_runs.csv not found: a simulated table of its design "
+                 "(4 sources x 3 targets x 27 runs) stands in")
+    return [small, ("10x (simulated)", simulated_table(8, 5, 3),
+                    "8 sources x 5 targets x 27 runs x 3 seeds")]
+
+
+def report(results: list[Result]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        rows.append({
+            "table": r.table, "sampler": r.sampler, "rows": r.rows, "pairs": r.pairs,
+            "wall_s": r.wall_s, "fixed_s": r.fixed_s, "sample_s": r.sample_s,
+            "cpu_s": r.cpu_s, "min_ess_G": r.min_ess, "ess/s": r.per_s(True),
+            "ess/s_no_compile": r.per_s(False), "diverging": r.divergences,
+            "rhat_G": r.max_rhat,
+        })
+    return pd.DataFrame(rows)
+
+
+def ratios(results: list[Result], baseline: str = "pymc") -> list[tuple[str, str, float, float]]:
+    """(table, sampler, ratio with compilation, ratio without) of each sampler / baseline."""
+    out = []
+    by_key = {(r.table, r.sampler): r for r in results}
+    for (table, sampler), r in by_key.items():
+        base = by_key.get((table, baseline))
+        if sampler == baseline or base is None:
+            continue
+        out.append((table, sampler, r.per_s(True) / base.per_s(True),
+                    r.per_s(False) / base.per_s(False)))
+    return out
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {os.cpu_count()} CPUs "
+            f"({model}); load average {load}; Python {platform.python_version()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: python benchmarks/sampler_speed.py "
+                                            "--quick")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny table, few draws; report only (the target is not enforced)")
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=None, help="default 500 (quick: 50)")
+    parser.add_argument("--draws", type=int, default=None, help="default 500 (quick: 50)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-nutpie", action="store_true",
+                        help="skip nutpie even if installed (quick mode always skips it)")
+    args = parser.parse_args(argv)
+    logging.getLogger("pymc").setLevel(logging.WARNING)  # no per-fit progress chatter
+    warmup = args.warmup or (50 if args.quick else 500)
+    draws = args.draws or (50 if args.quick else 500)
+    samplers = ["numpyro", "pymc"]
+    has_nutpie = importlib.util.find_spec("nutpie") is not None
+    if has_nutpie and not (args.quick or args.no_nutpie):
+        samplers.append("nutpie")
+
+    print(f"sampler speed: {SPEC}, {args.chains} chains x ({warmup} warmup + {draws} draws)"
+          f"{' [quick: target not enforced]' if args.quick else ''}")
+    print(f"machine: {machine()}")
+    if not has_nutpie:
+        print("nutpie: not installed (pip install nutpie), skipped")
+    results = []
+    for name, runs, note in tables(args.quick):
+        print(f"table {name}: {note}" if note else f"table {name}", flush=True)
+        for sampler in samplers:
+            results.append(measure(name, sampler, runs, chains=args.chains, warmup=warmup,
+                                   draws=draws, seed=args.seed, fixed_cost=not args.quick))
+            r = results[-1]
+            print(f"  {sampler}: {r.wall_s:.1f} s, min ESS(log_G) {r.min_ess:.0f}", flush=True)
+
+    print()
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(report(results).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    print(f"\nmachine: {machine()}")
+    print("ess/s: min bulk ESS over log_G per wall second of the whole fit (compilation "
+          "included); ess/s_no_compile: per second of sampling (wall - fixed_s)")
+    missed = []
+    for table, sampler, with_c, without_c in ratios(results):
+        print(f"ratio {sampler} / pymc, {table}: min-ESS/s {with_c:.2f}x with compilation, "
+              f"{without_c:.2f}x without")
+        if sampler == "numpyro" and with_c < TARGET:
+            missed.append(table)
+    if args.quick:
+        print(f"quick mode: target ({TARGET:g}x) not enforced")
+        return 0
+    if missed:
+        print(f"TARGET MISSED: numpyro / pymc min-ESS/s < {TARGET:g}x on {', '.join(missed)}")
+        return 1
+    print(f"target met: numpyro / pymc min-ESS/s >= {TARGET:g}x on every table")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

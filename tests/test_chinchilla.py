@@ -1,0 +1,41 @@
+"""Reproduction: the Chinchilla law on the Epoch AI replication's data (Besiroglu et al.)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bayes_transfer.data import read_chinchilla_csv
+from bayes_transfer.diagnostics import SamplingWarning
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPLICATION = {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+ORIGINAL = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "chinchilla_svg_extracted.csv").exists(),
+                    reason="reference data not present")
+def test_chinchilla_replication_values_inside_95_percent_intervals():
+    from bayes_transfer.inference import fit
+
+    runs = read_chinchilla_csv(DATA / "chinchilla_svg_extracted.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        post = fit(runs, "chinchilla", chains=2, draws=500, warmup=500, seed=0,
+                   progress=False)
+    assert post.diagnostics.divergences == 0 and post.diagnostics.max_rhat < 1.05
+    flat = post.flat_log_params()
+    for name, value in REPLICATION.items():
+        lo, hi = np.exp(np.quantile(flat[name], [0.025, 0.975]))
+        print(f"{name}: 95% [{lo:.4g}, {hi:.4g}]  replication {value}  original "
+              f"{ORIGINAL[name]}  P(param < original) = "
+              f"{(flat[name] < np.log(ORIGINAL[name])).mean():.4f}")
+        assert lo <= value <= hi, name
+    # The original paper's data exponent and coefficient are far outside.
+    for name in ("B", "beta"):
+        lo, hi = np.exp(np.quantile(flat[name], [0.025, 0.975]))
+        assert not lo <= ORIGINAL[name] <= hi, name
