@@ -18,7 +18,7 @@ Targets (exit status 1 when missed): growth exponent in rows <= 1.2 between the 
 largest sizes; the 100,000-row fit under 10 minutes.
 
     python benchmarks/fit_scaling.py            # full run, ~6 min on 2 cores
-    python benchmarks/fit_scaling.py --quick    # CI smoke run, ~1 min (up to 10,000 rows)
+    python benchmarks/fit_scaling.py --quick    # CI smoke run, ~1 min (up to 1,000 rows)
 """
 
 from __future__ import annotations
@@ -103,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(one(*args.one, seed=args.seed, draws=args.draws)))
         return 0
 
+    if args.quick:
+        args.draws = min(args.draws, 50)
     header(f"fit scaling: {CHAINS} chains x {args.draws} warmup + {args.draws} draws, "
            "transfer-gap spec, each size in a fresh process")
     if args.quick:
-        series = {"rows": [(10, 100), (10, 1_000), (10, 10_000)],
-                  "pairs": [(10, 100), (100, 1_000)]}
+        series = {"rows": [(10, 100), (10, 1_000)], "pairs": [(10, 100), (100, 1_000)]}
     else:
         series = {"rows": [(10, 100), (10, 1_000), (10, 10_000), (10, 100_000)],
                   "pairs": [(10, 100), (100, 1_000), (1_000, 10_000)]}
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = exponent <= MAX_EXPONENT and largest["seconds"] <= MAX_SECONDS_100K
     return verdict(ok, f"growth exponent in rows {exponent:.2f} (<= {MAX_EXPONENT}) between "
                    f"{int(rows_series['rows'].iloc[-2]):,} and {int(largest['rows']):,} rows; "
-                   f"largest fit {largest['seconds']:.0f} s (<= {MAX_SECONDS_100K:.0f} s)")
+                   f"largest fit {largest['seconds']:.0f} s (<= {MAX_SECONDS_100K:.0f} s)",
+                   enforce=not args.quick)
 
 
 if __name__ == "__main__":

@@ -249,3 +249,15 @@ def test_a_million_rows_validate(tmp_path):
     df.loc[123_456, "loss"] = -1.0
     with pytest.raises(RunTableError, match="row 123456, column loss"):
         load_runs(df)
+
+
+@pytest.mark.xfail(strict=True, reason="fit() on a table with no rows (e.g. an empty subset) "
+                   "fails inside NumPyro with 'size of plate should be positive'; reported "
+                   "to the lead (inference.fit should raise RunTableError)")
+def test_fit_refuses_a_table_with_no_rows_clearly():
+    from bayes_transfer.inference import fit
+
+    table = load_runs(valid_rows(4).assign(pretrain_tokens=10**6, finetune_tokens=10**4))
+    with pytest.raises(RunTableError):
+        fit(table.subset(np.zeros(4, bool)), "transfer-gap", chains=1, draws=5, warmup=5,
+            progress=False)
