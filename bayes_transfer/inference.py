@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -34,7 +35,7 @@ import xarray as xr
 from bayes_transfer._io import atomic_path
 from bayes_transfer.data import RunTable, load_runs
 from bayes_transfer.diagnostics import Diagnostics, diagnose
-from bayes_transfer.laws import features, get_law
+from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.model import at_rows, hierarchical_model, model_data, select_rows, site_dims
 from bayes_transfer.spec import ModelSpec, load_spec
 
@@ -96,6 +97,7 @@ def fit(
     backend: Backend = "numpyro",
     device: str | None = None,
     progress: bool = True,
+    units: Units | None = None,
 ) -> Posterior:
     """Sample the posterior of ``spec`` given ``runs`` with NUTS.
 
@@ -108,6 +110,8 @@ def fit(
         backend: ``"numpyro"`` (JAX, GPU when present) or ``"pymc"`` (cross-check).
         device: ``"cpu"``, ``"gpu"`` or None (GPU when present); NumPyro only.
         progress: show a progress bar.
+        units: reference scales of N and tokens (default: the spec's, ``auto`` from the
+            table); pin them to compare posteriors fitted on different tables.
 
     Returns:
         A :class:`Posterior`; its ``diagnostics`` are computed, and any failure is
@@ -116,30 +120,32 @@ def fit(
     spec = load_spec(spec)
     table = load_runs(runs)
     table, left_out = select_rows(spec, table)
+    units = units or spec.resolve_units(table.df)
     if backend == "numpyro":
         idata = _sample_numpyro(spec, table, chains=chains, draws=draws, warmup=warmup,
                                 seed=seed, target_accept=target_accept,
                                 max_tree_depth=max_tree_depth, device=device,
-                                progress=progress)
+                                progress=progress, units=units)
     elif backend == "pymc":
         from bayes_transfer.pymc_backend import sample_pymc
 
         idata = sample_pymc(spec, table, chains=chains, draws=draws, warmup=warmup,
-                            seed=seed, target_accept=target_accept, progress=progress)
+                            seed=seed, target_accept=target_accept, progress=progress,
+                            units=units)
     else:
         raise ValueError(f"unknown backend {backend!r}; use 'numpyro' or 'pymc'")
-    _annotate(idata, spec, table, backend=backend, left_out=left_out)
+    _annotate(idata, spec, table, backend=backend, left_out=left_out, units=units)
     return Posterior(idata=idata, spec=spec, runs=table,
                      diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec)))
 
 
 def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
-                    max_tree_depth, device, progress) -> az.InferenceData:
+                    max_tree_depth, device, progress, units) -> az.InferenceData:
     from numpyro.infer import MCMC, NUTS
 
     dev = pick_device(device)
     with jax.default_device(dev):
-        data = model_data(spec, table)
+        data = model_data(spec, table, units)
         kernel = NUTS(hierarchical_model, target_accept_prob=target_accept,
                       max_tree_depth=max_tree_depth)
         mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
@@ -147,13 +153,15 @@ def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
         with warnings.catch_warnings():
             # NumPyro warns when there are fewer devices than chains; we chose for that.
             warnings.filterwarnings("ignore", message=".*There are not enough devices.*")
-            mcmc.run(jax.random.key(seed), data, extra_fields=("diverging", "energy",
-                                                               "potential_energy"))
+            mcmc.run(jax.random.key(seed), data, extra_fields=(
+                "diverging", "energy", "potential_energy", "num_steps"))
         extra = mcmc.get_extra_fields(group_by_chain=True)
         idata = az.from_numpyro(mcmc, coords=coords_for(table), dims=site_dims(spec),
                                 log_likelihood=False)
     # Log density of each draw (for the non-finite check), like PyMC's sample_stats.lp.
     idata.sample_stats["lp"] = (("chain", "draw"), -np.asarray(extra["potential_energy"]))
+    # Leapfrog steps per draw, as PyMC calls them: 2^max_tree_depth - 1 means saturation.
+    idata.sample_stats["n_steps"] = (("chain", "draw"), np.asarray(extra["num_steps"]))
     return idata
 
 
@@ -165,7 +173,8 @@ def _diagnosed_vars(spec: ModelSpec) -> list[str]:
     return sorted(set(names))
 
 
-def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out: int) -> None:
+def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out: int,
+              units: Units = Units()) -> None:
     for ds in (idata.posterior,):
         ds.coords["pair_source"] = ("pair", [s for s, _ in table.pairs])
         ds.coords["pair_target"] = ("pair", [t for _, t in table.pairs])
@@ -177,6 +186,7 @@ def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out
         "backend": backend,
         "rows_left_out": int(left_out),
         "table_name": table.name,
+        "units": json.dumps(units.to_dict()),
     })
     idata.add_groups({"constant_data": _table_dataset(table)}, warn_on_custom_groups=False) \
         if "constant_data" not in idata.groups() else None
@@ -213,13 +223,38 @@ class Posterior:
     diagnostics: Diagnostics
 
     # ---- draws ---------------------------------------------------------------------
-    def log_param(self, name: str) -> xr.DataArray:
-        """Posterior draws of ``log(name)`` with dims ``(chain, draw[, level])``."""
+    @property
+    def units(self) -> Units:
+        """The reference scales the coefficients were fitted in (see ``laws.Units``)."""
+        stored = self.idata.posterior.attrs.get("units")
+        return Units(**json.loads(stored)) if stored else Units()
+
+    def features(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Row features of ``df`` in this posterior's units: what its laws take."""
+        return features(df, self.units)
+
+    def log_param(self, name: str, units: str = "reference") -> xr.DataArray:
+        """Posterior draws of ``log(name)`` with dims ``(chain, draw[, level])``.
+
+        ``units="reference"`` (default): as fitted, with N and tokens measured in
+        :attr:`units`; ``"raw"``: converted to parameters and tokens of 1, the units of
+        the papers (needs every parameter global, e.g. the chinchilla law on one
+        distribution).
+        """
         key = f"log_{name}"
         if key not in self.idata.posterior:
             raise KeyError(f"no parameter {name!r}; the law {self.spec.law} has "
                            f"{list(self.spec.params)}")
-        return self.idata.posterior[key]
+        if units == "reference":
+            return self.idata.posterior[key]
+        if units != "raw":
+            raise ValueError(f"units must be 'reference' or 'raw', not {units!r}")
+        law = get_law(self.spec.law)
+        if law.to_raw is None or any(p.level != "global" for p in self.spec.params.values()):
+            raise ValueError(f"raw units need a law with to_raw and global parameters; "
+                             f"report {name} in reference units {self.units}")
+        lp = {n: self.idata.posterior[f"log_{n}"] for n in self.spec.params}
+        return law.to_raw(lp, self.units, np)[name]
 
     def flat_log_params(self) -> dict[str, np.ndarray]:
         """Every ``log(param)`` as ``(draws, groups...)`` arrays, chains stacked."""
@@ -247,7 +282,7 @@ class Posterior:
                                                           self.runs.targets)
         # Every row must be one the law explains (a zero-shot row has log f = -inf).
         select_rows(replace(self.spec, rows="all"), table)
-        feats = {k: jnp.asarray(v) for k, v in features(table.df).items()}
+        feats = {k: jnp.asarray(v) for k, v in self.features(table.df).items()}
         lp = {
             name: at_rows(p.level, jnp.asarray(draws), table.source_idx, table.target_idx,
                           len(self.runs.targets))

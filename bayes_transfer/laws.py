@@ -36,6 +36,7 @@ import pandas as pd
 __all__ = [
     "Law",
     "LAWS",
+    "Units",
     "ROW_RULES",
     "register_law",
     "get_law",
@@ -82,6 +83,8 @@ class Law:
         fn: ``fn(features, log_params, xp=jnp) -> log loss``.
         gap: the parameter that measures a pair's transfer gap (reported first), if any.
         rows: the row rule (a key of :data:`ROW_RULES`) saying which rows it can explain.
+        to_raw: ``to_raw(log_params, units, xp)`` converts log parameters fitted in
+            reference :class:`Units` to tokens and parameters of 1 (the papers' units).
     """
 
     name: str
@@ -89,6 +92,7 @@ class Law:
     fn: LawFn
     gap: str | None = None
     rows: str = "any"
+    to_raw: Callable[[Mapping[str, Array], Units, Any], dict[str, Array]] | None = None
 
     def __post_init__(self) -> None:
         if self.gap is not None and self.gap not in self.params:
@@ -110,7 +114,7 @@ class Law:
         return self.fn(feats, log_params, xp=xp)
 
     def loss(self, *, N: Array = 1.0, p: Array = 0.0, f: Array = 0.0, same: Array = False,
-             **params: Array) -> Array:
+             units: Units | None = None, **params: Array) -> Array:
         """The predicted loss on the natural scale, for hand checks and plots.
 
         Example:
@@ -118,31 +122,76 @@ class Law:
             ...       alpha=0.3478, B=2085.43, beta=0.3658))  # doctest: +ELLIPSIS
             2.532...
         """
-        feats = features_from_arrays(N, p, f, same)
+        feats = features_from_arrays(N, p, f, same, units or Units())
         lp = {k: jnp.log(jnp.asarray(v, dtype=float)) for k, v in params.items()}
         return jnp.exp(self.log_loss(feats, lp))
 
 
-def features_from_arrays(N: Array, p: Array, f: Array, same: Array = False) -> dict[str, Array]:
-    """Row features from raw model sizes and token counts (log 0 = -inf is allowed)."""
+@dataclass(frozen=True)
+class Units:
+    """The reference scales that model sizes and token counts are measured in.
+
+    Fitting in reference units (``N / params``, ``tokens / tokens``) keeps the log
+    features near zero, which removes the strong posterior correlation between a
+    coefficient and its exponent (``log A`` vs ``alpha`` through ``log p`` ~ 10-25) that
+    otherwise drives NUTS to its maximum tree depth. It also makes every coefficient a
+    loss in nats: ``A`` is the pre-training term's contribution at ``p = tokens``, ``G``
+    the gap's at ``f = tokens``. :meth:`Law.to_raw` converts back to the units of the
+    papers (tokens and parameters of 1).
+    """
+
+    params: float = 1.0
+    tokens: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("params", "tokens"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"units.{name} must be a positive number, not {value!r}")
+
+    @classmethod
+    def from_table(cls, df: pd.DataFrame) -> Units:
+        """Powers of ten nearest the geometric means of N and of the positive token counts."""
+        tokens = np.concatenate([df["pretrain_tokens"].to_numpy(np.float64),
+                                 df["finetune_tokens"].to_numpy(np.float64)])
+        tokens = tokens[tokens > 0]
+        return cls(params=_round_decade(df["params"].to_numpy(np.float64)),
+                   tokens=_round_decade(tokens) if len(tokens) else 1.0)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"params": float(self.params), "tokens": float(self.tokens)}
+
+
+def _round_decade(values: np.ndarray) -> float:
+    return float(10.0 ** np.round(np.mean(np.log10(values))))
+
+
+def features_from_arrays(N: Array, p: Array, f: Array, same: Array = False,
+                         units: Units = Units()) -> dict[str, Array]:
+    """Row features (logs of N, p, f, D = p + f, in ``units``) from raw sizes and counts.
+
+    ``log 0 = -inf`` is allowed (a law that needs p > 0 says so in its row rule).
+    """
     N, p, f = (np.asarray(v, dtype=np.float64) for v in (N, p, f))
+    log_n0, log_t0 = np.log(units.params), np.log(units.tokens)
     with np.errstate(divide="ignore"):
         return {
-            "log_N": np.log(N),
-            "log_p": np.log(p),
-            "log_f": np.log(f),
-            "log_D": np.log(p + f),
+            "log_N": np.log(N) - log_n0,
+            "log_p": np.log(p) - log_t0,
+            "log_f": np.log(f) - log_t0,
+            "log_D": np.log(p + f) - log_t0,
             "is_self": np.asarray(same, dtype=bool) & np.ones_like(N, dtype=bool),
         }
 
 
-def features(df: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Row features of a validated run table, as float64 numpy arrays."""
+def features(df: pd.DataFrame, units: Units = Units()) -> dict[str, np.ndarray]:
+    """Row features of a validated run table, as float64 numpy arrays (see ``Units``)."""
     return features_from_arrays(
         df["params"].to_numpy(np.float64),
         df["pretrain_tokens"].to_numpy(np.float64),
         df["finetune_tokens"].to_numpy(np.float64),
         (df["source"].astype(str) == df["target"].astype(str)).to_numpy(),
+        units,
     )
 
 
@@ -198,6 +247,37 @@ def effective_data(x: Mapping[str, Array], lp: Mapping[str, Array], xp: Any = jn
     return xp.logaddexp(lp["E"], xp.logaddexp(size, data))
 
 
+def _shift(lp: Mapping[str, Array], **shifts: Array) -> dict[str, Array]:
+    out = dict(lp)
+    for name, shift in shifts.items():
+        out[name] = lp[name] + shift
+    return out
+
+
+# Each to_raw follows from its law: e.g. A (p / T0)^-alpha = (A T0^alpha) p^-alpha.
+def _chinchilla_raw(lp, u: Units, xp=jnp):
+    return _shift(lp, A=xp.exp(lp["alpha"]) * np.log(u.params),
+                  B=xp.exp(lp["beta"]) * np.log(u.tokens))
+
+
+def _transfer_gap_raw(lp, u: Units, xp=jnp):
+    log_t0 = np.log(u.tokens)
+    beta = xp.exp(lp["beta"]) * log_t0
+    return _shift(lp, A=xp.exp(lp["alpha"]) * log_t0 + beta, G=beta)
+
+
+def _transfer_gap_size_raw(lp, u: Units, xp=jnp):
+    out = _transfer_gap_raw(lp, u, xp)
+    out["K"] = lp["K"] + xp.exp(lp["gamma"]) * np.log(u.params)
+    return out
+
+
+def _effective_data_raw(lp, u: Units, xp=jnp):
+    log_n0, log_t0 = np.log(u.params), np.log(u.tokens)
+    return _shift(lp, A_N=xp.exp(lp["a"]) * log_n0, B=xp.exp(lp["b"]) * log_t0,
+                  k=(1 - xp.exp(lp["alpha"])) * log_t0 - xp.exp(lp["beta"]) * log_n0)
+
+
 LAWS: dict[str, Law] = {}
 
 
@@ -218,10 +298,11 @@ def get_law(name: str) -> Law:
         raise KeyError(f"unknown law {name!r}; known laws: {', '.join(sorted(LAWS))}") from None
 
 
-register_law(Law("chinchilla", ("E", "A", "alpha", "B", "beta"), chinchilla))
+register_law(Law("chinchilla", ("E", "A", "alpha", "B", "beta"), chinchilla,
+                 to_raw=_chinchilla_raw))
 register_law(Law("transfer-gap", ("A", "alpha", "G", "beta", "E"), transfer_gap,
-                 gap="G", rows="finetuned"))
+                 gap="G", rows="finetuned", to_raw=_transfer_gap_raw))
 register_law(Law("transfer-gap-size", ("A", "alpha", "G", "beta", "K", "gamma", "E"),
-                 transfer_gap_size, gap="G", rows="finetuned"))
+                 transfer_gap_size, gap="G", rows="finetuned", to_raw=_transfer_gap_size_raw))
 register_law(Law("effective-data", ("E", "A_N", "a", "B", "b", "k", "alpha", "beta"),
-                 effective_data, gap="k", rows="transfer"))
+                 effective_data, gap="k", rows="transfer", to_raw=_effective_data_raw))

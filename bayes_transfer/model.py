@@ -34,7 +34,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayes_transfer.data import Problem, RunTable, RunTableError
-from bayes_transfer.laws import ROW_RULES, features, get_law
+from bayes_transfer.laws import ROW_RULES, Units, features, get_law
 from bayes_transfer.spec import ModelSpec, ParamSpec
 
 __all__ = ["ModelData", "model_data", "hierarchical_model", "param_effect", "at_rows",
@@ -53,6 +53,7 @@ class ModelData:
     target_idx: Any
     n_sources: int
     n_targets: int
+    units: Units = Units()
 
     @property
     def pair_idx(self) -> Any:
@@ -89,10 +90,15 @@ def select_rows(spec: ModelSpec, table: RunTable) -> tuple[RunTable, int]:
     raise RunTableError(table.name, problems, total=len(bad))
 
 
-def model_data(spec: ModelSpec, table: RunTable) -> ModelData:
-    """Arrays for :func:`hierarchical_model` from a validated table (rows already selected)."""
+def model_data(spec: ModelSpec, table: RunTable, units: Units | None = None) -> ModelData:
+    """Arrays for :func:`hierarchical_model` from a validated table (rows already selected).
+
+    ``units`` (default: the spec's, ``auto`` from the table) are the reference scales the
+    features are measured in; a posterior keeps them so predictions use the same ones.
+    """
     df = table.df
-    feats = {k: jnp.asarray(v) for k, v in features(df).items()}
+    units = units or spec.resolve_units(df)
+    feats = {k: jnp.asarray(v) for k, v in features(df, units).items()}
     loss = df["loss"].to_numpy(np.float64)
     se = df["loss_se"].to_numpy(np.float64) if spec.likelihood.use_loss_se else 0.0 * loss
     return ModelData(
@@ -105,6 +111,7 @@ def model_data(spec: ModelSpec, table: RunTable) -> ModelData:
         target_idx=jnp.asarray(table.target_idx),
         n_sources=len(table.sources),
         n_targets=len(table.targets),
+        units=units,
     )
 
 
@@ -128,10 +135,14 @@ def param_effect(p: ParamSpec, data: ModelData) -> Any:
         u = _offsets(p, "source", data)
         v = _offsets(p, "target", data)
         value = value + (u[:, None] + v[None, :]).reshape(-1)
-        value = value + _offsets(p, "pair", data)
-    else:
-        value = value + _offsets(p, p.level, data)
-    return numpyro.deterministic(f"log_{name}", value)
+    if p.centered:
+        # Centred innermost level: when every group has many precise rows, the data pin
+        # log_<name> itself, and the non-centred z would have to move in concert with mu
+        # (and u, v) along a long ridge; sampling log_<name> directly removes the ridge.
+        sd = numpyro.sample(f"{name}_sd_{p.level}", dist.HalfNormal(p.group_scale))
+        return numpyro.sample(f"log_{name}", dist.Normal(value, sd).expand(
+            (_group_size(p.level, data),)))
+    return numpyro.deterministic(f"log_{name}", value + _offsets(p, p.level, data))
 
 
 def _offsets(p: ParamSpec, group: str, data: ModelData) -> Any:

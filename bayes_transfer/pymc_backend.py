@@ -38,7 +38,7 @@ import pytensor.tensor as pt
 
 from bayes_transfer.data import RunTable
 from bayes_transfer.inference import coords_for
-from bayes_transfer.laws import get_law
+from bayes_transfer.laws import Units, get_law
 from bayes_transfer.model import ModelData, _group_size, at_rows, model_data, site_dims
 from bayes_transfer.spec import ModelSpec, ParamSpec
 
@@ -93,9 +93,12 @@ def param_effect(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> A
         u = _offsets(p, "source", data, dims)
         v = _offsets(p, "target", data, dims)
         value = value + (u[:, None] + v[None, :]).reshape((-1,))
-        value = value + _offsets(p, "pair", data, dims)
-    else:
-        value = value + _offsets(p, p.level, data, dims)
+    if p.centered:
+        # Centred innermost level, as in the NumPyro model.
+        sd = pm.HalfNormal(f"{name}_sd_{p.level}", p.group_scale)
+        return pm.Normal(f"log_{name}", value, sd, shape=(_group_size(p.level, data),),
+                         dims=_dims(f"log_{name}", dims))
+    value = value + _offsets(p, p.level, data, dims)
     return pm.Deterministic(f"log_{name}", value, dims=_dims(f"log_{name}", dims))
 
 
@@ -107,14 +110,15 @@ def _offsets(p: ParamSpec, group: str, data: ModelData, dims: dict[str, list[str
     return sd * z
 
 
-def pymc_model(spec: ModelSpec, table: RunTable, observed: bool = True) -> pm.Model:
+def pymc_model(spec: ModelSpec, table: RunTable, observed: bool = True,
+               units: Units | None = None) -> pm.Model:
     """The PyMC model of ``spec`` on ``table`` (rows already selected by ``select_rows``).
 
     Same variable names, priors, dims and likelihood as
     :func:`bayes_transfer.model.hierarchical_model`. With ``observed=False`` the log
     losses are free variables (prior predictive).
     """
-    data = _numpy_data(model_data(spec, table))
+    data = _numpy_data(model_data(spec, table, units))
     law = get_law(spec.law)
     dims = site_dims(spec)
     with pm.Model(coords=coords_for(table)) as model:
@@ -148,6 +152,7 @@ def sample_pymc(
     target_accept: float = 0.9,
     progress: bool = True,
     nuts_sampler: NutsSampler = "pymc",
+    units: Units | None = None,
 ) -> az.InferenceData:
     """Sample :func:`pymc_model` with NUTS; InferenceData shaped like the NumPyro back end's.
 
@@ -164,7 +169,7 @@ def sample_pymc(
         except ImportError:
             raise ImportError("nuts_sampler='nutpie' needs the nutpie package: "
                               "pip install nutpie") from None
-    model = pymc_model(spec, table)
+    model = pymc_model(spec, table, units=units)
     with model, warnings.catch_warnings():
         # PyMC forks one worker per chain; JAX (already started by model_data) warns on
         # any fork. The workers only run PyTensor code and never call into JAX, so the

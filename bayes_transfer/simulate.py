@@ -24,6 +24,7 @@ import pandas as pd
 from numpyro import handlers
 
 from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.laws import Units
 from bayes_transfer.model import hierarchical_model, model_data, select_rows
 from bayes_transfer.spec import ModelSpec, load_spec
 
@@ -60,6 +61,7 @@ class Simulation:
     runs: RunTable
     truth: Mapping[str, np.ndarray]
     spec: ModelSpec
+    units: Units = Units()
 
     def true_log(self, param: str) -> np.ndarray:
         """True ``log(param)`` over its level's groups (e.g. every pair's log gap)."""
@@ -93,6 +95,7 @@ def simulate(
     seed: int = 0,
     truth: Mapping[str, Any] | None = None,
     loss_se: float = 0.0,
+    units: Units | None = None,
 ) -> Simulation:
     """Draw losses for ``design`` from the spec's prior (or from given true sites).
 
@@ -103,12 +106,16 @@ def simulate(
         truth: values of sampled sites (``"G_mu"``, ``"G_z_pair"``, ``"sigma"``, ...) to
             hold fixed; the rest are drawn from the prior.
         loss_se: the ``loss_se`` written to every row (0: none).
+        units: reference units of the true coefficients (default: the spec's, ``auto``
+            from the design); ``Simulation.units`` records them, so fits that should be
+            compared with the truth pass ``fit(..., units=sim.units)``.
     """
     spec = load_spec(spec)
     placeholder = design.assign(loss=1.0, loss_se=loss_se)
     table = load_runs(placeholder, name="design")
     table, _ = select_rows(spec, table)
-    data = model_data(spec, table)
+    units = units or spec.resolve_units(table.df)
+    data = model_data(spec, table, units)
     model = handlers.condition(hierarchical_model, data=dict(truth or {}))
     trace = handlers.trace(handlers.seed(model, jax.random.key(seed))).get_trace(
         data, observed=False
@@ -122,4 +129,4 @@ def simulate(
     runs = load_runs(pd.DataFrame(df), name="simulated")
     # Keep every source and target of the design, even one whose rows were all left out.
     runs = runs.with_levels(table.sources, table.targets)
-    return Simulation(runs=runs, truth=values, spec=spec)
+    return Simulation(runs=runs, truth=values, spec=spec, units=units)

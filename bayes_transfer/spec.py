@@ -16,6 +16,9 @@ any        none         each group independently ``Normal(loc, scale)``
 =========  ===========  ========================================================
 
 with ``mu ~ Normal(loc, scale)`` and every ``sd_* ~ HalfNormal(group_scale)``.
+``centered = true`` samples the innermost level's log-parameter directly around the
+upper levels' sum (centred) instead of as ``sd * z``: better when every group has many
+precise rows, worse (a funnel) when groups have few.
 
 Example:
     >>> spec = ModelSpec.from_dict({
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bayes_transfer.bundled import MODELS_DIR
-from bayes_transfer.laws import get_law
+from bayes_transfer.laws import Units, get_law
 
 __all__ = ["SpecError", "ParamSpec", "Likelihood", "ModelSpec", "load_spec", "LEVELS"]
 
@@ -65,6 +68,7 @@ class ParamSpec:
     loc: float = 0.0
     scale: float = 1.0
     group_scale: float = 0.5
+    centered: bool = False
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -74,6 +78,8 @@ class ParamSpec:
         if self.pooling not in _POOLING[self.level]:
             raise SpecError(f"parameter {self.name}: pooling {self.pooling!r} does not apply at "
                             f"level {self.level!r}; use one of {_POOLING[self.level]}")
+        if self.centered and self.pooling == "none":
+            raise SpecError(f"parameter {self.name}: centered applies to pooled levels only")
         for key in ("scale", "group_scale"):
             if not float(getattr(self, key)) > 0:
                 raise SpecError(f"parameter {self.name}: {key} must be > 0")
@@ -91,6 +97,10 @@ class ParamSpec:
         for g in groups:
             sites[f"{n}_sd_{g}"] = ()
             sites[f"{n}_z_{g}"] = (g,)
+        if self.centered:
+            # The innermost level is sampled as log_<name> itself (see model.param_effect).
+            del sites[f"{n}_z_{self.level}"]
+            sites[f"log_{n}"] = (self.level,)
         return sites
 
 
@@ -121,6 +131,9 @@ class ModelSpec:
 
     ``rows``: ``"all"`` (every row must be one the law explains; others are an error) or
     ``"applicable"`` (fit the rows the law explains and report how many were left out).
+    ``units``: the reference scales of N and of token counts that the coefficients are
+    measured in (see :class:`bayes_transfer.laws.Units`); ``"auto"`` picks the power of
+    ten nearest the geometric mean of the fitted rows.
     """
 
     law: str
@@ -129,6 +142,8 @@ class ModelSpec:
     rows: str = "all"
     name: str = ""
     description: str = ""
+    units: dict[str, float | str] = field(
+        default_factory=lambda: {"params": "auto", "tokens": "auto"})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "<spec>") -> ModelSpec:
@@ -140,7 +155,7 @@ class ModelSpec:
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        known = {"law", "params", "likelihood", "rows", "name", "description"}
+        known = {"law", "params", "likelihood", "rows", "name", "description", "units"}
         _no_unknown(d, known, "top-level key")
         if "law" not in d:
             raise SpecError("missing key 'law'")
@@ -168,8 +183,17 @@ class ModelSpec:
         rows = d.get("rows", "all")
         if rows not in _ROW_MODES:
             raise SpecError(f"rows = {rows!r} is not one of {_ROW_MODES}")
+        raw_units = d.get("units", {})
+        _no_unknown(raw_units, {"params", "tokens"}, "key of units")
+        units = {"params": "auto", "tokens": "auto", **raw_units}
+        for key, value in units.items():
+            if value != "auto" and (isinstance(value, bool) or not isinstance(
+                    value, (int, float)) or not value > 0):
+                raise SpecError(f"units.{key} must be \"auto\" or a positive number, "
+                                f"not {value!r}")
         return cls(law=law.name, params=params, likelihood=Likelihood(**lik), rows=rows,
-                   name=str(d.get("name", law.name)), description=str(d.get("description", "")))
+                   name=str(d.get("name", law.name)), description=str(d.get("description", "")),
+                   units=units)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ModelSpec:
@@ -198,6 +222,12 @@ class ModelSpec:
     def from_json(cls, text: str) -> ModelSpec:
         return cls.from_dict(json.loads(text), source="<stored spec>")
 
+    def resolve_units(self, df: Any) -> Units:
+        """The reference units for a table's rows: the spec's numbers, or ``auto`` ones."""
+        auto = Units.from_table(df)
+        return Units(**{k: getattr(auto, k) if v == "auto" else float(v)
+                        for k, v in self.units.items()})
+
     @property
     def gap(self) -> str | None:
         """The law's transfer-gap parameter (``G``, ``k``), if it has one."""
@@ -213,6 +243,10 @@ def _no_unknown(d: dict[str, Any], known: set[str], what: str) -> None:
 
 
 def _typed(key: str, value: Any, param: str) -> Any:
+    if key == "centered":
+        if not isinstance(value, bool):
+            raise SpecError(f"params.{param}.centered must be true or false")
+        return value
     if key in ("level", "pooling"):
         if not isinstance(value, str):
             raise SpecError(f"params.{param}.{key} must be a string")

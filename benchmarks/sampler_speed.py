@@ -44,7 +44,6 @@ import warnings
 from dataclasses import dataclass
 
 import arviz as az
-import numpy as np
 import pandas as pd
 
 from bayes_transfer import bundled, simulate
@@ -53,7 +52,7 @@ from bayes_transfer.diagnostics import diagnose
 from bayes_transfer.inference import fit
 from bayes_transfer.model import select_rows
 from bayes_transfer.pymc_backend import sample_pymc
-from bayes_transfer.spec import load_spec
+from bayes_transfer.spec import ModelSpec, load_spec
 
 TARGET = 3.0  # NumPyro / PyMC min-ESS/s
 SPEC = "transfer-gap-size"
@@ -93,37 +92,36 @@ def _cpu_seconds() -> float:
                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
 
 
-def _fit(sampler: str, runs: RunTable, *, chains: int, warmup: int, draws: int,
-         seed: int) -> az.InferenceData:
+def _fit(sampler: str, spec: ModelSpec, runs: RunTable, *, chains: int, warmup: int,
+         draws: int, seed: int) -> az.InferenceData:
     kw = dict(chains=chains, warmup=warmup, draws=draws, seed=seed, progress=False)
     if sampler in ("numpyro", "pymc"):
-        return fit(runs, SPEC, backend=sampler, **kw).idata
+        return fit(runs, spec, backend=sampler, **kw).idata
     # nutpie is an option of the PyMC back end that fit() does not expose; do what fit()
     # does around the sampler (row selection, diagnostics) so the timings compare.
-    spec = load_spec(SPEC)
     table, _ = select_rows(spec, runs)
     idata = sample_pymc(spec, table, nuts_sampler="nutpie", **kw)
     diagnose(idata, warn=False)
     return idata
 
 
-def measure(name: str, sampler: str, runs: RunTable, *, chains: int, warmup: int,
-            draws: int, seed: int, fixed_cost: bool) -> Result:
+def measure(name: str, sampler: str, spec: ModelSpec, runs: RunTable, *, chains: int,
+            warmup: int, draws: int, seed: int, fixed_cost: bool) -> Result:
     """Fit once (timed, with compilation) and, with ``fixed_cost``, once more for 10 + 10."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a short run's diagnostics warnings are expected
         fixed = float("nan")
         if fixed_cost:
             start = time.perf_counter()
-            _fit(sampler, runs, chains=chains, warmup=FIXED_COST_ITERS,
+            _fit(sampler, spec, runs, chains=chains, warmup=FIXED_COST_ITERS,
                  draws=FIXED_COST_ITERS, seed=seed)
             fixed = time.perf_counter() - start
         cpu, start = _cpu_seconds(), time.perf_counter()
-        idata = _fit(sampler, runs, chains=chains, warmup=warmup, draws=draws, seed=seed)
+        idata = _fit(sampler, spec, runs, chains=chains, warmup=warmup, draws=draws, seed=seed)
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     gaps = idata.posterior["log_G"]
     return Result(
-        table=name, sampler=sampler, rows=len(select_rows(load_spec(SPEC), runs)[0]),
+        table=name, sampler=sampler, rows=len(select_rows(spec, runs)[0]),
         pairs=int(gaps.sizes["pair"]),
         wall_s=wall, fixed_s=fixed, cpu_s=cpu,
         min_ess=float(az.ess(idata, var_names=["log_G"], method="bulk")["log_G"].min()),
@@ -133,7 +131,8 @@ def measure(name: str, sampler: str, runs: RunTable, *, chains: int, warmup: int
     )
 
 
-def simulated_table(sources: int, targets: int, seeds: int, seed: int = 0) -> RunTable:
+def simulated_table(spec: ModelSpec, sources: int, targets: int, seeds: int,
+                    seed: int = 0) -> RunTable:
     """A transfer-gap-size table on the bundled grid's design, from the spec's prior.
 
     The population means are held at their prior centres so that the losses look like
@@ -143,22 +142,21 @@ def simulated_table(sources: int, targets: int, seeds: int, seed: int = 0) -> Ru
         [f"s{i}" for i in range(sources)], [f"t{j}" for j in range(targets)],
         params=SIZES, pretrain_tokens=PRETRAIN, finetune_tokens=FINETUNE,
         seeds=range(seeds))
-    spec = load_spec(SPEC)
     centres = {f"{p.name}_mu": p.loc for p in spec.params.values() if p.pooling != "none"}
     return simulate.simulate(spec, design, seed=seed, truth=centres, loss_se=0.01).runs
 
 
-def tables(quick: bool) -> list[tuple[str, RunTable, str]]:
+def tables(spec: ModelSpec, quick: bool) -> list[tuple[str, RunTable, str]]:
     if quick:
-        return [("tiny (simulated)", simulated_table(2, 2, 1), "")]
+        return [("tiny (simulated)", simulated_table(spec, 2, 2, 1), "")]
     try:
         path = bundled.runs_path()
         small = ("bundled", load_runs(path), f"{path.name}")
     except FileNotFoundError:
-        small = ("bundled-design (simulated)", simulated_table(4, 3, 1),
+        small = ("bundled-design (simulated)", simulated_table(spec, 4, 3, 1),
                  "data/transfer_runs.csv not found: a simulated table of its design "
                  "(4 sources x 3 targets x 27 runs) stands in")
-    return [small, ("10x (simulated)", simulated_table(8, 5, 3),
+    return [small, ("10x (simulated)", simulated_table(spec, 8, 5, 3),
                     "8 sources x 5 targets x 27 runs x 3 seeds")]
 
 
@@ -229,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     if not has_nutpie:
         print("nutpie: not installed (pip install nutpie), skipped")
     results = []
-    for name, runs, note in tables(args.quick):
+    spec = load_spec(SPEC)
+    for name, runs, note in tables(spec, args.quick):
         print(f"table {name}: {note}" if note else f"table {name}", flush=True)
         for sampler in samplers:
-            results.append(measure(name, sampler, runs, chains=args.chains, warmup=warmup,
+            results.append(measure(name, sampler, spec, runs, chains=args.chains, warmup=warmup,
                                    draws=draws, seed=args.seed, fixed_cost=not args.quick))
             r = results[-1]
             print(f"  {sampler}: {r.wall_s:.1f} s, min ESS(log_G) {r.min_ess:.0f}", flush=True)

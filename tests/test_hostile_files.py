@@ -70,12 +70,14 @@ def posterior_file(tmp_path_factory) -> Path:
     design = design_grid(["a", "b"], ["x"], params=[1e6], pretrain_tokens=[1e6, 1e8],
                          finetune_tokens=[1e4, 1e6])
     runs = simulate(spec, design, seed=0).runs
-    draws = Predictive(hierarchical_model, num_samples=100)(
-        jax.random.key(0), model_data(spec, runs), observed=False)
+    data = model_data(spec, runs)
+    draws = Predictive(hierarchical_model, num_samples=100)(jax.random.key(0), data,
+                                                           observed=False)
     post = {k: np.asarray(v).reshape((2, 50) + v.shape[1:]) for k, v in draws.items()
             if k != "log_loss"}
     idata = az.from_dict(posterior=post, coords=coords_for(runs), dims=site_dims(spec))
-    _annotate(idata, spec, runs, backend="numpyro", left_out=0)
+    units = {"units": data.units} if hasattr(data, "units") else {}  # reference scales
+    _annotate(idata, spec, runs, backend="numpyro", left_out=0, **units)
     path = tmp_path_factory.mktemp("post") / "post.nc"
     Posterior(idata=idata, spec=spec, runs=runs,
               diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec), warn=False)

@@ -116,3 +116,30 @@ def test_every_law_documents_its_formula_and_source():
         assert "L" in law.doc and "=" in law.doc, law.name
         assert "Source" in law.doc or "DESIGN" in law.doc, law.name
     assert math.isfinite(float(get_law("transfer-gap").loss(p=1.0, f=1.0, **GAP)))
+
+
+@pytest.mark.parametrize("name", ["chinchilla", "transfer-gap", "transfer-gap-size",
+                                  "effective-data"])
+def test_reference_units_convert_back_to_raw(name):
+    # The same loss in reference units and, after to_raw, in the papers' units.
+    from bayes_transfer.laws import Units
+
+    law = get_law(name)
+    units = Units(params=1e7, tokens=1e5)
+    lp = {k: jnp.log(0.2 + 0.1 * i) for i, k in enumerate(law.params)}
+    n, p, f = np.array([3e6, 2e8]), np.array([4e7, 1e9]), np.array([2e4, 3e6])
+    ref = law.log_loss(features_from_arrays(n, p, f, units=units), lp)
+    raw = law.log_loss(features_from_arrays(n, p, f), law.to_raw(lp, units))
+    np.testing.assert_allclose(np.asarray(ref), np.asarray(raw), rtol=1e-5)
+
+
+def test_units_from_table_are_decades_of_geometric_means():
+    import pandas as pd
+
+    from bayes_transfer.laws import Units
+
+    df = pd.DataFrame({"params": [1e6, 1e8], "pretrain_tokens": [0, 1e9],
+                       "finetune_tokens": [1e5, 1e7]})
+    assert Units.from_table(df) == Units(params=1e7, tokens=1e7)
+    with pytest.raises(ValueError, match="units.tokens must be a positive number"):
+        Units(tokens=0)

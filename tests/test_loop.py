@@ -161,7 +161,8 @@ def test_closed_loop_with_the_bundled_trainer(tmp_path):
     lines = []
     console = Console(record=True, width=200)
     result = loop_grid(grid, tmp_path / "loop", rounds=2, batch=2, console=console,
-                       fit_kwargs={"chains": 2, "draws": 150, "warmup": 150})
+                       fit_kwargs={"chains": 2, "draws": 100, "warmup": 100,
+                                   "max_tree_depth": 6})
     lines = console.export_text()
     assert [log["round"] for log in result.rounds] == [0, 1, 2]
     for log in result.rounds:

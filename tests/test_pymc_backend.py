@@ -18,7 +18,15 @@ from bayes_transfer.model import hierarchical_model, model_data, select_rows, si
 from bayes_transfer.pymc_backend import PYTENSOR_XP, pymc_model, sample_pymc
 from bayes_transfer.spec import load_spec
 
-SPECS = ["transfer-gap", "transfer-gap-size", "chinchilla", "effective-data"]
+SPECS = ["transfer-gap", "transfer-gap-size", "chinchilla", "effective-data", "centred-gap"]
+
+
+def _spec(spec_name: str):
+    if spec_name == "centred-gap":  # the centred innermost level (params.G.centered)
+        d = load_spec("transfer-gap").to_dict()
+        d["params"]["G"]["centered"] = True
+        return load_spec(d)
+    return load_spec(spec_name)
 
 
 def _design(spec_name: str) -> pd.DataFrame:
@@ -35,7 +43,7 @@ def _design(spec_name: str) -> pd.DataFrame:
 
 @functools.cache  # one model per spec for the whole module
 def _model_pair(spec_name: str):
-    spec = load_spec(spec_name)
+    spec = _spec(spec_name)
     table, _ = select_rows(spec, simulate.simulate(spec, _design(spec_name), seed=1).runs)
     return spec, table, model_data(spec, table), pymc_model(spec, table)
 
