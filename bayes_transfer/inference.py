@@ -174,7 +174,7 @@ def _diagnosed_vars(spec: ModelSpec) -> list[str]:
 
 
 def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out: int,
-              units: Units = Units()) -> None:
+              units: Units | None = None) -> None:
     for ds in (idata.posterior,):
         ds.coords["pair_source"] = ("pair", [s for s, _ in table.pairs])
         ds.coords["pair_target"] = ("pair", [t for _, t in table.pairs])
@@ -186,7 +186,7 @@ def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out
         "backend": backend,
         "rows_left_out": int(left_out),
         "table_name": table.name,
-        "units": json.dumps(units.to_dict()),
+        "units": json.dumps((units or Units()).to_dict()),
     })
     idata.add_groups({"constant_data": _table_dataset(table)}, warn_on_custom_groups=False) \
         if "constant_data" not in idata.groups() else None

@@ -11,6 +11,7 @@ import pytest
 from bayes_transfer.baseline import default_starts, fit_baseline, huber
 from bayes_transfer.data import read_chinchilla_csv
 from bayes_transfer.laws import get_law
+from bayes_transfer.model import at_rows
 from bayes_transfer.simulate import design_grid, simulate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -69,11 +70,23 @@ def noiseless():
     return simulate("transfer-gap", design, seed=3, truth={"sigma": 1e-7})
 
 
+def true_raw_pair_params(sim) -> dict[str, np.ndarray]:
+    """The simulation's truths per pair, converted from reference to raw units (the
+    baseline's units, tokens of 1)."""
+    law = get_law(sim.spec.law)
+    n_s, n_t = len(sim.runs.sources), len(sim.runs.targets)
+    s_idx, t_idx = np.repeat(np.arange(n_s), n_t), np.tile(np.arange(n_t), n_s)
+    per_pair = {name: np.broadcast_to(at_rows(p.level, sim.true_log(name), s_idx, t_idx, n_t),
+                                      (n_s * n_t,))
+                for name, p in sim.spec.params.items()}
+    return law.to_raw(per_pair, sim.units, np)
+
+
 def test_recovers_per_pair_transfer_gaps_from_noiseless_simulation(noiseless):
     sim = noiseless
     fit = fit_baseline(sim.runs, "transfer-gap", bootstrap=4, seed=1)
     assert list(fit.params.index) == sim.runs.pair_labels  # one fit per pair
-    true_gap = np.exp(sim.true_log("G"))
+    true_gap = np.exp(true_raw_pair_params(sim)["G"])
     np.testing.assert_allclose(fit.params["G"].to_numpy(), true_gap, rtol=0.02)
     pred = fit.predict(sim.runs, ci=0.9)
     np.testing.assert_allclose(pred["loss_fit"], sim.runs.df["loss"], rtol=1e-4)
