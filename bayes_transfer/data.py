@@ -68,6 +68,8 @@ _MAX_COUNT = 1e16
 # Keys that identify one evaluation; rows sharing them (and the seed) are duplicates.
 _EVAL_KEY = ("run_id", "source", "target", "params", "pretrain_tokens", "finetune_tokens")
 _MAX_REPORTED = 20
+_NA_SPELLINGS = ["", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "None", "<NA>",
+                 "#N/A"]
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,11 @@ def load_runs(
                 path,
                 sep="\t" if suffix == ".tsv" else ",",
                 dtype={c: "string" for c in ("run_id", "source", "target")},
-                keep_default_na=True,
+                # A distribution may well be called "NA" or "null": only an empty cell is
+                # missing in a name column; numeric columns keep pandas' NA spellings.
+                keep_default_na=False,
+                na_values={c: [""] if c in ("run_id", "source", "target") else _NA_SPELLINGS
+                           for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)},
                 low_memory=False,
             )
         else:

@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 
 from bayes_transfer._io import atomic_path
-from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs
 from bayes_transfer.diagnostics import Diagnostics, diagnose
 from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.model import at_rows, hierarchical_model, model_data, select_rows, site_dims
@@ -120,6 +120,8 @@ def fit(
     spec = load_spec(spec)
     table = load_runs(runs)
     table, left_out = select_rows(spec, table)
+    if len(table) == 0:
+        raise RunTableError(table.name, [Problem(None, None, "the table has no rows to fit")])
     units = units or spec.resolve_units(table.df)
     if backend == "numpyro":
         idata = _sample_numpyro(spec, table, chains=chains, draws=draws, warmup=warmup,

@@ -255,8 +255,6 @@ def _a_real_checkpoint() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.load_checkpoint lets torch errors (EOFError, RuntimeError) "
-                   "through on a damaged file; reported to the trainer owner")
 def test_damaged_checkpoints_give_a_clear_trainer_error(tmp_path):
     data = _a_real_checkpoint()
     trainer.load_checkpoint(data)  # the intact checkpoint loads

@@ -211,9 +211,6 @@ def test_unicode_and_odd_names_survive_a_csv_round_trip(tmp_path_factory, labels
     assert sorted(table.sources) == sorted({s.strip() for s in labels})
 
 
-@pytest.mark.xfail(strict=True, reason="load_runs reads CSV names such as 'NA' or 'null' "
-                   "as missing (pandas keep_default_na), so such a source is refused as "
-                   "empty; reported to the lead")
 def test_a_source_called_null_survives_a_csv_round_trip(tmp_path):
     path = tmp_path / "runs.csv"
     valid_rows(2).assign(source="null").to_csv(path, index=False)
@@ -251,9 +248,6 @@ def test_a_million_rows_validate(tmp_path):
         load_runs(df)
 
 
-@pytest.mark.xfail(strict=True, reason="fit() on a table with no rows (e.g. an empty subset) "
-                   "fails inside NumPyro with 'size of plate should be positive'; reported "
-                   "to the lead (inference.fit should raise RunTableError)")
 def test_fit_refuses_a_table_with_no_rows_clearly():
     from bayes_transfer.inference import fit
 

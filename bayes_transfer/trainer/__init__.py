@@ -18,7 +18,7 @@ from bayes_transfer.trainer.model import (
     count_non_embedding_params,
     non_embedding_params,
 )
-from bayes_transfer.trainer.training import TrainConfig, load_checkpoint
+from bayes_transfer.trainer.training import CheckpointError, TrainConfig, load_checkpoint
 
 __all__ = [
     "SHAPES",
@@ -30,6 +30,7 @@ __all__ = [
     "TransformerLM",
     "corpus_names",
     "count_non_embedding_params",
+    "CheckpointError",
     "load_checkpoint",
     "load_corpus",
     "load_grid",

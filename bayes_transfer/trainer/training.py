@@ -169,13 +169,24 @@ def checkpoint_bytes(model: TransformerLM, run_config: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded safely (damaged, or not one of ours)."""
+
+
 def load_checkpoint(source: bytes | str | os.PathLike[str]) -> tuple[TransformerLM, dict[str, Any]]:
     """Rebuild a model from checkpoint bytes or a checkpoint file (``weights_only=True``)."""
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
-    payload = torch.load(stream, map_location="cpu", weights_only=True)
-    model = TransformerLM(ModelConfig(**payload["model_config"]))
-    model.load_state_dict(payload["model"])
-    return model, payload["run_config"]
+    where = "checkpoint bytes" if isinstance(source, bytes) else f"checkpoint {source}"
+    try:
+        payload = torch.load(stream, map_location="cpu", weights_only=True)
+        model = TransformerLM(ModelConfig(**payload["model_config"]))
+        model.load_state_dict(payload["model"])
+        return model, payload["run_config"]
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises EOFError, RuntimeError, UnpicklingError, ...
+        raise CheckpointError(f"{where} is truncated, corrupted or not a bayes_transfer "
+                              f"checkpoint: {type(exc).__name__}: {exc}") from None
 
 
 # -- jobs ----------------------------------------------------------------------------------
