@@ -60,7 +60,7 @@ from bayes_transfer.design import (
     suggest,
 )
 from bayes_transfer.design.candidates import CostFn
-from bayes_transfer.laws import ROW_RULES, features, get_law
+from bayes_transfer.laws import ROW_RULES, Units, features, get_law
 from bayes_transfer.model import at_rows
 from bayes_transfer.spec import ModelSpec, load_spec
 
@@ -374,6 +374,7 @@ def simulated_runner(truth: Simulation, seed: int = 0) -> RunFn:
     spec = truth.spec
     law = get_law(spec.law)
     sigma = float(np.asarray(truth.truth["sigma"]))
+    units = getattr(truth, "units", Units())  # the units the true coefficients are in
     levels = {name: (p.level, np.asarray(truth.true_log(name))) for name, p in
               spec.params.items()}
 
@@ -388,7 +389,7 @@ def simulated_runner(truth: Simulation, seed: int = 0) -> RunFn:
                              f"law {law.name} {words}")
         lp = {name: at_rows(level, value, table.source_idx, table.target_idx,
                             len(truth.runs.targets)) for name, (level, value) in levels.items()}
-        mean = np.asarray(law.log_loss(features(table.df), lp, xp=np))
+        mean = np.asarray(law.log_loss(features(table.df, units), lp, xp=np))
         rng = np.random.default_rng([seed, zlib.crc32("|".join(map(str, rows["run_id"]))
                                                       .encode())])
         eps = rng.standard_normal(len(rows)) if spec.likelihood.family == "normal" else \

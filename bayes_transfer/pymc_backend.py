@@ -150,6 +150,7 @@ def sample_pymc(
     warmup: int = 1000,
     seed: int = 0,
     target_accept: float = 0.9,
+    max_tree_depth: int = 10,
     progress: bool = True,
     nuts_sampler: NutsSampler = "pymc",
     units: Units | None = None,
@@ -159,7 +160,8 @@ def sample_pymc(
     ``nuts_sampler="pymc"`` is PyMC's own NUTS; ``"nutpie"`` is the Rust NUTS of the
     ``nutpie`` package (``pip install nutpie``). Sample stats include ``diverging``,
     ``energy`` and ``lp`` (the log density) for :func:`bayes_transfer.diagnostics.diagnose`.
-    Called by ``bayes_transfer.inference.fit(..., backend="pymc")``.
+    ``max_tree_depth`` caps each NUTS trajectory at ``2**max_tree_depth - 1`` steps, as
+    in NumPyro (PyMC's ``max_treedepth``, nutpie's ``maxdepth``). Called by ``bayes_transfer.inference.fit(..., backend="pymc")``.
     """
     if nuts_sampler not in ("pymc", "nutpie"):
         raise ValueError(f"nuts_sampler must be 'pymc' or 'nutpie', not {nuts_sampler!r}")
@@ -182,9 +184,17 @@ def sample_pymc(
             cores=max(1, min(chains, os.cpu_count() or 1)),
             target_accept=target_accept, random_seed=seed, progressbar=progress,
             nuts_sampler=nuts_sampler, compute_convergence_checks=False,
-            idata_kwargs={"log_likelihood": False},
+            **_sampler_kwargs(nuts_sampler, max_tree_depth),
         )
     return _like_numpyro(idata, model)
+
+
+def _sampler_kwargs(nuts_sampler: str, max_tree_depth: int) -> dict[str, Any]:
+    if nuts_sampler == "nutpie":
+        # nutpie ignores idata_kwargs (with a warning) and stores no log likelihood.
+        return {"nuts_sampler_kwargs": {"maxdepth": max_tree_depth}}
+    return {"nuts": {"max_treedepth": max_tree_depth},
+            "idata_kwargs": {"log_likelihood": False}}
 
 
 def _like_numpyro(idata: az.InferenceData, model: pm.Model) -> az.InferenceData:

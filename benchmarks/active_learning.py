@@ -55,7 +55,7 @@ from bayes_transfer.design import (
     suggest,
     training_flops,
 )
-from bayes_transfer.laws import features
+from bayes_transfer.laws import Units, features
 from bayes_transfer.loop import simulated_runner
 from bayes_transfer.model import ModelData, hierarchical_model
 from bayes_transfer.simulate import simulate
@@ -64,9 +64,13 @@ from bayes_transfer.spec import load_spec
 SOURCES = ["s1", "s2", "s3", "s4"]
 TARGETS = ["t1", "t2", "t3", "t4"]
 SPEC = load_spec("transfer-gap")
-# Hyperparameters giving losses of ~1.5-4 nats over the candidate range; group effects
-# (each pair's gap and A, each source's alpha, each target's beta and E) come from the prior.
-HYPERS = {"sigma": 0.02, "G_mu": 2.0, "A_mu": 5.7, "alpha_mu": -1.2, "beta_mu": -1.6,
+# Truth and fits measure N in 1e7 parameters and tokens in 1e8 (reference units keep the
+# log features near 0; see bayes_transfer.laws.Units). Hyperparameters giving losses of
+# ~1.8-2.5 nats over the candidate range (in raw units G ~ 7, A ~ 300, alpha ~ 0.3,
+# beta ~ 0.2, E ~ 1.5); group effects (each pair's gap and A, each source's alpha, each
+# target's beta and E) come from the prior.
+UNITS = Units(params=1e7, tokens=1e8)
+HYPERS = {"sigma": 0.02, "G_mu": -1.7, "A_mu": -3.5, "alpha_mu": -1.2, "beta_mu": -1.6,
           "E_mu": 0.4}
 POLICIES = ("active", "random", "grid")
 PAD_SE = 1000.0
@@ -83,7 +87,7 @@ def candidates() -> pd.DataFrame:
 
 def _arrays(df: pd.DataFrame, rows: int) -> dict:
     table = load_runs(df).with_levels(SOURCES, TARGETS)
-    feats = features(table.df)
+    feats = features(table.df, UNITS)
     n = len(table)
     take = np.concatenate([np.arange(n), np.zeros(rows - n, dtype=int)])
     loss = table.df["loss"].to_numpy()
@@ -101,7 +105,7 @@ def _arrays(df: pd.DataFrame, rows: int) -> dict:
 def _model(arrays):
     hierarchical_model(ModelData(SPEC, arrays["features"], arrays["log_loss"],
                                  arrays["log_loss_se"], arrays["source_idx"],
-                                 arrays["target_idx"], len(SOURCES), len(TARGETS)))
+                                 arrays["target_idx"], len(SOURCES), len(TARGETS), UNITS))
 
 
 @dataclass
@@ -158,7 +162,7 @@ class BatchedNUTS:
             draws.append(PosteriorDraws(
                 SPEC, tuple(SOURCES), tuple(TARGETS),
                 {name: flat[f"log_{name}"] for name in SPEC.params}, flat["sigma"],
-                load_runs(tables[i])))
+                load_runs(tables[i]), UNITS))
         return draws
 
 
@@ -199,7 +203,8 @@ def study(seeds: int, rounds: int, batch: int, chains: int, warmup: int, draws: 
     cands = candidates()
     first = first_design()
     one_per_pair = cands.groupby(["source", "target"]).head(1)
-    truths = [simulate(SPEC, one_per_pair, seed=1000 + s, truth=HYPERS) for s in range(seeds)]
+    truths = [simulate(SPEC, one_per_pair, seed=1000 + s, truth=HYPERS, units=UNITS)
+              for s in range(seeds)]
     runners = [simulated_runner(t, seed=s) for s, t in enumerate(truths)]
     problems = [(s, p) for s in range(seeds) for p in POLICIES]
     tables = {key: runners[key[0]](first) for key in problems}
@@ -252,11 +257,11 @@ def summarise(log: pd.DataFrame, target: float) -> pd.DataFrame:
 def scoring_time(n_candidates: int = 10_000, n_draws: int = 1_000) -> tuple[float, float]:
     """Seconds to score ``n_candidates`` with ``n_draws`` draws: first call, and warm."""
     rng = np.random.default_rng(0)
-    lp = {"G": rng.normal(2.0, 0.5, (n_draws, 16)), "A": rng.normal(5.7, 0.5, (n_draws, 16)),
+    lp = {"G": rng.normal(-1.7, 0.5, (n_draws, 16)), "A": rng.normal(-3.5, 0.5, (n_draws, 16)),
           "alpha": rng.normal(-1.2, 0.1, (n_draws, 4)),
           "beta": rng.normal(-1.6, 0.1, (n_draws, 4)), "E": rng.normal(0.4, 0.05, (n_draws, 4))}
     post = PosteriorDraws(SPEC, tuple(SOURCES), tuple(TARGETS), lp,
-                          np.abs(rng.normal(0.02, 0.003, n_draws)))
+                          np.abs(rng.normal(0.02, 0.003, n_draws)), units=UNITS)
     grid = candidate_grid(SOURCES, TARGETS, params=np.geomspace(1e6, 3e7, 25).round(),
                           pretrain_tokens=np.geomspace(1e7, 1e10, 5).round(),
                           finetune_tokens=np.geomspace(1e5, 1e7, 5).round())

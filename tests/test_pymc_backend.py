@@ -95,6 +95,17 @@ def test_logaddexp_is_stable():
     np.testing.assert_allclose(grad[:4], 1 / (1 + np.exp(y[:4] - x[:4])))
 
 
+def test_sample_pymc_gives_stats_for_diagnostics_and_caps_trees():
+    spec, table, _, _ = _model_pair("transfer-gap")
+    idata = sample_pymc(spec, table, chains=1, warmup=20, draws=20, max_tree_depth=2,
+                        progress=False)
+    stats = idata.sample_stats
+    assert {"diverging", "energy", "lp"} <= set(stats.data_vars)
+    assert int(stats["n_steps"].max()) <= 2**2 - 1
+    assert set(idata.posterior.data_vars) == set(_model_pair("transfer-gap")[3].named_vars) \
+        - {"log_loss"}
+
+
 def test_bad_sampler_names_the_choices(monkeypatch):
     spec, table, _, _ = _model_pair("transfer-gap")
     with pytest.raises(ValueError, match="'pymc' or 'nutpie'"):

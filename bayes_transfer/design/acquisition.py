@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_transfer.data import RunTable, load_runs
-from bayes_transfer.laws import ROW_RULES, features, get_law
+from bayes_transfer.laws import ROW_RULES, Units, features, get_law
 from bayes_transfer.model import at_rows
 from bayes_transfer.spec import ModelSpec
 
@@ -86,7 +86,8 @@ class PosteriorDraws:
 
     Build it from a :class:`~bayes_transfer.inference.Posterior` with :func:`as_draws`, or
     directly (e.g. from another sampler's draws) with the same shapes:
-    ``log_params[name]`` is ``(draws,)`` or ``(draws, groups)`` over the parameter's level.
+    ``log_params[name]`` is ``(draws,)`` or ``(draws, groups)`` over the parameter's level,
+    with N and token counts measured in ``units`` (those the posterior was fitted in).
     """
 
     spec: ModelSpec
@@ -95,6 +96,7 @@ class PosteriorDraws:
     log_params: Mapping[str, np.ndarray]
     sigma: np.ndarray
     runs: RunTable | None = None
+    units: Units = Units()
 
     @property
     def n_draws(self) -> int:
@@ -119,7 +121,7 @@ class PosteriorDraws:
         keep = np.linspace(0, self.n_draws - 1, max_draws).round().astype(int)
         return PosteriorDraws(self.spec, self.sources, self.targets,
                               {k: np.asarray(v)[keep] for k, v in self.log_params.items()},
-                              np.asarray(self.sigma)[keep], self.runs)
+                              np.asarray(self.sigma)[keep], self.runs, self.units)
 
 
 def as_draws(posterior: Posterior | PosteriorDraws) -> PosteriorDraws:
@@ -133,6 +135,7 @@ def as_draws(posterior: Posterior | PosteriorDraws) -> PosteriorDraws:
         log_params=posterior.flat_log_params(),
         sigma=posterior.idata.posterior["sigma"].values.reshape(-1),
         runs=posterior.runs,
+        units=getattr(posterior, "units", Units()),
     )
 
 
@@ -179,7 +182,7 @@ def log_mean_draws(draws: PosteriorDraws, rows: pd.DataFrame | RunTable) -> np.n
     table = rows if isinstance(rows, RunTable) else _rows_table(draws, rows)
     table = table.with_levels(draws.sources, draws.targets)
     fn = _log_mean_fn(draws.spec, len(draws.targets))
-    feats = features(table.df)
+    feats = features(table.df, draws.units)
     sidx, tidx = table.source_idx, table.target_idx
     lp = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in draws.log_params.items()}
     n = len(table)
