@@ -46,6 +46,6 @@ def known_posterior(sim: simulate.Simulation, spread: float, *, draws: int = 300
     coords = {"source": list(runs.sources), "target": list(runs.targets),
               "pair": runs.pair_labels}
     idata = az.from_dict(posterior=values, coords=coords, dims=dims)
-    _annotate(idata, spec, runs, backend="known", left_out=0)
+    _annotate(idata, spec, runs, backend="known", left_out=0, units=sim.units)
     return Posterior(idata=idata, spec=spec, runs=runs,
                      diagnostics=diagnose(idata, warn=False))

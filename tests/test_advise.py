@@ -31,7 +31,7 @@ def true_losses(sim, options):
     lp = {name: at_rows(p.level, np.asarray(sim.true_log(name)), codes["s"].to_numpy(),
                         codes["t"].to_numpy(), len(table.targets))
           for name, p in sim.spec.params.items()}
-    return np.exp(np.asarray(get_law(sim.spec.law).log_loss(features(options), lp)))
+    return np.exp(np.asarray(get_law(sim.spec.law).log_loss(features(options, sim.units), lp)))
 
 
 def test_budget_options_spend_the_budget():
