@@ -28,7 +28,8 @@ def test_chinchilla_replication_values_inside_95_percent_intervals():
         post = fit(runs, "chinchilla", chains=2, draws=500, warmup=500, seed=0,
                    progress=False)
     assert post.diagnostics.divergences == 0 and post.diagnostics.max_rhat < 1.05
-    flat = post.flat_log_params()
+    # The published values are in raw units (parameters and tokens of 1).
+    flat = {name: post.log_param(name, units="raw").values.reshape(-1) for name in REPLICATION}
     for name, value in REPLICATION.items():
         lo, hi = np.exp(np.quantile(flat[name], [0.025, 0.975]))
         print(f"{name}: 95% [{lo:.4g}, {hi:.4g}]  replication {value}  original "
