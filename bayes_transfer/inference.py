@@ -133,7 +133,7 @@ def fit(
 
         idata = sample_pymc(spec, table, chains=chains, draws=draws, warmup=warmup,
                             seed=seed, target_accept=target_accept, progress=progress,
-                            units=units)
+                            max_tree_depth=max_tree_depth, units=units)
     else:
         raise ValueError(f"unknown backend {backend!r}; use 'numpyro' or 'pymc'")
     _annotate(idata, spec, table, backend=backend, left_out=left_out, units=units)

@@ -240,8 +240,11 @@ def effective_data(x: Mapping[str, Array], lp: Mapping[str, Array], xp: Any = jn
     transfer row is taken as fixed, as in the paper.
     Source: Hernandez et al. 2021, "Scaling Laws for Transfer", eqs. (1.1)-(1.2).
     """
-    log_dt = lp["k"] + xp.exp(lp["alpha"]) * x["log_f"] + xp.exp(lp["beta"]) * x["log_N"]
-    log_data = xp.where(x["is_self"], x["log_D"], xp.logaddexp(x["log_f"], log_dt))
+    # From-scratch rows may have f = 0 (log f = -inf); they take the other branch of the
+    # where below, but a -inf here would still make its gradient NaN.
+    log_f = xp.where(x["is_self"], 0.0, x["log_f"])
+    log_dt = lp["k"] + xp.exp(lp["alpha"]) * log_f + xp.exp(lp["beta"]) * x["log_N"]
+    log_data = xp.where(x["is_self"], x["log_D"], xp.logaddexp(log_f, log_dt))
     size = lp["A_N"] - xp.exp(lp["a"]) * x["log_N"]
     data = lp["B"] - xp.exp(lp["b"]) * log_data
     return xp.logaddexp(lp["E"], xp.logaddexp(size, data))
