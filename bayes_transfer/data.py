@@ -183,9 +183,10 @@ class RunTable:
                     Problem(i + 1, col, f"{df[col].iloc[i]!r} is not one of the fitted {col}s "
                             f"{list(levels)}")
                 )
-            df[col] = pd.Categorical(df[col].astype(str), categories=list(levels))
         if problems:
             raise RunTableError(self.name, problems)
+        for col, levels in (("source", sources), ("target", targets)):
+            df[col] = pd.Categorical(df[col].astype(str), categories=list(levels))
         return RunTable(df, self.name)
 
     def summary(self) -> dict[str, object]:
