@@ -10,16 +10,9 @@ import importlib
 
 from bayes_transfer.cli._app import app
 
-# Command modules, imported for their registrations. A module that is missing (an area
-# still being built) must not break the others.
-_COMMAND_MODULES = ("data", "inference", "design", "trainer", "plots", "demo")
-
-for _name in _COMMAND_MODULES:
-    try:
-        importlib.import_module(f"bayes_transfer.cli.{_name}")
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while building
-        if exc.name != f"bayes_transfer.cli.{_name}":
-            raise
+# Command modules, imported for their registrations on the shared app.
+for _name in ("data", "inference", "design", "trainer", "plots", "demo"):
+    importlib.import_module(f"bayes_transfer.cli.{_name}")
 
 
 def main() -> None:
