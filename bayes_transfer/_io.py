@@ -4,18 +4,24 @@ Every file the package writes (run tables, posteriors, checkpoints, loop state) 
 through :func:`atomic_path`: the content is written to a temporary file in the same
 directory, flushed and fsync'd, then renamed over the destination. ``os.replace`` is
 atomic on POSIX and Windows, so a ``kill -9`` at any point leaves either the old file
-or the new one, never a truncated one.
+or the new one, never a truncated one. The temporary file itself (hidden, named
+``.<dest>.<pid>.<random><suffix>.tmp``) does survive a kill; :func:`remove_stale_temps`
+deletes those whose writing process is gone, and the resumable writers (the trainer's
+work directory, the loop's output directory) call it when they start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps"]
+
+_TEMP_NAME = re.compile(r"^\.(?P<dest>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}.*\.tmp$")
 
 
 @contextlib.contextmanager
@@ -36,7 +42,7 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(
-        prefix=f".{dest.name}.", suffix=(suffix or dest.suffix) + ".tmp", dir=dest.parent
+        prefix=f".{dest.name}.{os.getpid()}.", suffix=(suffix or dest.suffix) + ".tmp", dir=dest.parent
     )
     os.close(fd)
     tmp = Path(name)
@@ -70,3 +76,44 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def remove_stale_temps(directory: str | os.PathLike[str], name: str | None = None) -> int:
+    """Delete the temporary files of :func:`atomic_path` left by killed processes.
+
+    Only files of that naming scheme whose process id is no longer running are removed
+    (``name``: only those for the destination file ``name``), so a concurrent writer's
+    file is never touched. Returns how many were removed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / ".runs.csv.999999999.abcd1234.csv.tmp").write_text("half")
+        >>> remove_stale_temps(d), sorted(p.name for p in d.iterdir())
+        (1, [])
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for path in directory.glob(".*.tmp"):
+        match = _TEMP_NAME.match(path.name)
+        if match is None or (name is not None and match["dest"] != name):
+            continue
+        if not _running(int(match["pid"])):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    except OverflowError:  # not a pid this system can have
+        return False
+    return True

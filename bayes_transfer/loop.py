@@ -49,7 +49,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bayes_transfer._io import atomic_path, atomic_write_text
+from bayes_transfer._io import atomic_path, atomic_write_text, remove_stale_temps
 from bayes_transfer.data import RunTable, load_runs
 from bayes_transfer.design import (
     PosteriorDraws,
@@ -125,6 +125,8 @@ class _State:
         self.runs_path = out / "runs.csv"
         (out / "rounds").mkdir(parents=True, exist_ok=True)
         (out / "posteriors").mkdir(parents=True, exist_ok=True)
+        for d in (out, out / "rounds", out / "posteriors"):  # left by a killed loop
+            remove_stale_temps(d)
 
     def log_path(self, r: int) -> Path:
         return self.out / "rounds" / f"round-{r:03d}.json"

@@ -190,3 +190,25 @@ def test_cli_validate_ok_and_errors(tmp_path):
     missing = runner.invoke(app, ["validate", str(write_csv(tmp_path, good_rows().drop(
         columns="target"), "missing.csv"))])
     assert missing.exit_code == 1 and "column target: missing required column" in missing.output
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os
+
+    from bayes_transfer._io import atomic_path, remove_stale_temps
+
+    dead = tmp_path / ".runs.csv.999999999.abcd1234.csv.tmp"  # no such process
+    live = tmp_path / f".runs.csv.{os.getpid()}.abcd1234.csv.tmp"
+    other = tmp_path / ".post.nc.999999999.abcd1234.nc.tmp"
+    unrelated = tmp_path / ".notes.tmp"
+    for p in (dead, live, other, unrelated):
+        p.write_text("half")
+    assert remove_stale_temps(tmp_path, "runs.csv") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, other.name, unrelated.name])
+    assert remove_stale_temps(tmp_path) == 1  # any destination
+    assert not other.exists() and live.exists() and unrelated.exists()
+    with atomic_path(tmp_path / "runs.csv") as tmp:  # the writer's own naming scheme
+        assert tmp.name.startswith(f".runs.csv.{os.getpid()}.") and tmp.name.endswith(".tmp")
+        tmp.write_text("a\n1\n")
+    assert (tmp_path / "runs.csv").read_text() == "a\n1\n"

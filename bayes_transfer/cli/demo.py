@@ -20,7 +20,7 @@ from bayes_transfer.cli._app import app
 # NUTS settings: the full demo keeps R-hat and ESS checks meaningful (4 chains); --quick
 # is a smoke run for tests and first looks (intervals are rougher, diagnostics may warn).
 SETTINGS = {
-    False: {"chains": 4, "draws": 500, "warmup": 500},
+    False: {"chains": 4, "draws": 1000, "warmup": 500},
     True: {"chains": 2, "draws": 150, "warmup": 150},
 }
 PLOTS = (("losses_p", "losses", "p"), ("losses_f", "losses", "f"), ("forest", "forest", None),

@@ -50,7 +50,12 @@ from typing import Any
 
 import pandas as pd
 
-from bayes_transfer._io import atomic_path, atomic_write_bytes, atomic_write_text
+from bayes_transfer._io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temps,
+)
 from bayes_transfer.trainer.corpora import check_corpus_name, load_corpus
 from bayes_transfer.trainer.executors import (
     EXECUTORS,
@@ -312,6 +317,8 @@ class _WorkDir:
         self.rows = root / "rows"
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.rows.mkdir(parents=True, exist_ok=True)
+        for d in (self.checkpoints, self.rows):  # half-written files of a killed grid
+            remove_stale_temps(d)
 
     def checkpoint(self, run_id: str) -> Path:
         return self.checkpoints / f"{run_id}.pt"
@@ -393,6 +400,7 @@ def run_grid(
     threads = threads_per_worker(workers)
     plan = plan_grid(grid, threads)
     state = _WorkDir(Path(work_dir) if work_dir else default_work_dir(out))
+    remove_stale_temps(out.parent, out.name)
     wanted = plan.row_ids()
     rows = state.finished_rows(wanted)
     todo = _Todo(plan, rows, state)
