@@ -138,7 +138,7 @@ def fit(
         raise ValueError(f"unknown backend {backend!r}; use 'numpyro' or 'pymc'")
     _annotate(idata, spec, table, backend=backend, left_out=left_out, units=units)
     return Posterior(idata=idata, spec=spec, runs=table,
-                     diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec)))
+                     diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec, idata)))
 
 
 def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
@@ -167,12 +167,13 @@ def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
     return idata
 
 
-def _diagnosed_vars(spec: ModelSpec) -> list[str]:
+def _diagnosed_vars(spec: ModelSpec, idata: az.InferenceData) -> list[str]:
     names = ["sigma"]
     for p in spec.params.values():
         names += list(p.site_names)
         names.append(f"log_{p.name}")
-    return sorted(set(names))
+    # A centred parameter has a partially centred site only when some group has no rows.
+    return sorted(n for n in set(names) if n in idata.posterior)
 
 
 def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out: int,
@@ -367,7 +368,7 @@ class Posterior:
         except Exception as exc:
             raise PosteriorFileError(f"{path}: damaged posterior metadata: {exc}") from None
         return cls(idata=idata, spec=spec, runs=table,
-                   diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec), warn=False))
+                   diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec, idata), warn=False))
 
 
 def _prediction_table(rows: pd.DataFrame | RunTable, name: str = "prediction rows"

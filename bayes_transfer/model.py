@@ -54,10 +54,19 @@ class ModelData:
     n_sources: int
     n_targets: int
     units: Units = Units()
+    # Which groups of each level have rows (numpy bools); None: treat every group as having
+    # rows (e.g. when the arrays are traced, as in a vmapped refit).
+    groups_with_rows: Mapping[str, np.ndarray] | None = None
 
     @property
     def pair_idx(self) -> Any:
         return self.source_idx * self.n_targets + self.target_idx
+
+    def has_rows(self, level: str) -> np.ndarray:
+        """A bool per group of ``level``: does the table have rows for it?"""
+        if self.groups_with_rows is None:
+            return np.ones(_group_size(level, self), dtype=bool)
+        return self.groups_with_rows[level]
 
     @property
     def n_rows(self) -> int:
@@ -99,6 +108,12 @@ def model_data(spec: ModelSpec, table: RunTable, units: Units | None = None) -> 
     df = table.df
     units = units or spec.resolve_units(df)
     feats = {k: jnp.asarray(v) for k, v in features(df, units).items()}
+    n_sources, n_targets = len(table.sources), len(table.targets)
+    with_rows = {
+        level: np.bincount(idx, minlength=n) > 0 for level, idx, n in (
+            ("source", table.source_idx, n_sources), ("target", table.target_idx, n_targets),
+            ("pair", table.source_idx * n_targets + table.target_idx, n_sources * n_targets))
+    }
     loss = df["loss"].to_numpy(np.float64)
     se = df["loss_se"].to_numpy(np.float64) if spec.likelihood.use_loss_se else 0.0 * loss
     return ModelData(
@@ -109,9 +124,10 @@ def model_data(spec: ModelSpec, table: RunTable, units: Units | None = None) -> 
         log_loss_se=jnp.asarray(se / loss),
         source_idx=jnp.asarray(table.source_idx),
         target_idx=jnp.asarray(table.target_idx),
-        n_sources=len(table.sources),
-        n_targets=len(table.targets),
+        n_sources=n_sources,
+        n_targets=n_targets,
         units=units,
+        groups_with_rows=with_rows,
     )
 
 
@@ -140,8 +156,17 @@ def param_effect(p: ParamSpec, data: ModelData) -> Any:
         # log_<name> itself, and the non-centred z would have to move in concert with mu
         # (and u, v) along a long ridge; sampling log_<name> directly removes the ridge.
         sd = numpyro.sample(f"{name}_sd_{p.level}", dist.HalfNormal(p.group_scale))
-        return numpyro.sample(f"log_{name}", dist.Normal(value, sd).expand(
-            (_group_size(p.level, data),)))
+        n = _group_size(p.level, data)
+        has_rows = data.has_rows(p.level)
+        if has_rows.all():
+            return numpyro.sample(f"log_{name}", dist.Normal(value, sd).expand((n,)))
+        # Groups without rows have only their prior, and centred they would make a funnel
+        # with sd: partially centred (Papaspiliopoulos et al. 2007), centred where a group
+        # has rows (c = 1) and non-centred where it has none (c = 0).
+        c = jnp.asarray(has_rows, dtype=jnp.result_type(float))
+        value = jnp.broadcast_to(value, (n,))
+        raw = numpyro.sample(f"{name}_pc_{p.level}", dist.Normal(c * value, sd**c))
+        return numpyro.deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value))
     return numpyro.deterministic(f"log_{name}", value + _offsets(p, p.level, data))
 
 

@@ -308,7 +308,7 @@ def _population_sites(post: Posterior) -> list[str]:
             if p.level == "global":
                 sites.append(f"log_{p.name}")
             continue
-        sites += [s for s in p.site_names if "_z_" not in s]
+        sites += [s for s, dims in p.site_names.items() if not dims]  # scalars only
     return sites + ["sigma"]
 
 

@@ -94,10 +94,20 @@ def param_effect(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> A
         v = _offsets(p, "target", data, dims)
         value = value + (u[:, None] + v[None, :]).reshape((-1,))
     if p.centered:
-        # Centred innermost level, as in the NumPyro model.
+        # Centred innermost level (partially centred when some groups have no rows), as in
+        # the NumPyro model.
         sd = pm.HalfNormal(f"{name}_sd_{p.level}", p.group_scale)
-        return pm.Normal(f"log_{name}", value, sd, shape=(_group_size(p.level, data),),
-                         dims=_dims(f"log_{name}", dims))
+        n = _group_size(p.level, data)
+        has_rows = data.has_rows(p.level)
+        if has_rows.all():
+            return pm.Normal(f"log_{name}", value, sd, shape=(n,),
+                             dims=_dims(f"log_{name}", dims))
+        c = has_rows.astype(float)
+        value = value * np.ones(n)
+        raw = pm.Normal(f"{name}_pc_{p.level}", c * value, sd**c, shape=(n,),
+                        dims=_dims(f"{name}_pc_{p.level}", dims))
+        return pm.Deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value),
+                                dims=_dims(f"log_{name}", dims))
     value = value + _offsets(p, p.level, data, dims)
     return pm.Deterministic(f"log_{name}", value, dims=_dims(f"log_{name}", dims))
 

@@ -98,9 +98,11 @@ class ParamSpec:
             sites[f"{n}_sd_{g}"] = ()
             sites[f"{n}_z_{g}"] = (g,)
         if self.centered:
-            # The innermost level is sampled as log_<name> itself (see model.param_effect).
+            # The innermost level is sampled as log_<name> itself, or, when some groups
+            # have no rows, as <name>_pc_<level>, partially centred (model.param_effect).
             del sites[f"{n}_z_{self.level}"]
             sites[f"log_{n}"] = (self.level,)
+            sites[f"{n}_pc_{self.level}"] = (self.level,)
         return sites
 
 

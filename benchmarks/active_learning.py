@@ -37,6 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,8 +157,11 @@ class BatchedNUTS:
         keys = jax.random.split(jax.random.key(seed), len(tables) * self.chains)
         out = jax.tree.map(np.asarray, self._run(keys, stacked))
         draws = []
+        self.rhat = []  # max R-hat of the log gaps per problem: is the refit converged?
         for i in range(len(tables)):
             sl = slice(i * self.chains, (i + 1) * self.chains)
+            by_chain = az.convert_to_dataset({"G": out["log_G"][sl]})
+            self.rhat.append(float(az.rhat(by_chain)["G"].max()))
             flat = {k: v[sl].reshape((-1,) + v.shape[2:]) for k, v in out.items()}
             draws.append(PosteriorDraws(
                 SPEC, tuple(SOURCES), tuple(TARGETS),
@@ -220,13 +224,15 @@ def study(seeds: int, rounds: int, batch: int, chains: int, warmup: int, draws: 
         if r == 0:  # identical tables: start every policy of a seed from one posterior
             fits = [fits[problems.index((s, POLICIES[0]))] for s, _ in problems]
         fit_s = time.perf_counter() - t0
-        for key, post in zip(problems, fits, strict=True):
+        rhats = engine.rhat if r else [engine.rhat[problems.index((s, POLICIES[0]))]
+                                       for s, _ in problems]
+        for key, post, rhat in zip(problems, fits, rhats, strict=True):
             s, policy = key
             true_g = np.asarray(truths[s].true_log("G"))
             records.append({"seed": s, "policy": policy, "round": r, "flops": spent[key],
                             "policy_flops": spent[key] - spent0,
                             "rows": len(tables[key]), "mean_width": widths(post).mean(),
-                            "coverage": covered(post, true_g).mean()})
+                            "coverage": covered(post, true_g).mean(), "rhat": rhat})
             if r == rounds:
                 continue
             chosen = choose(policy, post, tables[key], cands, batch, rngs[key])
@@ -249,7 +255,7 @@ def summarise(log: pd.DataFrame, target: float) -> pd.DataFrame:
         stop = hit.iloc[0] if len(hit) else g.iloc[-1]
         rows.append({"seed": seed, "policy": policy, "reached": bool(len(hit)),
                      "flops": stop["policy_flops"], "total": stop["flops"],
-                     "coverage": stop["coverage"],
+                     "coverage": stop["coverage"], "rhat": stop["rhat"],
                      "round": stop["round"]})
     return pd.DataFrame(rows)
 
@@ -303,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     table = res.groupby("policy").agg(
         reached=("reached", "sum"), median_flops=("flops", "median"),
         median_total=("total", "median"), coverage=("coverage", "mean"),
-        stop_round=("round", "median")).reindex(list(POLICIES))
+        stop_round=("round", "median"), rhat=("rhat", "median")).reindex(list(POLICIES))
     paired = res.pivot(index="seed", columns="policy", values="flops")
     ratio = table.loc["active", "median_flops"] / table.loc["random", "median_flops"]
     per_seed = float(np.median(paired["active"] / np.maximum(paired["random"], 1.0)))
@@ -315,10 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"initial design (shared by all policies): {len(first_design())} runs, "
           f"{float(sequential_costs(first_design()).sum()):.3g} FLOPs")
     print(f"{'policy':8} {'reached':>8} {'median FLOPs to target':>23} {'(with initial)':>15} "
-          f"{'median round':>13} {'coverage at stop':>17}")
+          f"{'median round':>13} {'coverage at stop':>17} {'median max R-hat':>17}")
     for policy, row in table.iterrows():
         print(f"{policy:8} {int(row.reached):>5}/{seeds:<2} {row.median_flops:>23.3g} "
-              f"{row.median_total:>15.3g} {row.stop_round:>13.1f} {row.coverage:>17.2f}")
+              f"{row.median_total:>15.3g} {row.stop_round:>13.1f} {row.coverage:>17.2f} "
+              f"{row.rhat:>17.3f}")
     print("(FLOPs after the shared initial design; a seed that never reached the target "
           "counts the FLOPs it spent: a lower bound)")
     if args.out:

@@ -80,7 +80,7 @@ def posterior_file(tmp_path_factory) -> Path:
     _annotate(idata, spec, runs, backend="numpyro", left_out=0, **units)
     path = tmp_path_factory.mktemp("post") / "post.nc"
     Posterior(idata=idata, spec=spec, runs=runs,
-              diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec), warn=False)
+              diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec, idata), warn=False)
               ).save(path)
     Posterior.load(path)  # the intact file loads
     return path

@@ -53,3 +53,30 @@ def test_simulation_is_reproducible_and_keeps_truth():
     assert set(truth["params"]["G"]) == {"a->x", "b->x"} and truth["seed"] == 5
     np.testing.assert_allclose(truth["params"]["G"]["a->x"], np.exp(one.true_log("G")[0]),
                                rtol=1e-6)
+
+
+def test_a_centred_level_is_partially_centred_where_groups_have_no_rows():
+    # Pair b->y has no rows: its log G must be mu + u + v + sd * z (non-centred, no funnel
+    # with sd), the others are sampled directly (centred), and the groups are flagged.
+    design = design_grid(["a", "b"], ["x", "y"], params=[1e6], pretrain_tokens=[1e7, 1e8],
+                         finetune_tokens=[1e4, 1e5])
+    design = design[(design["source"] != "b") | (design["target"] != "y")]
+    d = load_spec("transfer-gap").to_dict()
+    d["params"]["G"]["centered"] = True
+    spec = load_spec(d)
+    data = model_data(spec, simulate(spec, design, seed=2).runs)
+    np.testing.assert_array_equal(data.has_rows("pair"), [True, True, True, False])
+    assert data.has_rows("source").all() and data.has_rows("target").all()
+    trace = handlers.trace(handlers.seed(hierarchical_model, jax.random.key(3))).get_trace(data)
+    v = {k: np.asarray(s["value"]) for k, s in trace.items()}
+    assert trace["log_G"]["type"] == "deterministic" and "G_pc_pair" in trace
+    mean = (v["G_mu"] + (v["G_sd_source"] * v["G_z_source"])[:, None]
+            + (v["G_sd_target"] * v["G_z_target"])[None, :]).reshape(-1)
+    np.testing.assert_allclose(v["log_G"][:3], v["G_pc_pair"][:3], rtol=1e-6)
+    np.testing.assert_allclose(v["log_G"][3], mean[3] + v["G_sd_pair"] * v["G_pc_pair"][3],
+                               rtol=1e-5)
+    # Every pair observed: log G itself is the sampled site, as before.
+    full = model_data(spec, simulate(spec, design_grid(["a"], ["x"], params=[1e6],
+                      pretrain_tokens=[1e7], finetune_tokens=[1e4]), seed=2).runs)
+    trace = handlers.trace(handlers.seed(hierarchical_model, jax.random.key(3))).get_trace(full)
+    assert trace["log_G"]["type"] == "sample" and "G_pc_pair" not in trace
