@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.console import Console
 
 app = typer.Typer(
     name="bayes-transfer",
@@ -24,3 +25,13 @@ def _root() -> None:
     # A callback keeps typer in multi-command mode even while only one command exists,
     # so that `bayes-transfer validate RUNS` never collapses to `bayes-transfer RUNS`.
     """Bayesian scaling laws of transfer learning."""
+
+
+def fail(message: str, kind: str = "error") -> typer.Exit:
+    """Print ``kind: message`` on stderr and return the exit (status 1) to raise.
+
+    The one way every command reports an error a user can fix: ``raise fail(str(exc))``.
+    """
+    Console(stderr=True).print(f"[bold red]{kind}:[/] {message}", highlight=False,
+                               soft_wrap=True)
+    return typer.Exit(1)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bayes_transfer.cli._app import app
+from bayes_transfer.cli._app import app, fail
 
 # NUTS settings: the full demo keeps R-hat and ESS checks meaningful (4 chains); --quick
 # is a smoke run for tests and first looks (intervals are rougher, diagnostics may warn).
@@ -112,8 +112,7 @@ def demo(
             table = demo_table(runs)
         except (FileNotFoundError, RunTableError) as exc:
             progress.stop()
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            raise fail(str(exc)) from None
         console.print(f"run table [bold]{table.name}[/]: {len(table)} fine-tuned rows, "
                       f"{len(table.sources)} sources x {len(table.targets)} targets, "
                       f"{int(table.observed_pairs.sum())} pairs observed", highlight=False)

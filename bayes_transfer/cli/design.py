@@ -9,15 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bayes_transfer.cli._app import app
+from bayes_transfer.cli._app import app, fail
 
 _CRITERIA = ("variance", "information")
-
-
-def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False,
-                               soft_wrap=True)
-    raise typer.Exit(1)
 
 
 @app.command("suggest")
@@ -54,18 +48,18 @@ def suggest_command(
     from bayes_transfer.inference import Posterior, PosteriorFileError
 
     if criterion not in _CRITERIA:
-        _fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
+        raise fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
     if cost not in ("flops", "tokens"):
-        _fail(f"--cost must be flops or tokens, not {cost!r}")
+        raise fail(f"--cost must be flops or tokens, not {cost!r}")
     if fmt not in ("table", "csv"):
-        _fail(f"--format must be table or csv, not {fmt!r}")
+        raise fail(f"--format must be table or csv, not {fmt!r}")
     try:
         post = Posterior.load(posterior)
         cands = candidates_from_spec(candidates, runs=post.runs)
         chosen = suggest(post, cands, batch=batch, budget=budget, criterion=criterion,
                          quantity=list(pair) or "gaps", cost=cost, max_draws=max_draws)
     except (PosteriorFileError, CandidateSpecError, ValueError) as exc:
-        _fail(str(exc))
+        raise fail(str(exc)) from None
     if fmt == "csv":
         chosen.to_csv(sys.stdout, index=False)
         return
@@ -118,11 +112,11 @@ def loop_command(
     from bayes_transfer.trainer import GridError, load_grid
 
     if criterion not in _CRITERIA:
-        _fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
+        raise fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
     try:
         spec_grid = load_grid(grid)
     except GridError as exc:
-        _fail(str(exc))
+        raise fail(str(exc)) from None
     result = loop_grid(spec_grid, out, spec=spec, executor=executor, rounds=rounds,
                        batch=batch, budget=budget, target_width=target_width,
                        criterion=criterion,

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bayes_transfer._io import atomic_path, atomic_write_text
-from bayes_transfer.cli._app import app
+from bayes_transfer.cli._app import app, fail
 from bayes_transfer.data import RunTableError
 from bayes_transfer.diagnostics import SamplingWarning
 from bayes_transfer.spec import SpecError
@@ -63,8 +63,7 @@ def _user_errors() -> Iterator[None]:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         kind = {SpecError: "bad model spec", RunTableError: "bad run table",
                 PosteriorFileError: "bad posterior file"}.get(type(exc), "error")
-        _err.print(f"[bold red]{kind}:[/] {msg}", markup=True)
-        raise typer.Exit(1) from None
+        raise fail(msg, kind) from None
 
 
 def _print_frame(df: pd.DataFrame, title: str, digits: int = 4) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bayes_transfer.cli._app import app
+from bayes_transfer.cli._app import app, fail
 
 
 class PlotKind(StrEnum):
@@ -30,19 +30,13 @@ class Unit(StrEnum):
     tokens = "tokens"
 
 
-def _fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False,
-                               soft_wrap=True)
-    return typer.Exit(1)
-
-
 def _load(posterior: Path):
     from bayes_transfer.inference import Posterior, PosteriorFileError
 
     try:
         return Posterior.load(posterior)
     except PosteriorFileError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def default_candidates(post):
@@ -129,7 +123,7 @@ def plot(
         fig = make_figure(post, kind.value, ci=ci, against=against.value,
                           candidates=candidates)
     except (ValueError, FileNotFoundError) as exc:  # CandidateSpecError is a ValueError
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     save_figure(fig, out)
     Console().print(f"wrote {out}")
 
@@ -165,7 +159,7 @@ def advise(
     try:
         adv = advise_fn(post, target, budget, source=source, unit=unit.value, ci=ci)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console = Console()
     console.print(advice_table(adv, top=top))
     for note in adv.notes:
