@@ -42,7 +42,8 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(
-        prefix=f".{dest.name}.{os.getpid()}.", suffix=(suffix or dest.suffix) + ".tmp", dir=dest.parent
+        prefix=f".{dest.name}.{os.getpid()}.", suffix=(suffix or dest.suffix) + ".tmp",
+        dir=dest.parent,
     )
     os.close(fd)
     tmp = Path(name)

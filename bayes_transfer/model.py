@@ -109,11 +109,9 @@ def model_data(spec: ModelSpec, table: RunTable, units: Units | None = None) -> 
     units = units or spec.resolve_units(df)
     feats = {k: jnp.asarray(v) for k, v in features(df, units).items()}
     n_sources, n_targets = len(table.sources), len(table.targets)
-    with_rows = {
-        level: np.bincount(idx, minlength=n) > 0 for level, idx, n in (
-            ("source", table.source_idx, n_sources), ("target", table.target_idx, n_targets),
-            ("pair", table.source_idx * n_targets + table.target_idx, n_sources * n_targets))
-    }
+    with_rows = {"source": np.bincount(table.source_idx, minlength=n_sources) > 0,
+                 "target": np.bincount(table.target_idx, minlength=n_targets) > 0,
+                 "pair": table.observed_pairs}
     loss = df["loss"].to_numpy(np.float64)
     se = df["loss_se"].to_numpy(np.float64) if spec.likelihood.use_loss_se else 0.0 * loss
     return ModelData(

@@ -16,7 +16,7 @@ PNG (``--out``).
 
 Target (exit status 1 when missed): uniformity not rejected, overall p >= 0.01.
 
-    python benchmarks/calibration.py            # 200 datasets, ~5 min on 2 cores
+    python benchmarks/calibration.py            # 200 datasets, ~2.5 min on 2 cores
     python benchmarks/calibration.py --quick    # 20 datasets, ~1 min
 """
 

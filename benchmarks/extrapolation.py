@@ -20,7 +20,7 @@ Target (exit status 1 when missed): the Bayesian 90% intervals cover at least 60
 held-out rows of every table. Coverage far below nominal means the posterior is
 overconfident where users need it most.
 
-    python benchmarks/extrapolation.py            # full run, ~5 min on 2 cores
+    python benchmarks/extrapolation.py            # full run, ~3 min on 2 cores
     python benchmarks/extrapolation.py --quick    # CI smoke run, ~1 min
 """
 

@@ -17,7 +17,8 @@ consecutive sizes and, as the headline, between the two largest sizes of the row
 Targets (exit status 1 when missed): growth exponent in rows <= 1.2 between the two
 largest sizes; the 100,000-row fit under 10 minutes.
 
-    python benchmarks/fit_scaling.py            # full run, ~6 min on 2 cores
+    python benchmarks/fit_scaling.py            # full run: over 10 min on 2 cores (2026-11-25:
+                                                # the 100,000-row fit alone ran > 9.5 min)
     python benchmarks/fit_scaling.py --quick    # CI smoke run, ~1 min (up to 1,000 rows)
 """
 
