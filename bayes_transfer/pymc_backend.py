@@ -161,6 +161,7 @@ def sample_pymc(
     seed: int = 0,
     target_accept: float = 0.9,
     max_tree_depth: int = 10,
+    dense_mass: bool = False,
     progress: bool = True,
     nuts_sampler: NutsSampler = "pymc",
     units: Units | None = None,
@@ -171,7 +172,9 @@ def sample_pymc(
     ``nutpie`` package (``pip install nutpie``). Sample stats include ``diverging``,
     ``energy`` and ``lp`` (the log density) for :func:`bayes_transfer.diagnostics.diagnose`.
     ``max_tree_depth`` caps each NUTS trajectory at ``2**max_tree_depth - 1`` steps, as
-    in NumPyro (PyMC's ``max_treedepth``, nutpie's ``maxdepth``). Called by ``bayes_transfer.inference.fit(..., backend="pymc")``.
+    in NumPyro (PyMC's ``max_treedepth``, nutpie's ``maxdepth``); ``dense_mass`` adapts a
+    dense mass matrix (PyMC's ``init="jitter+adapt_full"``, nutpie's low-rank modified
+    mass matrix). Called by ``bayes_transfer.inference.fit(..., backend="pymc")``.
     """
     if nuts_sampler not in ("pymc", "nutpie"):
         raise ValueError(f"nuts_sampler must be 'pymc' or 'nutpie', not {nuts_sampler!r}")
@@ -194,16 +197,21 @@ def sample_pymc(
             cores=max(1, min(chains, os.cpu_count() or 1)),
             target_accept=target_accept, random_seed=seed, progressbar=progress,
             nuts_sampler=nuts_sampler, compute_convergence_checks=False,
-            **_sampler_kwargs(nuts_sampler, max_tree_depth),
+            **_sampler_kwargs(nuts_sampler, max_tree_depth, dense_mass),
         )
     return _like_numpyro(idata, model)
 
 
-def _sampler_kwargs(nuts_sampler: str, max_tree_depth: int) -> dict[str, Any]:
+def _sampler_kwargs(nuts_sampler: str, max_tree_depth: int,
+                    dense_mass: bool = False) -> dict[str, Any]:
     if nuts_sampler == "nutpie":
         # nutpie ignores idata_kwargs (with a warning) and stores no log likelihood.
-        return {"nuts_sampler_kwargs": {"maxdepth": max_tree_depth}}
+        kw: dict[str, Any] = {"maxdepth": max_tree_depth}
+        if dense_mass:
+            kw["low_rank_modified_mass_matrix"] = True
+        return {"nuts_sampler_kwargs": kw}
     return {"nuts": {"max_treedepth": max_tree_depth},
+            "init": "jitter+adapt_full" if dense_mass else "jitter+adapt_diag",
             "idata_kwargs": {"log_likelihood": False}}
 
 

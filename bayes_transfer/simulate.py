@@ -28,7 +28,7 @@ from bayes_transfer.laws import Units
 from bayes_transfer.model import hierarchical_model, model_data, select_rows
 from bayes_transfer.spec import ModelSpec, load_spec
 
-__all__ = ["design_grid", "simulate", "Simulation"]
+__all__ = ["design_grid", "simulate", "Simulation", "typical_truth"]
 
 
 def design_grid(
@@ -52,6 +52,29 @@ def design_grid(
                      "source": s, "target": t, "params": int(n), "pretrain_tokens": int(p),
                      "finetune_tokens": int(f), "seed": int(seed)})
     return pd.DataFrame(rows)
+
+
+def typical_truth(spec: ModelSpec | str, *, group_sd: float = 0.3,
+                  sigma: float = 0.02) -> dict[str, float]:
+    """Hyperparameters of a typical, well-identified table for :func:`simulate`'s ``truth``.
+
+    Every population mean sits at its prior centre (``loc``), every between-group sd is
+    ``group_sd`` and the noise sd is ``sigma``; the group effects are then drawn from the
+    prior. Draws of the hyperparameters from the prior itself often make a term of the law
+    negligible (e.g. ``A p^-alpha << G``), whose parameters the rows then cannot pin:
+    right for calibration studies, wrong for timing the sampler on a typical table.
+
+    Example:
+        >>> typical_truth("transfer-gap")["G_mu"], typical_truth("transfer-gap")["sigma"]
+        (-1.0, 0.02)
+    """
+    spec = load_spec(spec)
+    truth: dict[str, float] = {"sigma": sigma}
+    for p in spec.params.values():
+        if p.pooling != "none":
+            truth[f"{p.name}_mu"] = p.loc
+            truth.update({site: group_sd for site in p.site_names if "_sd_" in site})
+    return truth
 
 
 @dataclass(frozen=True)

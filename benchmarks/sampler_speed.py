@@ -151,12 +151,8 @@ def simulated_table(spec: ModelSpec, sources: int, targets: int, seeds: int,
         [f"s{i}" for i in range(sources)], [f"t{j}" for j in range(targets)],
         params=SIZES, pretrain_tokens=PRETRAIN, finetune_tokens=FINETUNE,
         seeds=range(seeds))
-    truth: dict[str, float] = {"sigma": 0.02}
-    for p in spec.params.values():
-        if p.pooling != "none":
-            truth[f"{p.name}_mu"] = p.loc
-            truth.update({site: 0.3 for site in p.site_names if "_sd_" in site})
-    return simulate.simulate(spec, design, seed=seed, truth=truth, loss_se=0.01).runs
+    return simulate.simulate(spec, design, seed=seed, truth=simulate.typical_truth(spec),
+                             loss_se=0.01).runs
 
 
 def tables(spec: ModelSpec, quick: bool) -> list[tuple[str, RunTable, str, int]]:

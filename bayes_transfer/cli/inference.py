@@ -45,6 +45,12 @@ class BackendName(StrEnum):
     pymc = "pymc"
 
 
+class InitName(StrEnum):
+    auto = "auto"
+    laplace = "laplace"
+    prior = "prior"
+
+
 class DeviceName(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -131,6 +137,11 @@ def fit_command(
     target_accept: float = typer.Option(0.9, min=0.5, max=0.999,
                                         help="NUTS target acceptance; raise on divergences."),
     max_tree_depth: int = typer.Option(10, min=1, max=15, help="NUTS maximum tree depth."),
+    dense_mass: bool = typer.Option(
+        False, help="Adapt a dense mass matrix (correlated parameters, many rows a pair)."),
+    init: InitName = typer.Option(
+        InitName.auto, help="Chain starts: laplace (at the mode, with its curvature), prior "
+        "(NumPyro's default), auto (laplace from 2,000 rows on). NumPyro only."),
     device: DeviceName = typer.Option(DeviceName.auto, help="JAX device (numpyro only)."),
     ci: float = typer.Option(0.9, help="Credible-interval mass of the printed table."),
     strict: bool = typer.Option(False, help="Exit with status 1 when a diagnostic fails."),
@@ -153,7 +164,7 @@ def fit_command(
             warnings.simplefilter("ignore", SamplingWarning)
             post = fit(runs, spec, chains=chains, draws=draws, warmup=warmup, seed=seed,
                        target_accept=target_accept, max_tree_depth=max_tree_depth,
-                       backend=backend.value, device=device.value, progress=progress)
+                       dense_mass=dense_mass, init=init.value, backend=backend.value, device=device.value, progress=progress)
         post.save(out)
         _err.print(f"wrote posterior to {out} ({len(post.runs)} rows, "
                    f"{post.idata.posterior.attrs.get('rows_left_out', 0)} left out)")

@@ -1,0 +1,79 @@
+"""The Laplace start of NUTS: the mode, the curvature, the starts, and fits that use it."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+from bayes_transfer.diagnostics import SamplingWarning
+from bayes_transfer.inference import LAPLACE_FROM_ROWS, fit
+from bayes_transfer.laplace import find_mode, hessian_diagonal, laplace_start
+
+
+def test_mode_and_curvature_of_a_quadratic_with_very_different_scales():
+    # A narrow and a wide direction, far from the start: what a data-rich posterior is.
+    centre = jnp.array([3.0, -2.0, 0.5])
+    precision = jnp.array([1e6, 1.0, 25.0])
+
+    def potential(z):
+        return 0.5 * jnp.sum(precision * (z - centre) ** 2)
+
+    mode = find_mode(potential, jnp.zeros(3))
+    np.testing.assert_allclose(mode, centre, atol=1e-2)
+    np.testing.assert_allclose(hessian_diagonal(potential, mode), precision, rtol=1e-4)
+
+
+def test_laplace_start_of_a_conjugate_model_matches_its_posterior():
+    # y_i ~ N(mu, 1), mu ~ N(0, 10): the posterior of mu is Normal with known mean and sd;
+    # log_s ~ N(1, 0.5) with no data is its own Laplace approximation.
+    y = np.random.default_rng(0).normal(1.5, 1.0, size=400)
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        numpyro.sample("log_s", dist.Normal(1.0, 0.5))
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    precision = 1 / 100 + len(y)
+    post_mean, post_sd = y.sum() / precision, precision**-0.5
+    init, variance = laplace_start(model, (jnp.asarray(y),), jax.random.key(0), chains=200)
+    assert init["mu"].shape == (200,) and variance.shape == (2,)
+    # ravel_pytree orders the sites by name: log_s, then mu.
+    np.testing.assert_allclose(np.sqrt(variance), [0.5, post_sd], rtol=0.02)
+    # The starts are draws from the approximation: mean and sd within sampling error.
+    assert abs(init["mu"].mean() - post_mean) < 4 * post_sd / np.sqrt(200)
+    assert 0.8 < init["mu"].std() / post_sd < 1.2
+    assert abs(init["log_s"].mean() - 1.0) < 4 * 0.5 / np.sqrt(200)
+
+
+def test_a_laplace_start_samples_the_same_posterior(tiny_sim):
+    def run(init):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SamplingWarning)
+            return fit(tiny_sim.runs, "transfer-gap", chains=2, draws=300, warmup=300,
+                       seed=2, init=init, progress=False)
+
+    prior, laplace = run("prior"), run("laplace")
+    assert json.loads(laplace.idata.posterior.attrs["sampler_settings"])["init"] == "laplace"
+    g_prior, g_laplace = (p.gap_table(ci=0.9).reset_index(drop=True) for p in (prior, laplace))
+    observed = g_prior["observed"]
+    width = (g_prior["upper"] - g_prior["lower"])[observed]
+    assert ((g_prior["median"] - g_laplace["median"]).abs()[observed] < width / 3).all()
+    assert laplace.diagnostics.divergences < 0.02 * laplace.n_draws
+
+
+def test_init_auto_picks_by_table_size_and_bad_init_is_refused(tiny_sim):
+    assert len(tiny_sim.runs) < LAPLACE_FROM_ROWS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        post = fit(tiny_sim.runs, "transfer-gap", chains=1, draws=10, warmup=10,
+                   max_tree_depth=3, progress=False)
+    assert json.loads(post.idata.posterior.attrs["sampler_settings"])["init"] == "prior"
+    with pytest.raises(ValueError, match="unknown init 'map'"):
+        fit(tiny_sim.runs, "transfer-gap", init="map", progress=False)
