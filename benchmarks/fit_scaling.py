@@ -26,8 +26,9 @@ consecutive sizes and, as the headline, between the two largest sizes of the row
 Targets (exit status 1 when missed): growth exponent in rows <= 1.2 between the two
 largest sizes; the 100,000-row fit under 10 minutes.
 
-    python benchmarks/fit_scaling.py            # full run: over 10 min on 2 cores (2026-11-25:
-                                                # the 100,000-row fit alone ran > 9.5 min)
+    python benchmarks/fit_scaling.py --series rows   # the target: ~8 min on 2 idle cores
+                                                     # (2026-11-25: 100,000 rows in 409 s)
+    python benchmarks/fit_scaling.py            # both series (pairs up to 1,000: not timed yet)
     python benchmarks/fit_scaling.py --quick    # CI smoke run, ~1 min (up to 1,000 rows)
 """
 
