@@ -177,6 +177,7 @@ def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
                     units) -> az.InferenceData:
     from numpyro import __version__ as numpyro_version
     from numpyro.infer import MCMC, NUTS
+
     dev = pick_device(device)
     with jax.default_device(dev):
         data = model_data(spec, table, units)
@@ -209,7 +210,7 @@ def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
         samples = mcmc.get_samples(group_by_chain=True)
     # The sampler's compiled program sits in reference cycles that outlive this call, and
     # while it lives the next fit in this process runs ~1.7x slower per leapfrog step
-    # (bundled table: 70 s of CPU instead of 41 for the same 680 steps a draw pair).
+    # (bundled table, same seed, same trajectories: 70 s of CPU instead of 41).
     # Collect it now: every refit of the loop, the notebook and the benchmarks gain.
     del mcmc, kernel
     gc.collect()

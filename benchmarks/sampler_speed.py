@@ -28,7 +28,7 @@ compilation: it reports them but does NOT enforce the target.
 nutpie (``pip install nutpie``; not a dependency of the package) is timed with ``--nutpie``.
 
 Usage:
-    python benchmarks/sampler_speed.py                 # full run, ~11 min on 2 idle cores
+    python benchmarks/sampler_speed.py                 # full run, ~9.5 min on 2 idle cores
     python benchmarks/sampler_speed.py --quick         # CI smoke run, ~1-2 min
     python benchmarks/sampler_speed.py --nutpie --warmup 500 --draws 500
 """
