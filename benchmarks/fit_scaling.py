@@ -6,13 +6,15 @@ matters; group effects drawn at a fixed seed), every size fitted with ``fit``'s 
 but for the short chains (2 chains x 200 warmup + 200 draws), so that times compare.
 From 2,000 rows on ``fit`` starts NUTS from a Laplace approximation
 (``init="auto"``, ``bayes_transfer.laplace``): from its default start the 10,000-row
-fit ran at 1,023 leapfrog steps a draw and did not mix (ESS 1-9 of 200 draws).
+fit ran at 1,023 leapfrog steps a draw and did not mix (one-off run, 2026-11-25, one
+chain x 200 + 200: ESS 1-9 of 200 draws).
 
 * rows: 10 pairs, 100 -> 100,000 rows, with every pooled level centred
   (``centered = true``): with up to 10,000 rows a pair the rows pin each pair's
   parameters, and the stock spec's non-centred offsets would have to move in concert
-  along ridges (measured at 10,000 rows: 1,023 leapfrog steps a draw, R-hat 2.3, against
-  ~240 steps centred) -- the advice of ``models/transfer-gap-size.toml`` for rich data;
+  along ridges (one-off run, 2026-11-25, prior-drawn truth, 10,000 rows: 1,023 leapfrog
+  steps a draw, R-hat 2.3; centred, this benchmark: 194) -- the advice of
+  ``models/transfer-gap-size.toml`` for rich data;
 * pairs: 10 rows per pair, 10 -> 1,000 pairs (100 -> 10,000 rows), the stock
   non-centred ``transfer-gap`` spec (few rows a pair: its own regime).
 

@@ -12,14 +12,15 @@ Two tables, both with the bundled ``transfer-gap-size`` spec:
     design stands in, with a note, if it is missing);
 (b) a simulated table about 10x larger (8 sources x 5 targets, 3 seeds of each run).
 
-For each sampler and seed it prints: the wall time of the fit including compilation (``wall_s``);
+For each sampler and seed it prints: the wall time of the fit including compilation
+(``wall_s``);
 the time of warmup and draws alone (``sample_s``: PyMC's and nutpie's own timing of their
 sampling loop; for NumPyro, which compiles inside its run, the wall time less that of a
 10 + 10 iteration fit); the CPU time of this process and its workers (``cpu_s``, which
 hardly moves when other jobs share the machine, unlike wall time); the mean leapfrog steps
 per draw; the minimum bulk ESS over ``log_G``; and min-ESS per second with and without
-compilation. The ratios NumPyro / PyMC (of each sampler's median over the seeds) come last. The target is checked on min-ESS per wall
-second *including* compilation (the time a user waits for a posterior); a full run exits
+compilation. The ratios NumPyro / PyMC (of each sampler's median over the seeds) come
+last. The target is checked on min-ESS per wall second *including* compilation (the time a user waits for a posterior); a full run exits
 with status 1 when any table misses it.
 
 ``--quick`` (for CI) samples a tiny table with few draws, so its figures are dominated by
@@ -45,7 +46,7 @@ import resource
 import sys
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import arviz as az
 import numpy as np
@@ -108,22 +109,29 @@ def _fit(sampler: str, spec: ModelSpec, runs: RunTable, *, chains: int, warmup: 
     return idata
 
 
-def measure(name: str, sampler: str, spec: ModelSpec, runs: RunTable, *, chains: int,
-            warmup: int, draws: int, seed: int, fixed_cost: bool = True) -> Result:
-    """Time one fit, and its sampling alone.
+def numpyro_fixed_cost(spec: ModelSpec, runs: RunTable, *, chains: int, seed: int) -> float:
+    """Wall time of a 10 + 10 iteration NumPyro fit: what compilation and set-up cost.
 
-    PyMC and nutpie time their own sampling loop (``sampling_time``, after compilation).
-    NumPyro compiles inside its run, so its fixed cost is measured as the wall time of a
-    10 + 10 iteration fit (when ``fixed_cost``) and subtracted.
+    NumPyro compiles inside its run, so this is subtracted from a fit's wall time to
+    estimate its sampling time (PyMC and nutpie time their sampling loop themselves).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a short run's diagnostics warnings are expected
-        fixed = float("nan")
-        if sampler == "numpyro" and fixed_cost:
-            start = time.perf_counter()
-            _fit(sampler, spec, runs, chains=chains, warmup=FIXED_COST_ITERS,
-                 draws=FIXED_COST_ITERS, seed=seed)
-            fixed = time.perf_counter() - start
+        start = time.perf_counter()
+        _fit("numpyro", spec, runs, chains=chains, warmup=FIXED_COST_ITERS,
+             draws=FIXED_COST_ITERS, seed=seed)
+        return time.perf_counter() - start
+
+
+def measure(name: str, sampler: str, spec: ModelSpec, runs: RunTable, *, chains: int,
+            warmup: int, draws: int, seed: int, fixed: float = float("nan")) -> Result:
+    """Time one fit, and its sampling alone.
+
+    PyMC and nutpie time their own sampling loop (``sampling_time``, after compilation);
+    for NumPyro, ``fixed`` (:func:`numpyro_fixed_cost`) is subtracted from the wall time.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a short run's diagnostics warnings are expected
         cpu, start = _cpu_seconds(), time.perf_counter()
         idata = _fit(sampler, spec, runs, chains=chains, warmup=warmup, draws=draws, seed=seed)
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
@@ -256,19 +264,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"table {name}: {note + ', ' if note else ''}{args.chains} chains x ({warmup} "
               f"warmup + {draws} draws), seeds {args.seed}..{args.seed + seeds - 1}",
               flush=True)
+        # NumPyro's fixed cost (for sample_s) is measured once per table.
+        fixed = (float("nan") if args.quick else
+                 numpyro_fixed_cost(spec, runs, chains=args.chains, seed=args.seed))
         for i in range(seeds):
             for sampler in samplers:
-                # NumPyro's fixed cost (for sample_s) is measured once per table.
                 results.append(measure(name, sampler, spec, runs, chains=args.chains,
                                        warmup=warmup, draws=draws, seed=args.seed + i,
-                                       fixed_cost=not args.quick and i == 0))
+                                       fixed=fixed if sampler == "numpyro" else float("nan")))
                 r = results[-1]
                 print(f"  {sampler} seed {r.seed}: {r.wall_s:.1f} s, min ESS(log_G) "
                       f"{r.min_ess:.0f}", flush=True)
-        fixed = [r for r in results if r.table == name and r.sampler == "numpyro"]
-        compile_s = fixed[0].wall_s - fixed[0].sample_s
-        for r in fixed[1:]:  # the same fixed cost for the other seeds' sample_s
-            results[results.index(r)] = replace(r, sample_s=r.wall_s - compile_s)
 
     print()
     with pd.option_context("display.width", 200, "display.max_columns", None):

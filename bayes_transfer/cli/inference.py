@@ -164,7 +164,8 @@ def fit_command(
             warnings.simplefilter("ignore", SamplingWarning)
             post = fit(runs, spec, chains=chains, draws=draws, warmup=warmup, seed=seed,
                        target_accept=target_accept, max_tree_depth=max_tree_depth,
-                       dense_mass=dense_mass, init=init.value, backend=backend.value, device=device.value, progress=progress)
+                       dense_mass=dense_mass, init=init.value, backend=backend.value,
+                       device=device.value, progress=progress)
         post.save(out)
         _err.print(f"wrote posterior to {out} ({len(post.runs)} rows, "
                    f"{post.idata.posterior.attrs.get('rows_left_out', 0)} left out)")
