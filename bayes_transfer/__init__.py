@@ -6,23 +6,9 @@ run table with NumPyro NUTS, read credible intervals, and choose the next experi
 
 from __future__ import annotations
 
-import os as _os
-import warnings as _warnings
-
-
-def _use_host_cores_for_chains() -> None:
-    # NumPyro runs chains in parallel on the CPU only across XLA host devices, and their
-    # number is fixed when JAX starts: ask for one per core (at least 4, the default
-    # number of chains) unless the user already chose.
-    flags = _os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        count = max(4, _os.cpu_count() or 1)
-        _os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}"
-
-
-_use_host_cores_for_chains()
-# ArviZ 0.2x announces its 1.0 refactor on import; users cannot act on it here.
-_warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+# Importing the package changes no process-wide setting (XLA_FLAGS, warning filters): the
+# `bayes-transfer` command sets what it needs at its entry point, and a Python user calls
+# `bt.use_host_devices()` before the first fit to run CPU chains in parallel.
 
 __version__ = "0.1.0"
 
@@ -33,6 +19,7 @@ _EXPORTS = {
     "RunTableError": "bayes_transfer.data",
     "load_runs": "bayes_transfer.data",
     "read_chinchilla_csv": "bayes_transfer.data",
+    "load_public": "bayes_transfer.public_data",
     "LAWS": "bayes_transfer.laws",
     "Law": "bayes_transfer.laws",
     "get_law": "bayes_transfer.laws",
@@ -41,6 +28,8 @@ _EXPORTS = {
     "ModelSpec": "bayes_transfer.spec",
     "fit": "bayes_transfer.inference",
     "Posterior": "bayes_transfer.inference",
+    "use_host_devices": "bayes_transfer.runtime",
+    "compare": "bayes_transfer.comparison",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -19,7 +19,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps",
+           "read_toml"]
+
+#: The largest TOML input read (specs, grids and candidates are a few KB).
+MAX_TOML_BYTES = 4 << 20
 
 _TEMP_NAME = re.compile(r"^\.(?P<dest>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}.*\.tmp$")
 
@@ -29,7 +33,8 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     """Yield a temporary path next to ``dest``; on success rename it over ``dest``.
 
     The temporary name keeps ``suffix`` (or ``dest``'s own suffix) so that libraries
-    which pick a format from the extension (pandas, xarray, torch) still work.
+    which pick a format from the extension (pandas, xarray, torch) still work. The file
+    ends up with the mode ``0o666 & ~umask``, as if ``open(dest, "w")`` had made it.
 
     Example:
         >>> import pandas as pd, tempfile, pathlib
@@ -50,6 +55,8 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
+            # mkstemp made the file 0600; give it the mode a plain open() would have.
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
@@ -67,6 +74,51 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``dest`` atomically."""
     atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def read_toml(path: str | os.PathLike[str], error: type[Exception], what: str) -> dict:
+    """Parse a TOML input file; every way it can be bad is ``error`` naming the file.
+
+    The one reader of TOML inputs (grids, candidates): parsed with ``tomllib`` (no code
+    is evaluated); a missing file, a directory, a special or oversized file, text that is
+    not UTF-8, bad TOML and nesting too deep to parse are each one clear message.
+    """
+    import stat
+    import tomllib
+
+    path = Path(path)
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise error(f"{path} is a directory; give a {what} file")
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{path} is not a regular file; give a {what} file")
+        if info.st_size > MAX_TOML_BYTES:
+            raise error(f"{path}: {info.st_size:,} bytes is too big for a {what} "
+                        f"(at most {MAX_TOML_BYTES:,})")
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: a {what} must be UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise error(f"{path}: nested too deeply to be a {what}") from None
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no way to read it but to set it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path: Path) -> None:

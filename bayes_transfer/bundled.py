@@ -2,14 +2,17 @@
 
 They live at the top of the source tree (``models/``, ``data/``) so that a user can read,
 copy and edit them; an editable install (``pip install -e .``, what ``make`` does) finds
-them there.
+them there. A wheel carries copies inside the package, under ``bayes_transfer/_bundled/``
+(made at build time by ``setup.py``); when that folder exists it is the one used.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+_PACKAGE = Path(__file__).resolve().parent
+_INSTALLED = _PACKAGE / "_bundled"  # only in a built wheel, never in the clone
+ROOT = _INSTALLED if _INSTALLED.is_dir() else _PACKAGE.parent
 MODELS_DIR = ROOT / "models"
 DATA_DIR = ROOT / "data"
 
@@ -19,8 +22,8 @@ __all__ = ["MODELS_DIR", "DATA_DIR", "spec_path", "runs_path", "grid_path"]
 def _existing(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(
-            f"bundled {what} {path} not found; it ships with the source checkout "
-            "(install with `pip install -e .` from a clone)"
+            f"bundled {what} {path} not found; it ships in the package's wheel and in "
+            "the source checkout (`pip install -e .` from a clone reads models/ and data/)"
         )
     return path
 

@@ -9,12 +9,17 @@ column              type       meaning
 ``source``          str        distribution the model was pre-trained on
 ``target``          str        distribution it was fine-tuned (if f > 0) and evaluated on
 ``params``          int > 0    model size N (non-embedding parameters)
-``pretrain_tokens`` int >= 0   p, tokens of ``source`` seen in pre-training
+``pretrain_tokens`` int >= 0   p, tokens of ``source`` seen in pre-training; an empty
+                               cell means unknown (kept as NaN, the column is then float64)
 ``finetune_tokens`` int >= 0   f, tokens of ``target`` seen in fine-tuning
 ``loss``            float > 0  evaluation cross-entropy on ``target``, nats per token
 ``loss_se``         float >= 0 optional standard error of ``loss`` (missing: unknown)
 ``seed``            int        optional training seed; replicates differ in seed
 ==================  =========  ==========================================================
+
+An unknown ``pretrain_tokens`` is not 0: 0 means "from scratch", while most public
+fine-tuned models simply do not state how many tokens they were pre-trained on (see
+:mod:`bayes_transfer.public_data`). Laws that need p cannot use such rows.
 
 Bad rows are refused with a message that names the file, the row (1-based, counting
 data rows: row 1 is the first line after a CSV header) and the column. Nothing is
@@ -48,6 +53,7 @@ __all__ = [
     "RunTableError",
     "RunTable",
     "load_runs",
+    "read_table",
     "read_chinchilla_csv",
 ]
 
@@ -66,8 +72,12 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("loss_se", "seed")
 # 1e16 tokens is ~1000x the largest published pre-training corpus.
 _MAX_COUNT = 1e16
 # Keys that identify one evaluation; rows sharing them (and the seed) are duplicates.
+# An unknown (NaN) pretrain_tokens equals another unknown one here.
 _EVAL_KEY = ("run_id", "source", "target", "params", "pretrain_tokens", "finetune_tokens")
 _MAX_REPORTED = 20
+_CONTROL = r"[\x00-\x1f\x7f]"
+# Required numeric columns where an empty cell means "unknown" (NaN), not an error.
+_MAY_BE_UNKNOWN = ("pretrain_tokens",)
 _NA_SPELLINGS = ["", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "None", "<NA>",
                  "#N/A"]
 
@@ -200,6 +210,7 @@ class RunTable:
             "pairs observed": f"{int(self.observed_pairs.sum())} of {len(self.pairs)}",
             "params (N)": _range(df["params"]),
             "pretrain_tokens (p)": _range(df["pretrain_tokens"]),
+            "unknown pretrain_tokens (p)": int(df["pretrain_tokens"].isna().sum()),
             "finetune_tokens (f)": _range(df["finetune_tokens"]),
             "loss": f"{df['loss'].min():.4g} .. {df['loss'].max():.4g}",
             "zero-shot rows (f = 0)": int((df["finetune_tokens"] == 0).sum()),
@@ -207,6 +218,8 @@ class RunTable:
 
 
 def _range(s: pd.Series) -> str:
+    if s.isna().all():
+        return "unknown"
     return f"{s.min():.3g} .. {s.max():.3g}"
 
 
@@ -234,9 +247,26 @@ def load_runs(
     if isinstance(source, pd.DataFrame):
         return validate(source, name or "<DataFrame>", row_base=None)
     path = Path(source)
+    return validate(read_table(path, name=name), name or path.name, row_base=1)
+
+
+def read_table(path: str | os.PathLike[str], *, name: str | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet table as :func:`load_runs` does, without validating it.
+
+    The one reader of tabular input files (run tables, prediction rows, designs): names
+    are read as text (``"007"`` stays ``"007"``, ``"NA"`` and ``"null"`` stay names; only
+    an empty cell is missing), numbers keep pandas' missing-value spellings.
+
+    Raises:
+        RunTableError: the file cannot be read or parsed, or is of an unknown type.
+        FileNotFoundError: when the path does not exist.
+    """
+    path = Path(path)
     name = name or path.name
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such run table")
+    if not path.is_file():
+        raise RunTableError(name, [Problem(None, None, f"{path} is not a file")])
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -262,7 +292,7 @@ def load_runs(
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
             OSError, ValueError) as exc:
         raise RunTableError(name, [Problem(None, None, f"cannot be parsed: {exc}")]) from exc
-    return validate(df, name, row_base=1)
+    return df
 
 
 def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
@@ -301,6 +331,11 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
         values = raw.astype("string")
         empty = (values.isna() | (values.str.strip() == "")).to_numpy(bool)
         flag(empty, col, lambda i, col=col: "is empty; every row needs a " + col)
+        # NUL, newlines and other control characters break the files a name is written to
+        # (netCDF, CSV) and the terminal it is printed on.
+        control = values.str.contains(_CONTROL, regex=True, na=False).to_numpy(bool)
+        flag(control & ~empty, col, lambda i, v=values: f"{v.iloc[i]!r} contains a control "
+             "character (NUL, a newline, a tab...)")
         out[col] = values.astype(str).str.strip().to_numpy()
 
     numeric_rules = {
@@ -318,11 +353,19 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
             good = np.isfinite(values) & ok(values)
             if integer:
                 good &= (values == np.round(values)) & (values < _MAX_COUNT)
+        unknown = np.zeros(len(values), dtype=bool)
+        if col in _MAY_BE_UNKNOWN:
+            # An empty cell (or NA) is "unknown"; text that is not a number stays an error.
+            unknown = np.isnan(values) & ~_not_a_number(df[col], values)
+            good |= unknown
         raw = df[col].to_numpy()
         if integer:
             what += " below 1e16"
+        if col in _MAY_BE_UNKNOWN:
+            what += " (leave it empty when unknown)"
         flag(~good, col, lambda i, raw=raw, what=what: f"{_show(raw[i])} {what}")
-        out[col] = values.astype(np.int64 if integer and good.all() else np.float64)
+        whole = integer and good.all() and not unknown.any()
+        out[col] = values.astype(np.int64 if whole else np.float64)
 
     if "loss_se" in df.columns:
         values = _numeric(df["loss_se"], "loss_se", problems)
@@ -335,6 +378,13 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
             bad |= _not_a_number(df["loss_se"], values)
             flag(bad, "loss_se", lambda i: f"{_show(raw[i])} is not a non-negative number "
                  "(leave it empty when unknown)")
+            if "loss" in out.columns:
+                # A standard error above the loss itself carries no information and, as
+                # the sd of a log loss, would swamp every other row's weight.
+                with np.errstate(invalid="ignore"):
+                    huge = ~bad & (values > out["loss"].to_numpy(np.float64))
+                flag(huge, "loss_se", lambda i: f"{_show(raw[i])} is larger than the loss "
+                     f"itself ({out['loss'].iat[i]}); leave it empty when unknown")
             out["loss_se"] = np.nan_to_num(values, nan=0.0)
     else:
         out["loss_se"] = 0.0
@@ -451,34 +501,13 @@ def _check_run_consistency(out: pd.DataFrame, labels: np.ndarray, name: str) -> 
 def read_chinchilla_csv(
     path: str | os.PathLike[str], *, distribution: str = "massivetext"
 ) -> RunTable:
-    """Read Chinchilla-style data (model size, training FLOP, loss) as a run table.
-
-    The columns ``Model Size`` (N), ``Training FLOP`` (C) and ``loss`` are used, as in
-    the Epoch AI replication's ``svg_extracted_data.csv``; training tokens are
-    ``D = C / (6 N)``, recorded as from-scratch rows (source = target, f = 0).
+    """Alias of :func:`bayes_transfer.public_data.read_chinchilla_svg`, the readers' home.
 
     Example:
         >>> runs = read_chinchilla_csv("../shared/data/chinchilla_svg_extracted.csv")  # doctest: +SKIP
         >>> len(runs)  # doctest: +SKIP
         245
     """
-    path = Path(path)
-    raw = pd.read_csv(path)
-    needed = ("Model Size", "Training FLOP", "loss")
-    missing = [c for c in needed if c not in raw.columns]
-    if missing:
-        raise RunTableError(path.name, [Problem(None, c, "missing required column") for c in
-                                        missing])
-    n = pd.to_numeric(raw["Model Size"], errors="coerce")
-    c = pd.to_numeric(raw["Training FLOP"], errors="coerce")
-    df = pd.DataFrame({
-        "run_id": [f"chinchilla-{i}" for i in range(len(raw))],
-        "source": distribution,
-        "target": distribution,
-        "params": n.round(),
-        "pretrain_tokens": (c / (6 * n)).round(),
-        "finetune_tokens": 0,
-        "loss": raw["loss"],
-        "training_flop": c,
-    })
-    return validate(df, path.name, row_base=1)
+    from bayes_transfer.public_data import read_chinchilla_svg
+
+    return read_chinchilla_svg(path, distribution=distribution)

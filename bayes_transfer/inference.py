@@ -82,8 +82,8 @@ def pick_device(device: str | None = None) -> jax.Device:
 
 def _chain_method(device: jax.Device, chains: int) -> str:
     # One accelerator: vectorise the chains in one program. On the CPU, one XLA host
-    # device per chain runs them in parallel (bayes_transfer asks JAX for several host
-    # devices at import); with too few devices, vectorise.
+    # device per chain runs them in parallel (the CLI asks JAX for one per core at its
+    # entry point; a Python user calls bt.use_host_devices()); with too few, vectorise.
     if device.platform != "cpu":
         return "vectorized"
     return "parallel" if len(jax.devices("cpu")) >= chains > 1 else "vectorized"
@@ -168,6 +168,9 @@ def fit(
                 "dense_mass": dense_mass, "init": init if backend == "numpyro" else "pymc"}
     _annotate(idata, spec, table, backend=backend, left_out=left_out, units=units,
               settings=settings)
+    if spec.discrepancy is not None:
+        _learn_discrepancy(idata, spec, table, units, chains=chains, draws=draws,
+                           warmup=warmup, seed=seed, backend=backend, device=device)
     return Posterior(idata=idata, spec=spec, runs=table,
                      diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec, idata)))
 
@@ -233,6 +236,45 @@ def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
     )
 
 
+def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units, *, chains: int,
+                       draws: int, warmup: int, seed: int, backend: str, device) -> None:
+    """Learn the discrepancy's tau per axis by an internal extrapolation (see
+    :mod:`bayes_transfer.discrepancy`) and store its draws as ``disc_tau_<axis>``."""
+    from bayes_transfer import discrepancy as dsc
+    from bayes_transfer.diagnostics import SamplingWarning
+
+    disc, bare = spec.discrepancy, replace(spec, discrepancy=None)
+    n = dsc.n_groups(disc.level, len(table.sources), len(table.targets))
+    group = dsc.group_index(disc.level, table.source_idx, table.target_idx,
+                            len(table.targets))
+
+    def predict_holdout(fit_mask: np.ndarray):
+        inner = table.subset(fit_mask)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SamplingWarning)
+            post = fit(inner, bare, chains=min(chains, 2), draws=min(draws, 400),
+                       warmup=min(warmup, 400), seed=seed, backend=backend, device=device,
+                       progress=False, units=units)
+        held = table.subset(~fit_mask)
+        log_draws = np.log(post.predict_draws(held, kind="observation", seed=seed))
+        return (np.median(log_draws, axis=0), log_draws.std(axis=0),
+                np.log(held.df["loss"].to_numpy(np.float64)))
+
+    n_chain, n_draw = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
+    learned = dsc.calibrate(disc, features(table.df, units), group, n, predict_holdout,
+                            draws=n_chain * n_draw, seed=seed)
+    feats = features(table.df, units)
+    stored = {}
+    for axis, result in learned.items():
+        idata.posterior[f"disc_tau_{axis}"] = (("chain", "draw"),
+                                               result["tau"].reshape(n_chain, n_draw))
+        lo, hi = dsc.ranges(np.asarray(feats[dsc.AXES[axis]], dtype=np.float64), group, n)
+        stored[axis] = {"lo": [None if np.isnan(v) else float(v) for v in lo],
+                        "hi": [None if np.isnan(v) else float(v) for v in hi],
+                        **result["info"]}
+    idata.posterior.attrs["discrepancy"] = json.dumps(stored)
+
+
 def _diagnosed_vars(spec: ModelSpec, idata: az.InferenceData) -> list[str]:
     names = ["sigma"]
     for p in spec.params.values():
@@ -245,6 +287,13 @@ def _diagnosed_vars(spec: ModelSpec, idata: az.InferenceData) -> list[str]:
 def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out: int,
               units: Units | None = None, settings: dict[str, Any] | None = None) -> None:
     for ds in (idata.posterior,):
+        # Every posterior carries the source, target and pair coordinates, even when no
+        # parameter varies by them (xarray drops a coordinate no variable uses, and then
+        # a global-only spec such as chinchilla.toml could not be reloaded).
+        coords = coords_for(table)
+        for dim in ("source", "target", "pair"):
+            if dim not in ds.coords:
+                ds.coords[dim] = (dim, coords[dim])
         ds.coords["pair_source"] = ("pair", [s for s, _ in table.pairs])
         ds.coords["pair_target"] = ("pair", [t for _, t in table.pairs])
         ds.coords["pair_observed"] = ("pair", table.observed_pairs)
@@ -259,6 +308,7 @@ def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out
         # How it was sampled, so that a saved posterior says how to reproduce it.
         "sampler_settings": json.dumps(settings or {}),
     })
+
     idata.add_groups({"constant_data": _table_dataset(table)}, warn_on_custom_groups=False) \
         if "constant_data" not in idata.groups() else None
 
@@ -360,17 +410,41 @@ class Posterior:
             for (name, p), draws in zip(self.spec.params.items(),
                                         self.flat_log_params().values(), strict=True)
         }
+        if kind not in ("mean", "observation"):
+            raise ValueError(f"kind must be 'mean' or 'observation', not {kind!r}")
         log_mean = np.asarray(get_law(self.spec.law).log_loss(feats, lp))
         log_mean = np.broadcast_to(log_mean, (self.n_draws, len(table)))
+        rng = np.random.default_rng(seed)
+        if self.spec.discrepancy is not None:
+            log_mean = log_mean + self._discrepancy_draws(table, rng)
         if kind == "mean":
             return np.exp(log_mean)
-        if kind != "observation":
-            raise ValueError(f"kind must be 'mean' or 'observation', not {kind!r}")
         sigma = self.idata.posterior["sigma"].values.reshape(-1, 1)
-        rng = np.random.default_rng(seed)
         noise = rng.standard_normal(log_mean.shape) if self.spec.likelihood.family == \
             "normal" else rng.standard_t(self.spec.likelihood.nu, size=log_mean.shape)
         return np.exp(log_mean + sigma * noise)
+
+    def _discrepancy_draws(self, table: RunTable, rng: np.random.Generator) -> np.ndarray:
+        """Draws ``(draws, rows)`` of the discrepancy at ``table``'s rows: one drift slope
+        per draw and group, times the row's log distance outside its group's range."""
+        from bayes_transfer import discrepancy as dsc
+
+        disc = self.spec.discrepancy
+        stored = json.loads(self.idata.posterior.attrs["discrepancy"])
+        n = dsc.n_groups(disc.level, len(self.runs.sources), len(self.runs.targets))
+        group = dsc.group_index(disc.level, table.source_idx, table.target_idx,
+                                len(self.runs.targets))
+        feats = self.features(table.df)
+        total = np.zeros((self.n_draws, len(table)))
+        for axis in disc.axes:
+            lo, hi = dsc.fill_ranges(
+                np.array([np.nan if v is None else v for v in stored[axis]["lo"]]),
+                np.array([np.nan if v is None else v for v in stored[axis]["hi"]]))
+            d = dsc.distances(np.asarray(feats[dsc.AXES[axis]], dtype=np.float64),
+                              lo[group], hi[group])
+            tau = self.idata.posterior[f"disc_tau_{axis}"].values.reshape(-1)
+            total += dsc.drift_draws(tau, d, group, n, rng)
+        return total
 
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",
                 seed: int = 0, name: str = "prediction rows") -> pd.DataFrame:
@@ -401,40 +475,32 @@ class Posterior:
 
     # ---- persistence ---------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write to netCDF atomically (a reader never sees a partial file)."""
+        """Write to netCDF atomically (a reader never sees a partial file).
+
+        A failed write (a full disk, no permission) raises one ``OSError`` naming
+        ``path``; the file that was there before is left as it was.
+        """
         path = Path(path)
-        with atomic_path(path, suffix=".nc") as tmp:
-            self.idata.to_netcdf(str(tmp), engine="h5netcdf")
+        try:
+            with atomic_path(path, suffix=".nc") as tmp:
+                self.idata.to_netcdf(str(tmp), engine="h5netcdf")
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write the posterior: {exc.strerror or exc}",
+                          str(path)) from exc
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Posterior:
-        """Read a posterior written by :meth:`save`; a bad file gives PosteriorFileError."""
-        path = Path(path)
-        if not path.exists():
-            raise PosteriorFileError(f"{path}: no such posterior file")
-        try:
-            idata = az.from_netcdf(str(path), engine="h5netcdf")
-            attrs = idata.posterior.attrs
-        except Exception as exc:  # h5py/netCDF raise many types on a damaged file
-            raise PosteriorFileError(
-                f"{path}: not a readable posterior file (truncated or corrupted?): "
-                f"{type(exc).__name__}: {exc}") from None
-        version = attrs.get("bayes_transfer_format")
-        if version is None:
-            raise PosteriorFileError(f"{path}: not a bayes_transfer posterior "
-                                     "(no bayes_transfer_format attribute)")
-        if int(version) > FORMAT_VERSION:
-            raise PosteriorFileError(f"{path}: format {version} is newer than this "
-                                     f"bayes_transfer reads ({FORMAT_VERSION}); upgrade")
-        try:
-            spec = ModelSpec.from_json(str(attrs["spec"]))
-            table = _table_from_dataset(idata.constant_data, str(attrs.get("table_name",
-                                                                            path.name)))
-            table = table.with_levels(list(idata.posterior.coords["source"].values),
-                                      list(idata.posterior.coords["target"].values))
-        except Exception as exc:
-            raise PosteriorFileError(f"{path}: damaged posterior metadata: {exc}") from None
+        """Read a posterior written by :meth:`save`; a bad file gives PosteriorFileError.
+
+        The file is read by :func:`bayes_transfer.posterior_file.read_posterior`, which
+        checks its HDF5 layout before reading any data (no external storage, links or
+        virtual datasets; no dataset larger than the file can hold) and then its whole
+        structure (groups, variables, dtypes, dims, the stored spec, units and run table).
+        """
+        from bayes_transfer.posterior_file import read_posterior
+
+        idata, spec, table = read_posterior(path)
         return cls(idata=idata, spec=spec, runs=table,
                    diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec, idata), warn=False))
 

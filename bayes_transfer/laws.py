@@ -45,6 +45,7 @@ __all__ = [
     "transfer_gap",
     "transfer_gap_size",
     "effective_data",
+    "rectified",
 ]
 
 Array = Any
@@ -69,6 +70,12 @@ ROW_RULES: dict[str, tuple[Callable[[pd.DataFrame], np.ndarray], str]] = {
             | (df["finetune_tokens"] > 0)
         ).to_numpy(),
         "needs finetune_tokens > 0, or source == target (a from-scratch row)",
+    ),
+    "curve": (
+        # A fine-tuning curve of a pre-trained model: zero-shot (f = 0) and fine-tuned rows
+        # alike; the pre-training amount is not used (and may be unknown).
+        lambda df: (df["finetune_tokens"] >= 0).to_numpy(),
+        "needs finetune_tokens >= 0",
     ),
 }
 
@@ -250,6 +257,25 @@ def effective_data(x: Mapping[str, Array], lp: Mapping[str, Array], xp: Any = jn
     return xp.logaddexp(lp["E"], xp.logaddexp(size, data))
 
 
+def rectified(x: Mapping[str, Array], lp: Mapping[str, Array], xp: Any = jnp) -> Array:
+    """Rectified fine-tuning law: ``L(f) = B / (D_l + f^beta) + E``.
+
+    One formula for the zero-shot point (f = 0: ``L = B / D_l + E``, finite) and the
+    fine-tuning curve: ``D_l`` is the "pre-learned data size", what pre-training already
+    taught the model about the target, in fine-tuning tokens to the power beta. As f
+    grows the curve becomes the vanilla power law ``B f^-beta + E``. Each parameter
+    belongs to a (pre-trained model, target) pair; the pre-training amount is not used.
+    Source: Lin et al. 2024, "Selecting Large Language Model to Fine-tune via Rectified
+    Scaling Law" (ICML 2024), eq. (3).
+    """
+    # f = 0 has log f = -inf: keep it out of the product with beta (its gradient would
+    # be NaN) and put -inf, which logaddexp handles, in its place.
+    zero_shot = x["log_f"] == -np.inf
+    log_f = xp.where(zero_shot, 0.0, x["log_f"])
+    fine = xp.where(zero_shot, -np.inf, xp.exp(lp["beta"]) * log_f)
+    return xp.logaddexp(lp["E"], lp["B"] - xp.logaddexp(lp["D_l"], fine))
+
+
 def _shift(lp: Mapping[str, Array], **shifts: Array) -> dict[str, Array]:
     out = dict(lp)
     for name, shift in shifts.items():
@@ -281,6 +307,12 @@ def _effective_data_raw(lp, u: Units, xp=jnp):
                   k=(1 - xp.exp(lp["alpha"])) * log_t0 - xp.exp(lp["beta"]) * log_n0)
 
 
+def _rectified_raw(lp, u: Units, xp=jnp):
+    # D_l + (f/T0)^beta = T0^-beta (D_l T0^beta + f^beta): both D_l and B scale by T0^beta.
+    shift = xp.exp(lp["beta"]) * np.log(u.tokens)
+    return _shift(lp, D_l=shift, B=shift)
+
+
 LAWS: dict[str, Law] = {}
 
 
@@ -309,3 +341,5 @@ register_law(Law("transfer-gap-size", ("A", "alpha", "G", "beta", "K", "gamma", 
                  transfer_gap_size, gap="G", rows="finetuned", to_raw=_transfer_gap_size_raw))
 register_law(Law("effective-data", ("E", "A_N", "a", "B", "b", "k", "alpha", "beta"),
                  effective_data, gap="k", rows="transfer", to_raw=_effective_data_raw))
+register_law(Law("rectified", ("B", "D_l", "beta", "E"), rectified, rows="curve",
+                 to_raw=_rectified_raw))

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bayes_transfer._io import atomic_path, atomic_write_text, remove_stale_temps
 from bayes_transfer.data import RunTable, load_runs
@@ -234,8 +235,11 @@ def run_loop(
         console: where to print each round's log (None: a rich console on stdout).
     """
     spec = load_spec(spec)
+    _check_options(spec, rounds=rounds, batch=batch, budget=budget,
+                   target_width=target_width, ci=ci)
     state = _State(Path(out))
-    console = console or Console()
+    # Names in the rounds' tables are the user's: never read as rich markup.
+    console = console or Console(markup=False, highlight=False)
     fit_fn = fit_fn or _default_fit(spec, fit_kwargs or {})
     # The quantity is the gaps of the pairs the loop can run: a table may hold other
     # pairs (e.g. the trainer's from-scratch rows make a source a target too).
@@ -291,6 +295,23 @@ def run_loop(
         posterior = _posterior_of(state, len(logs) - 1, table, fit_fn)
     return LoopResult(runs=load_runs(table, name="loop run table"), rounds=logs,
                       stopped=stopped, posterior=posterior)
+
+
+def _check_options(spec: ModelSpec, *, rounds: int, batch: int, budget: float | None,
+                   target_width: float | None, ci: float) -> None:
+    """Refuse options the loop could only fail on later (after training round 0)."""
+    if get_law(spec.law).gap is None:
+        raise ValueError(f"the loop narrows per-pair transfer gaps, and the law {spec.law} "
+                         "has none; use a transfer-gap spec")
+    if isinstance(rounds, bool) or not isinstance(rounds, int | np.integer) or rounds < 0:
+        raise ValueError(f"rounds must be a whole number >= 0, not {rounds!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+        raise ValueError(f"batch must be a whole number >= 1, not {batch!r}")
+    for name, value in (("budget", budget), ("target_width", target_width)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number above 0, not {value!r}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be between 0 and 1, not {ci!r}")
 
 
 def _initial_plan(candidates, table, initial, cost) -> pd.DataFrame:
@@ -354,12 +375,15 @@ def _print_round(console: Console, log: dict[str, Any]) -> None:
     for col in ("source", "target", "params", "p", "f", "cost", "reason"):
         t.add_column(col)
     for run in log["chosen"][:12]:
-        t.add_row(run["source"], run["target"], f"{run['params']:.3g}",
+        # Text cells: a name such as "[/]" is shown as it is, whatever the console.
+        t.add_row(Text(str(run["source"])), Text(str(run["target"])), f"{run['params']:.3g}",
                   f"{run['pretrain_tokens']:.3g}", f"{run['finetune_tokens']:.3g}",
-                  f"{run.get('cost', float('nan')):.3g}", run.get("reason", "initial design"))
+                  f"{run.get('cost', float('nan')):.3g}",
+                  Text(str(run.get("reason", "initial design"))))
     console.print(t)
     if log["diagnostics_ok"] is False:
-        console.print(f"[yellow]sampler diagnostics: {'; '.join(log['diagnostics'][:2])}[/]")
+        console.print(Text(f"sampler diagnostics: {'; '.join(log['diagnostics'][:2])}",
+                           style="yellow"))
 
 
 # ---- runners ------------------------------------------------------------------------
@@ -463,7 +487,11 @@ def loop_grid(
     :func:`run_loop`.
     """
     from bayes_transfer.trainer import load_grid
+    from bayes_transfer.trainer.executors import EXECUTORS
 
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; expected one of "
+                         f"{', '.join(EXECUTORS)}")
     if isinstance(grid, (str, os.PathLike)):
         grid = load_grid(grid)
     if spec is None:

@@ -37,7 +37,7 @@ from bayes_transfer.data import Problem, RunTable, RunTableError
 from bayes_transfer.laws import ROW_RULES, Units, features, get_law
 from bayes_transfer.spec import ModelSpec, ParamSpec
 
-__all__ = ["ModelData", "model_data", "hierarchical_model", "param_effect", "at_rows",
+__all__ = ["ModelData", "model_data", "hierarchical_model", "param_effect", "crossed", "at_rows",
            "site_dims", "select_rows"]
 
 
@@ -145,7 +145,7 @@ def param_effect(p: ParamSpec, data: ModelData) -> Any:
         shape = () if p.level == "global" else (_group_size(p.level, data),)
         return numpyro.sample(f"log_{name}", dist.Normal(p.loc, p.scale).expand(shape))
     value = numpyro.sample(f"{name}_mu", dist.Normal(p.loc, p.scale))
-    if p.level == "pair" and p.pooling == "crossed":
+    if crossed(p, data):
         u = _offsets(p, "source", data)
         v = _offsets(p, "target", data)
         value = value + (u[:, None] + v[None, :]).reshape(-1)
@@ -166,6 +166,19 @@ def param_effect(p: ParamSpec, data: ModelData) -> Any:
         raw = numpyro.sample(f"{name}_pc_{p.level}", dist.Normal(c * value, sd**c))
         return numpyro.deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value))
     return numpyro.deterministic(f"log_{name}", value + _offsets(p, p.level, data))
+
+
+def crossed(p: ParamSpec, data: ModelData) -> bool:
+    """Does ``p`` get crossed source and target effects on this table?
+
+    With one target (or one source) the source (target) effect and the pair residual
+    index the same groups: two offsets for one quantity make a ridge NUTS cannot mix
+    (R-hat 2.6 on a one-target table of fine-tuning curves). There a crossed
+    parameter is partially pooled over pairs (``mu + w_st``), the same model without the
+    redundant level. Both back ends use this rule.
+    """
+    return (p.level == "pair" and p.pooling == "crossed" and data.n_sources > 1
+            and data.n_targets > 1)
 
 
 def _offsets(p: ParamSpec, group: str, data: ModelData) -> Any:

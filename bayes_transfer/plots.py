@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
 
 __all__ = ["FIGSIZE", "DPI", "KINDS", "plot_losses", "plot_gap_forest", "plot_gap_heatmap",
-           "plot_prior_posterior", "plot_acquisition", "prior_draws", "save_figure"]
+           "plot_prior_posterior", "plot_acquisition", "plot_calibration", "prior_draws",
+           "save_figure"]
 
 FIGSIZE = (10.0, 6.5)
 DPI = 100
@@ -408,4 +409,40 @@ def plot_acquisition(scores: pd.DataFrame, *, value: str | None = None, top: int
         if picked:
             title += " (highlighted: chosen for the next batch)"
         ax.set_title(title)
+    return fig
+
+
+def plot_calibration(predictions: pd.DataFrame, *, levels: Sequence[float] = (0.5, 0.8, 0.9,
+                                                                              0.95)) -> Figure:
+    """A backtest's calibration: PIT histogram and coverage against nominal.
+
+    ``predictions`` is :attr:`bayes_transfer.backtest.Backtest.predictions` (columns
+    ``model_pit``, ``model_lower_<l>``/``model_upper_<l>``, ``loss``, and the same
+    ``baseline_*`` columns when there is a baseline). A calibrated model has a flat PIT
+    histogram and its coverage on the diagonal.
+    """
+    with _style():
+        fig, axes = _figure(1, 2)
+        ax_pit, ax_cov = axes[0, 0], axes[0, 1]
+        methods = [("model", _OBSERVED), ("baseline", _PRIOR)]
+        for method, color in methods:
+            col = f"{method}_pit"
+            if col not in predictions or predictions[col].isna().all():
+                continue
+            pit = predictions[col].dropna().to_numpy()
+            ax_pit.hist(pit, bins=10, range=(0, 1), density=True, histtype="step",
+                        color=color, linewidth=2, label=method)
+            cov = [float(np.mean((predictions["loss"] >= predictions[f"{method}_lower_{lv:g}"])
+                                 & (predictions["loss"] <= predictions[f"{method}_upper_{lv:g}"])
+                                 ))
+                   for lv in levels]
+            ax_cov.plot(levels, cov, "o-", color=color, label=method)
+        ax_pit.axhline(1.0, color="black", linestyle=":", linewidth=1)
+        ax_pit.set(xlabel="PIT (predictive CDF at the held-out loss)", ylabel="density",
+                   title=f"PIT of {len(predictions)} held-out rows")
+        ax_cov.plot([0, 1], [0, 1], color="black", linestyle=":", linewidth=1)
+        ax_cov.set(xlim=(0.4, 1.0), ylim=(0.0, 1.02), xlabel="nominal interval mass",
+                   ylabel="coverage of held-out rows", title="coverage vs nominal")
+        ax_pit.legend(frameon=False)
+        ax_cov.legend(frameon=False)
     return fig

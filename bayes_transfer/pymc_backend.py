@@ -39,7 +39,14 @@ import pytensor.tensor as pt
 from bayes_transfer.data import RunTable
 from bayes_transfer.inference import coords_for
 from bayes_transfer.laws import Units, get_law
-from bayes_transfer.model import ModelData, _group_size, at_rows, model_data, site_dims
+from bayes_transfer.model import (
+    ModelData,
+    _group_size,
+    at_rows,
+    crossed,
+    model_data,
+    site_dims,
+)
 from bayes_transfer.spec import ModelSpec, ParamSpec
 
 __all__ = ["pymc_model", "sample_pymc", "PYTENSOR_XP", "NutsSampler"]
@@ -89,7 +96,7 @@ def param_effect(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> A
     if p.pooling == "none":
         return pm.Normal(f"log_{name}", p.loc, p.scale, dims=_dims(f"log_{name}", dims))
     value = pm.Normal(f"{name}_mu", p.loc, p.scale)
-    if p.level == "pair" and p.pooling == "crossed":
+    if crossed(p, data):
         u = _offsets(p, "source", data, dims)
         v = _offsets(p, "target", data, dims)
         value = value + (u[:, None] + v[None, :]).reshape((-1,))
@@ -128,6 +135,9 @@ def pymc_model(spec: ModelSpec, table: RunTable, observed: bool = True,
     :func:`bayes_transfer.model.hierarchical_model`. With ``observed=False`` the log
     losses are free variables (prior predictive).
     """
+    if spec.discrepancy is not None:
+        raise ValueError(f"spec {spec.name}: the PyMC back end does not implement the "
+                         "[discrepancy] section yet; fit it with the numpyro back end")
     data = _numpy_data(model_data(spec, table, units))
     law = get_law(spec.law)
     dims = site_dims(spec)

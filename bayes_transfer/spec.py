@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bayes_transfer.bundled import MODELS_DIR
+from bayes_transfer.discrepancy import Discrepancy
 from bayes_transfer.laws import Units, get_law
 
 __all__ = ["SpecError", "ParamSpec", "Likelihood", "ModelSpec", "load_spec", "LEVELS"]
@@ -80,9 +82,14 @@ class ParamSpec:
                             f"level {self.level!r}; use one of {_POOLING[self.level]}")
         if self.centered and self.pooling == "none":
             raise SpecError(f"parameter {self.name}: centered applies to pooled levels only")
+        if not isinstance(self.centered, bool):
+            raise SpecError(f"params.{self.name}.centered must be true or false")
+        # Log-scale priors: beyond these bounds a prior is a unit mistake (scale = 1e308
+        # makes every transition diverge), not a belief about a scaling law.
+        _real(self.loc, f"params.{self.name}.loc", low=-_MAX_LOC, high=_MAX_LOC)
         for key in ("scale", "group_scale"):
-            if not float(getattr(self, key)) > 0:
-                raise SpecError(f"parameter {self.name}: {key} must be > 0")
+            _real(getattr(self, key), f"params.{self.name}.{key}", low=0.0, high=_MAX_SCALE,
+                  open_low=True)
 
     @property
     def site_names(self) -> dict[str, tuple[str, ...]]:
@@ -121,10 +128,13 @@ class Likelihood:
     use_loss_se: bool = True
 
     def __post_init__(self) -> None:
-        if self.family not in _FAMILIES:
-            raise SpecError(f"likelihood family {self.family!r} is not one of {_FAMILIES}")
-        if not (self.nu > 0 and self.sigma > 0):
-            raise SpecError("likelihood nu and sigma must be > 0")
+        if not isinstance(self.family, str) or self.family not in _FAMILIES:
+            raise SpecError(f"likelihood.family {self.family!r} is not one of {_FAMILIES}")
+        _real(self.nu, "likelihood.nu", low=0.0, high=_MAX_NU, open_low=True)
+        _real(self.sigma, "likelihood.sigma", low=0.0, high=_MAX_SCALE, open_low=True)
+        if not isinstance(self.use_loss_se, bool):
+            raise SpecError(f"likelihood.use_loss_se must be true or false, not "
+                            f"{self.use_loss_se!r}")
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,7 @@ class ModelSpec:
     description: str = ""
     units: dict[str, float | str] = field(
         default_factory=lambda: {"params": "auto", "tokens": "auto"})
+    discrepancy: Discrepancy | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "<spec>") -> ModelSpec:
@@ -157,7 +168,8 @@ class ModelSpec:
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        known = {"law", "params", "likelihood", "rows", "name", "description", "units"}
+        known = {"law", "params", "likelihood", "rows", "name", "description", "units",
+                 "discrepancy"}
         _no_unknown(d, known, "top-level key")
         if "law" not in d:
             raise SpecError("missing key 'law'")
@@ -193,9 +205,14 @@ class ModelSpec:
                     value, (int, float)) or not value > 0):
                 raise SpecError(f"units.{key} must be \"auto\" or a positive number, "
                                 f"not {value!r}")
+        raw_disc = d.get("discrepancy")
+        disc = None
+        if raw_disc is not None:
+            _no_unknown(raw_disc, {f.name for f in fields(Discrepancy)}, "key of discrepancy")
+            disc = Discrepancy(**raw_disc)
         return cls(law=law.name, params=params, likelihood=Likelihood(**lik), rows=rows,
                    name=str(d.get("name", law.name)), description=str(d.get("description", "")),
-                   units=units)
+                   units=units, discrepancy=disc)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ModelSpec:
@@ -215,6 +232,10 @@ class ModelSpec:
         d = asdict(self)
         for p in d["params"].values():
             p.pop("name")
+        if d["discrepancy"] is None:
+            del d["discrepancy"]
+        else:
+            d["discrepancy"]["axes"] = list(d["discrepancy"]["axes"])
         return d
 
     def to_json(self) -> str:
@@ -253,9 +274,28 @@ def _typed(key: str, value: Any, param: str) -> Any:
         if not isinstance(value, str):
             raise SpecError(f"params.{param}.{key} must be a string")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"params.{param}.{key} must be a number, got {value!r}")
-    return float(value)
+    return _real(value, f"params.{param}.{key}")
+
+
+_MAX_LOC = 50.0  # |log parameter| of a prior's centre: e^50 is no scaling-law value
+_MAX_SCALE = 20.0  # sd of a log-scale prior (or of the noise): e^20 either way is vague
+_MAX_NU = 1000.0  # Student-t degrees of freedom; beyond, it is the normal
+
+
+def _real(value: Any, key: str, low: float = -math.inf, high: float = math.inf,
+          open_low: bool = False) -> float:
+    """``value`` as a float: a finite number (not a bool, not text) in ``[low, high]``."""
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"{key} must be a number, got {shown}")
+    x = float(value) if abs(value) < 1e308 or isinstance(value, float) else math.inf
+    if not math.isfinite(x) or x < low or x > high or (open_low and x == low):
+        lo = f"> {low:g}" if open_low else f">= {low:g}"
+        bounds = [b for b in (lo if math.isfinite(low) else "",
+                              f"<= {high:g}" if math.isfinite(high) else "") if b]
+        what = f"{' and '.join(bounds)} (a finite number)" if bounds else "a finite number"
+        raise SpecError(f"{key} must be {what}, got {shown}")
+    return x
 
 
 def load_spec(spec: str | os.PathLike[str] | ModelSpec | dict[str, Any]) -> ModelSpec:

@@ -18,6 +18,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bayes_transfer.runtime import use_host_devices
+
+# As the CLI does: one XLA CPU device per core, so that multi-chain fits run in parallel.
+use_host_devices()
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "out"

@@ -58,7 +58,10 @@ from bayes_transfer.diagnostics import diagnose
 from bayes_transfer.inference import fit
 from bayes_transfer.model import select_rows
 from bayes_transfer.pymc_backend import sample_pymc
+from bayes_transfer.runtime import use_host_devices
 from bayes_transfer.spec import ModelSpec, load_spec
+
+use_host_devices()  # as the CLI does: NumPyro's CPU chains in parallel, one device each
 
 TARGET = 3.0  # NumPyro / PyMC min-ESS/s
 SPEC = "transfer-gap-size"

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from bayes_transfer.runtime import use_host_devices
 from bayes_transfer.simulate import Simulation, design_grid, simulate
+
+# As the CLI does at its entry point: one XLA CPU device per core (before JAX's first
+# computation, not its import), so that the tests' multi-chain fits run in parallel.
+use_host_devices()
 
 # Hyperparameters that give realistic losses (1.5-5 nats) on the tiny design below.
 TINY_TRUTH = {"sigma": 0.03, "G_mu": 2.3, "A_mu": 5.7, "alpha_mu": -1.2, "beta_mu": -1.2,

@@ -30,7 +30,7 @@ def test_device_and_chain_method():
         assert pick_device(None).platform == "cpu"
         with pytest.raises(ValueError, match="no JAX device of kind 'gpu'"):
             pick_device("gpu")
-    # bayes_transfer asks for >= 4 host devices, so 4 CPU chains run in parallel.
+    # conftest asks for >= 4 host devices (as the CLI does), so 4 CPU chains run in parallel.
     assert _chain_method(cpu, 4) == "parallel"
     assert _chain_method(cpu, 1) == "vectorized"
     assert _chain_method(cpu, len(jax.devices("cpu")) + 1) == "vectorized"

@@ -74,8 +74,9 @@ def check_loaded(table: RunTable, n_rows: int) -> None:
     df = table.df
     assert len(df) == n_rows, "no row may be dropped"
     for col in ("params", "pretrain_tokens", "finetune_tokens"):
-        assert df[col].dtype == np.int64, col
-        assert (df[col] >= 0).all() and (df[col] < 1e16).all()
+        known = df[col].dropna() if col == "pretrain_tokens" else df[col]  # NaN: unknown p
+        assert df[col].dtype == (np.int64 if len(known) == len(df) else np.float64), col
+        assert (known >= 0).all() and (known < 1e16).all() and (known == known.round()).all()
     assert (df["params"] > 0).all()
     assert df["loss"].dtype == np.float64
     assert np.isfinite(df["loss"]).all() and (df["loss"] > 0).all()
@@ -164,6 +165,8 @@ def should_accept(column: str, value) -> bool:
         if column == "loss_se":
             return math.isfinite(value) and value >= 0
         return math.isfinite(value) and value == round(value)
+    if column == "pretrain_tokens" and (missing or value == ""):
+        return True  # p unknown (an empty cell), not from scratch
     if isinstance(value, str) or missing or not math.isfinite(value):
         return False
     if column == "loss":

@@ -11,12 +11,22 @@ import importlib
 from bayes_transfer.cli._app import app
 
 # Command modules, imported for their registrations on the shared app.
-for _name in ("data", "inference", "design", "trainer", "plots", "demo"):
+for _name in ("data", "convert", "inference", "backtest", "compare", "design", "trainer", "plots",
+              "demo"):
     importlib.import_module(f"bayes_transfer.cli.{_name}")
 
 
 def main() -> None:
-    """Entry point of the ``bayes-transfer`` console script."""
+    """Entry point of the ``bayes-transfer`` console script.
+
+    The process-wide settings the commands rely on are made here, not on import: one XLA
+    host device per core (NumPyro's CPU chains run in parallel across them) and no
+    warnings a command-line user cannot act on.
+    """
+    from bayes_transfer.runtime import quiet_third_party_warnings, use_host_devices
+
+    use_host_devices()
+    quiet_third_party_warnings()
     app()
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import typer
 from rich.console import Console
+from rich.text import Text
 
 app = typer.Typer(
     name="bayes-transfer",
@@ -27,11 +32,43 @@ def _root() -> None:
     """Bayesian scaling laws of transfer learning."""
 
 
+def console(stderr: bool = False, **kwargs: Any) -> Console:
+    """The one way commands print: a rich console that never reads markup.
+
+    Names, cells, file names and messages come from users (a source called ``[/]``, a
+    cell holding ``[red]``), so no text is ever parsed for ``[style]`` tags; style is
+    given as ``style=`` or :class:`rich.text.Text` spans instead.
+    """
+    kwargs.setdefault("highlight", False)
+    return Console(stderr=stderr, markup=False, **kwargs)
+
+
 def fail(message: str, kind: str = "error") -> typer.Exit:
     """Print ``kind: message`` on stderr and return the exit (status 1) to raise.
 
     The one way every command reports an error a user can fix: ``raise fail(str(exc))``.
+    ``message`` is printed as it is (no markup is read in it).
     """
-    Console(stderr=True).print(f"[bold red]{kind}:[/] {message}", highlight=False,
-                               soft_wrap=True)
+    console(stderr=True, soft_wrap=True).print(Text.assemble((f"{kind}:", "bold red"), " ",
+                                                             str(message)))
     return typer.Exit(1)
+
+
+@contextlib.contextmanager
+def user_errors(kind: str | None = None) -> Iterator[None]:
+    """Turn the errors a user can fix (bad input files, arguments, unwritable paths) into
+    one ``fail`` line and exit status 1; anything else is a bug and propagates."""
+    # The package's input errors (SpecError, RunTableError, PosteriorFileError, GridError,
+    # CandidateSpecError, CheckpointError) are all ValueErrors; named here, not imported,
+    # so that a light command does not load the heavy modules that define them.
+    kinds = {"SpecError": "bad model spec", "RunTableError": "bad run table",
+             "PosteriorFileError": "bad posterior file", "GridError": "bad grid spec",
+             "CandidateSpecError": "bad candidates file"}
+    try:
+        yield
+    except OSError as exc:  # a write that failed (full disk, permissions) or a read
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise fail(f"{where}{exc.strerror or exc}", kind or "error") from None
+    except (KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise fail(msg, kind or kinds.get(type(exc).__name__, "error")) from None

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from bayes_transfer.cli._app import app
-from bayes_transfer.data import RunTableError, load_runs
+from bayes_transfer.cli._app import app, console, fail
 
 
 @app.command()
@@ -24,14 +22,13 @@ def validate(
 
         bayes-transfer validate data/transfer_runs.csv
     """
-    console = Console()
+    from bayes_transfer.data import RunTableError, load_runs
+
     try:
         table = load_runs(runs)
     except (RunTableError, FileNotFoundError) as exc:
-        Console(stderr=True).print(f"[bold red]invalid run table[/]\n{exc}", highlight=False,
-                                   markup=True, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise fail(str(exc), "invalid run table") from None
     summary = Table(title=f"{runs.name}: valid run table", show_header=False)
     for key, value in table.summary().items():
         summary.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
-    console.print(summary)
+    console().print(summary)

@@ -11,11 +11,13 @@ import warnings
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from bayes_transfer.cli._app import app, fail
+from bayes_transfer.cli import _checks as checks
+from bayes_transfer.cli._app import app, fail, user_errors
+from bayes_transfer.cli._app import console as make_console
 
 # NUTS settings: the full demo keeps R-hat and ESS checks meaningful (4 chains); --quick
 # is a smoke run for tests and first looks (intervals are rougher, diagnostics may warn).
@@ -100,22 +102,35 @@ def demo(
     from bayes_transfer.diagnostics import SamplingWarning
     from bayes_transfer.inference import fit
 
-    console = Console()
+    checks.input_file(runs, "run table", "--runs")
+    checks.output_dir(out, inputs=[runs])
+    checks.positive(batch, "--batch", integer=True, maximum=1000)
+    checks.seed(seed)
+    with user_errors():
+        from bayes_transfer.spec import load_spec
+
+        load_spec(spec)
+    console = make_console()
     start = time.perf_counter()
     settings = SETTINGS[quick]
-    out.mkdir(parents=True, exist_ok=True)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+    if (out / "posterior.nc").exists():
+        console.print(f"replacing the previous demo output in {out}/")
+    with user_errors():
+        out.mkdir(parents=True, exist_ok=True)
+    columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    # A failed write (full disk) ends the progress display, then prints one line.
+    with user_errors(), Progress(*columns, console=console, transient=False) as progress:
         steps = progress.add_task("loading the run table", total=4 + len(PLOTS))
         try:
             table = demo_table(runs)
         except (FileNotFoundError, RunTableError) as exc:
             progress.stop()
             raise fail(str(exc)) from None
-        console.print(f"run table [bold]{table.name}[/]: {len(table)} fine-tuned rows, "
-                      f"{len(table.sources)} sources x {len(table.targets)} targets, "
-                      f"{int(table.observed_pairs.sum())} pairs observed", highlight=False)
+        console.print(Text.assemble("run table ", (table.name, "bold"), f": {len(table)} "
+                                    f"fine-tuned rows, {len(table.sources)} sources x "
+                                    f"{len(table.targets)} targets, "
+                                    f"{int(table.observed_pairs.sum())} pairs observed"))
         progress.update(steps, advance=1, description=(
             f"fitting {spec} with NUTS ({settings['chains']} chains x "
             f"{settings['warmup']}+{settings['draws']})"))
@@ -138,7 +153,7 @@ def demo(
         progress.update(steps, advance=1, description="done")
 
     style = "green" if post.diagnostics.ok else "bold yellow"
-    console.print(f"[{style}]{post.diagnostics}[/]", highlight=False)
+    console.print(str(post.diagnostics), style=style)
     if quick and not post.diagnostics.ok:
         console.print("(--quick uses short chains; run without --quick for reliable "
                       "intervals)")
@@ -146,8 +161,8 @@ def demo(
     console.print(advice_table(adv, top=5))
     for note in adv.notes:
         console.print(f"note: {note}", highlight=False)
-    console.print(f"[bold]advice for {target} at {budget:.2g} FLOPs:[/] {adv.message}",
-                  highlight=False)
+    console.print(Text.assemble((f"advice for {target} at {budget:.2g} FLOPs:", "bold"),
+                                f" {adv.message}"))
     console.print(_suggestions_table(suggestions))
     console.print(f"wrote {', '.join(n + '.png' for n, *_ in PLOTS)}, acquisition.png, "
                   f"suggestions.csv and posterior.nc to {out}/", highlight=False)

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bayes_transfer.cli._app import app, fail
+from bayes_transfer.cli import _checks as checks
+from bayes_transfer.cli._app import app, console, fail, user_errors
 
 _CRITERIA = ("variance", "information")
 
@@ -44,22 +45,22 @@ def suggest_command(
 
         bayes-transfer suggest post.nc --candidates models/candidates-example.toml --batch 8 --budget 1e17
     """
-    from bayes_transfer.design import CandidateSpecError, candidates_from_spec, suggest
-    from bayes_transfer.inference import Posterior, PosteriorFileError
+    from bayes_transfer.design import candidates_from_spec, suggest
+    from bayes_transfer.inference import Posterior
 
+    checks.input_file(candidates, "candidates file", "--candidates")
+    checks.positive(budget, "--budget")
     if criterion not in _CRITERIA:
         raise fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
     if cost not in ("flops", "tokens"):
         raise fail(f"--cost must be flops or tokens, not {cost!r}")
     if fmt not in ("table", "csv"):
         raise fail(f"--format must be table or csv, not {fmt!r}")
-    try:
+    with user_errors():
         post = Posterior.load(posterior)
         cands = candidates_from_spec(candidates, runs=post.runs)
         chosen = suggest(post, cands, batch=batch, budget=budget, criterion=criterion,
                          quantity=list(pair) or "gaps", cost=cost, max_draws=max_draws)
-    except (PosteriorFileError, CandidateSpecError, ValueError) as exc:
-        raise fail(str(exc)) from None
     if fmt == "csv":
         chosen.to_csv(sys.stdout, index=False)
         return
@@ -74,7 +75,7 @@ def suggest_command(
                       f"{r.pretrain_tokens:.3g}", f"{r.finetune_tokens:.3g}", f"{r.cost:.3g}",
                       "yes" if r.pretrained else "", f"{r.expected_gain:.3g}",
                       f"{r.gain_per_cost:.3g}", r.reason)
-    Console(width=max(Console().width, 160)).print(table)
+    console(width=max(Console().width, 160)).print(table)
 
 
 @app.command("loop")
@@ -96,6 +97,7 @@ def loop_command(
     warmup: int = typer.Option(300, "--warmup", min=10),
     executor: str = typer.Option("serial", "--executor", help="Trainer executor: serial, "
                                                               "local or ray."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the sampler."),
 ) -> None:
     """Run the closed loop with the bundled trainer: fit, suggest, train, append, refit.
 
@@ -108,20 +110,32 @@ def loop_command(
 
         bayes-transfer loop data/transfer_grid.toml --rounds 3 --batch 4 --out loop-out
     """
-    from bayes_transfer.loop import loop_grid
-    from bayes_transfer.trainer import GridError, load_grid
+    from bayes_transfer.trainer.executors import EXECUTORS
 
+    # Everything is checked before round 0 trains anything.
+    checks.input_file(grid, "grid spec")
+    checks.output_dir(out, inputs=[grid])
+    checks.positive(budget, "--budget")
+    checks.positive(target_width, "--target-width")
+    checks.seed(seed)
     if criterion not in _CRITERIA:
         raise fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
-    try:
+    if executor not in EXECUTORS:
+        raise fail(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    with user_errors():
+        from bayes_transfer import loop
+        from bayes_transfer.trainer import load_grid
+
         spec_grid = load_grid(grid)
-    except GridError as exc:
-        raise fail(str(exc)) from None
-    result = loop_grid(spec_grid, out, spec=spec, executor=executor, rounds=rounds,
-                       batch=batch, budget=budget, target_width=target_width,
-                       criterion=criterion,
-                       fit_kwargs={"chains": chains, "draws": draws, "warmup": warmup})
+        result = loop.loop_grid(spec_grid, out, spec=spec, executor=executor, rounds=rounds,
+                                batch=batch, budget=budget, target_width=target_width,
+                                criterion=criterion, console=console(),
+                                fit_kwargs={"chains": chains, "draws": draws,
+                                            "warmup": warmup, "seed": seed})
+    if not result.rounds:
+        console().print(f"stopped ({result.stopped}) before round 0; state in {out}")
+        return
     last = result.rounds[-1]
-    Console().print(f"stopped ({result.stopped}) after round {last['round']}: "
+    console().print(f"stopped ({result.stopped}) after round {last['round']}: "
                     f"{len(result.runs)} rows, {last['cumulative_cost']:.3g} FLOPs, "
                     f"mean 90% log-gap width {last['mean_width']:.3f}; state in {out}")

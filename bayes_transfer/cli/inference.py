@@ -1,32 +1,35 @@
 """``bayes-transfer fit | report | predict | simulate``: posteriors from the command line.
 
 Every command prints one clear message and exits with status 1 on bad input (a spec, a
-run table or a posterior file it cannot use); files are written atomically.
+run table or a posterior file it cannot use); files are written atomically. NumPy, pandas,
+JAX and ArviZ are imported inside the commands, so that ``--help`` starts fast.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import warnings
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from bayes_transfer._io import atomic_path, atomic_write_text
-from bayes_transfer.cli._app import app, fail
-from bayes_transfer.data import RunTableError
-from bayes_transfer.diagnostics import SamplingWarning
-from bayes_transfer.spec import SpecError
+from bayes_transfer.cli import _checks as checks
+from bayes_transfer.cli._app import app, console, fail, user_errors
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    import pandas as pd
+
+_err = console(stderr=True, soft_wrap=True)
+MAX_SIMULATED_ROWS = 1_000_000
 
 
 class Format(StrEnum):
@@ -60,19 +63,14 @@ class DeviceName(StrEnum):
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into one line on stderr and exit status 1."""
-    from bayes_transfer.inference import PosteriorFileError
-
-    try:
+    with user_errors():
         yield
-    except (SpecError, RunTableError, PosteriorFileError, FileNotFoundError, KeyError,
-            ValueError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        kind = {SpecError: "bad model spec", RunTableError: "bad run table",
-                PosteriorFileError: "bad posterior file"}.get(type(exc), "error")
-        raise fail(msg, kind) from None
 
 
 def _print_frame(df: pd.DataFrame, title: str, digits: int = 4) -> None:
+    import numpy as np
+    import pandas as pd
+
     table = Table(title=title, title_justify="left")
     for col in df.columns:
         table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col])
@@ -80,7 +78,7 @@ def _print_frame(df: pd.DataFrame, title: str, digits: int = 4) -> None:
     for row in df.itertuples(index=False):
         table.add_row(*[f"{v:.{digits}g}" if isinstance(v, (float, np.floating)) else str(v)
                         for v in row])
-    Console(width=max(120, Console().width)).print(table)
+    console(width=max(120, Console().width)).print(table)
 
 
 def _emit(df: pd.DataFrame, fmt: Format, title: str, extra: dict | None = None,
@@ -90,8 +88,10 @@ def _emit(df: pd.DataFrame, fmt: Format, title: str, extra: dict | None = None,
         _print_frame(df, title)
         return
     if fmt is Format.json:
-        text = json.dumps({**(extra or {}), "rows": json.loads(df.to_json(orient="records"))},
-                          indent=2) + "\n"
+        # Strict JSON: a NaN or infinite number (an R-hat of one chain) is written as null.
+        text = json.dumps(_finite({**(extra or {}),
+                                   "rows": json.loads(df.to_json(orient="records"))}),
+                          indent=2, allow_nan=False) + "\n"
     else:
         text = df.to_csv(index=False)
     if out is None:
@@ -99,6 +99,17 @@ def _emit(df: pd.DataFrame, fmt: Format, title: str, extra: dict | None = None,
     else:
         atomic_write_text(out, text)
         _err.print(f"wrote {len(df)} rows to {out}")
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _report_frame(post, ci: float, params: bool) -> tuple[pd.DataFrame, str]:
@@ -115,12 +126,12 @@ def _report_frame(post, ci: float, params: bool) -> tuple[pd.DataFrame, str]:
 
 def _print_diagnostics(diag, strict: bool) -> None:
     if diag.ok:
-        _err.print(f"[green]{diag}[/]", markup=True)
+        _err.print(str(diag), style="green")
         return
-    _err.print(f"[bold yellow]warning: {diag}[/]", markup=True)
-    _err.print("[bold yellow]This fit is NOT trustworthy until the problems above are fixed "
-               f"(intervals may be wrong).{' --strict: exiting with status 1.' if strict else ''}"
-               "[/]", markup=True)
+    _err.print(f"warning: {diag}", style="bold yellow")
+    _err.print("This fit is NOT trustworthy until the problems above are fixed "
+               f"(intervals may be wrong).{' --strict: exiting with status 1.' if strict else ''}",
+               style="bold yellow")
 
 
 @app.command("fit")
@@ -146,6 +157,7 @@ def fit_command(
     ci: float = typer.Option(0.9, help="Credible-interval mass of the printed table."),
     strict: bool = typer.Option(False, help="Exit with status 1 when a diagnostic fails."),
     progress: bool = typer.Option(True, help="Show the sampler's progress bar."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Fit a model spec to a run table with NUTS and save the posterior.
 
@@ -156,9 +168,17 @@ def fit_command(
 
         bayes-transfer fit data/transfer_runs.csv --spec models/transfer-gap.toml --out post.nc --chains 4 --draws 1000
     """
+    from bayes_transfer.diagnostics import SamplingWarning
     from bayes_transfer.inference import fit
 
+    checks.input_file(runs, "run table")
+    checks.output_file(out, inputs=[runs, spec], force=force)
+    checks.ci(ci)
+    checks.seed(seed)
     with _user_errors():
+        from bayes_transfer.spec import load_spec
+
+        load_spec(spec)  # a bad spec fails now, not after loading JAX
         with warnings.catch_warnings():
             # Diagnostics are printed below, once, with advice.
             warnings.simplefilter("ignore", SamplingWarning)
@@ -195,6 +215,7 @@ def report_command(
     """
     from bayes_transfer.inference import Posterior
 
+    checks.ci(ci)
     with _user_errors():
         post = Posterior.load(posterior)
         df, title = _report_frame(post, ci, params)
@@ -216,6 +237,7 @@ def predict_command(
     fmt: Format = typer.Option(Format.csv, "--format", "-f", help="Output format."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write here, not stdout."),
     seed: int = typer.Option(0, help="Seed of the observation noise."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Predict the loss of new runs: adds loss_median, loss_lower and loss_upper.
 
@@ -225,27 +247,25 @@ def predict_command(
 
         bayes-transfer predict post.nc --runs next_runs.csv --ci 0.9 --format csv --out pred.csv
     """
+    import pandas as pd
+
+    from bayes_transfer.data import read_table
     from bayes_transfer.inference import Posterior
 
+    checks.input_file(runs, "table of rows to predict", "--runs")
+    if out is not None:
+        checks.output_file(out, inputs=[posterior, runs], force=force)
+    checks.ci(ci)
+    checks.seed(seed)
     with _user_errors():
+        # The run table's own reader (names such as "NA" stay names); rows are numbered
+        # from 1 in messages, as `validate` numbers them.
+        rows = read_table(runs)
+        rows.index = pd.RangeIndex(1, len(rows) + 1)
         post = Posterior.load(posterior)
-        if not runs.exists():
-            raise FileNotFoundError(f"{runs}: no such file")
-        try:
-            rows = pd.read_csv(runs, dtype={c: "string" for c in ("run_id", "source",
-                                                                   "target")})
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{runs}: cannot be parsed as CSV: {exc}") from None
         pred = post.predict(rows, ci=ci, kind=kind.value, seed=seed, name=runs.name)
         _emit(pred, fmt, f"predicted loss, {ci:.0%} credible intervals ({kind.value})",
               extra={"posterior": str(posterior), "ci": ci, "kind": kind.value}, out=out)
-
-
-def _floats(text: str, flag: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
 
 
 def _names(text: str) -> list[str]:
@@ -266,6 +286,8 @@ def simulate_command(
     seeds: str = typer.Option("0", help="Grid: training seeds (replicates)."),
     seed: int = typer.Option(0, help="Random seed of the simulation."),
     loss_se: float = typer.Option(0.0, min=0.0, help="loss_se written to every row."),
+    force: bool = typer.Option(False, "--force", help="Replace --out (and its .truth.json) "
+                               "if they exist."),
 ) -> None:
     """Draw a run table from a spec's prior; the true values go to OUT.truth.json.
 
@@ -276,23 +298,35 @@ def simulate_command(
 
         bayes-transfer simulate transfer-gap --sources web,code --targets math --out sim.csv --seed 1
     """
+    from bayes_transfer.data import read_table
     from bayes_transfer.simulate import design_grid, simulate
 
+    truth_path = out.with_suffix(".truth.json")
+    checks.input_file(design, "design table", "--design")
+    for path in (out, truth_path):
+        checks.output_file(path, inputs=[design, spec], force=force)
+    checks.seed(seed)
+    if not (math.isfinite(loss_se) and loss_se < 1e3):
+        raise fail(f"--loss-se must be a finite number below 1000, not {loss_se}")
+    if design is None:
+        grid = {"params": checks.numbers(params, "--params", integer=True, strict=True),
+                "pretrain_tokens": checks.numbers(pretrain_tokens, "--pretrain-tokens",
+                                                  integer=True),
+                "finetune_tokens": checks.numbers(finetune_tokens, "--finetune-tokens",
+                                                  integer=True),
+                "seeds": [int(s) for s in checks.numbers(seeds, "--seeds", integer=True,
+                                                         maximum=2**31)]}
+        size = len(_names(sources)) * len(_names(targets)) * math.prod(map(len, grid.values()))
+        if size > MAX_SIMULATED_ROWS:
+            raise fail(f"the grid has {size:,} rows; at most {MAX_SIMULATED_ROWS:,} are "
+                       "simulated (use --design for a bigger table)")
     with _user_errors():
         if design is not None:
-            if not design.exists():
-                raise FileNotFoundError(f"{design}: no such design file")
-            rows = pd.read_csv(design, dtype={c: "string" for c in ("run_id", "source",
-                                                                     "target")})
+            rows = read_table(design)
         else:
-            rows = design_grid(_names(sources), _names(targets),
-                               params=_floats(params, "--params"),
-                               pretrain_tokens=_floats(pretrain_tokens, "--pretrain-tokens"),
-                               finetune_tokens=_floats(finetune_tokens, "--finetune-tokens"),
-                               seeds=[int(s) for s in _floats(seeds, "--seeds")])
+            rows = design_grid(_names(sources), _names(targets), **grid)
         sim = simulate(spec, rows, seed=seed, loss_se=loss_se)
         with atomic_path(out, suffix=".csv") as tmp:
             sim.runs.df.to_csv(tmp, index=False)
-        truth_path = out.with_suffix(".truth.json")
         atomic_write_text(truth_path, json.dumps(sim.truth_dict(seed=seed), indent=2) + "\n")
         _err.print(f"wrote {len(sim.runs)} rows to {out} and the true values to {truth_path}")

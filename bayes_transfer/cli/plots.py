@@ -6,10 +6,15 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from bayes_transfer.cli._app import app, fail
+from bayes_transfer.cli import _checks as checks
+from bayes_transfer.cli._app import app, console, user_errors
+
+#: The image formats ``plot --out`` writes (matplotlib's, by extension).
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff",
+                  ".webp")
 
 
 class PlotKind(StrEnum):
@@ -31,12 +36,10 @@ class Unit(StrEnum):
 
 
 def _load(posterior: Path):
-    from bayes_transfer.inference import Posterior, PosteriorFileError
+    from bayes_transfer.inference import Posterior
 
-    try:
+    with user_errors():
         return Posterior.load(posterior)
-    except PosteriorFileError as exc:
-        raise fail(str(exc)) from None
 
 
 def default_candidates(post):
@@ -104,6 +107,7 @@ def plot(
                                     "fine-tuning (f) tokens."),
     candidates: Path | None = typer.Option(None, help="acquisition: candidate runs (TOML); "
                                            "default: the table's own values."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Draw one picture of a fitted posterior and write it atomically.
 
@@ -118,14 +122,16 @@ def plot(
     """
     from bayes_transfer.plots import save_figure
 
+    checks.input_file(candidates, "candidates file", "--candidates")
+    checks.output_file(out, inputs=[posterior, candidates], force=force,
+                       suffixes=IMAGE_SUFFIXES)
+    checks.ci(ci)
     post = _load(posterior)
-    try:
+    with user_errors():
         fig = make_figure(post, kind.value, ci=ci, against=against.value,
                           candidates=candidates)
-    except (ValueError, FileNotFoundError) as exc:  # CandidateSpecError is a ValueError
-        raise fail(str(exc)) from None
-    save_figure(fig, out)
-    Console().print(f"wrote {out}")
+        save_figure(fig, out)
+    console().print(f"wrote {out}")
 
 
 @app.command()
@@ -155,17 +161,17 @@ def advise(
     """
     from bayes_transfer.advise import advise as advise_fn
 
+    checks.positive(budget, "--budget")
+    checks.ci(ci)
+    checks.positive(top, "--top", integer=True)
     post = _load(posterior)
-    try:
+    with user_errors():
         adv = advise_fn(post, target, budget, source=source, unit=unit.value, ci=ci)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    console = Console()
-    console.print(advice_table(adv, top=top))
+    out = console()
+    out.print(advice_table(adv, top=top))
     for note in adv.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    style = "bold green" if adv.decisive else "bold yellow"
-    console.print(f"[{style}]{adv.message}[/]", highlight=False)
+        out.print(Text.assemble(("note:", "yellow"), f" {note}"))
+    out.print(adv.message, style="bold green" if adv.decisive else "bold yellow")
 
 
 def advice_table(adv, top: int = 10) -> Table:

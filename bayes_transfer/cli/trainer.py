@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from bayes_transfer.cli._app import app
+from bayes_transfer.cli import _checks as checks
+from bayes_transfer.cli._app import app, console, fail, user_errors
 
 
 @app.command()
@@ -19,6 +20,8 @@ def train(
     workers: Annotated[int | None, typer.Option(min=1, help="Parallel jobs; default one per CPU core (one per GPU).")] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Checkpoints and finished rows; default OUT's stem + '.work'.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists and is not this grid's own table (no work dir).")] = False,
+    retrain_damaged: Annotated[bool, typer.Option("--retrain-damaged", help="Delete damaged checkpoints in the work dir and train them again.")] = False,
 ) -> None:
     """Train a grid of models and write one run-table row per evaluation.
 
@@ -32,19 +35,23 @@ def train(
 
         bayes-transfer train grid.toml --out runs.csv --executor ray --address auto
     """
-    from bayes_transfer.trainer import GridError, load_grid, run_grid
     from bayes_transfer.trainer.executors import EXECUTORS
+    from bayes_transfer.trainer.grid import default_work_dir
 
     if executor not in EXECUTORS:
-        typer.echo(f"Error: unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}", err=True)
-        raise typer.Exit(1)
-    try:
+        raise fail(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
+    checks.input_file(grid, "grid spec")
+    work = work_dir or default_work_dir(out)
+    checks.output_dir(work, inputs=[grid], flag="--work-dir")
+    # An existing --out is this grid's own table when its work dir exists: a resume.
+    checks.output_file(out, inputs=[grid], force=force, may_exist=work.is_dir())
+    checks.positive(workers, "--workers", integer=True, maximum=1024)
+    with user_errors():
+        from bayes_transfer.trainer import load_grid, run_grid
+
         spec = load_grid(grid)
-    except GridError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    table = run_grid(
-        spec, out, executor=executor, workers=workers, progress=progress,
-        work_dir=work_dir, address=address,
-    )  # fmt: skip
-    typer.echo(f"wrote {len(table)} rows to {out}")
+        table = run_grid(
+            spec, out, executor=executor, workers=workers, progress=progress,
+            work_dir=work_dir, address=address, retrain_damaged=retrain_damaged,
+        )  # fmt: skip
+    console().print(f"wrote {len(table)} rows to {out}")

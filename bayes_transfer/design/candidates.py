@@ -30,8 +30,8 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 import os
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayes_transfer._io import read_toml
 from bayes_transfer.data import RunTable, load_runs
 
 __all__ = [
@@ -57,6 +58,9 @@ __all__ = [
 CANDIDATE_COLUMNS = ["run_id", "source", "target", "params", "pretrain_tokens",
                      "finetune_tokens", "seed"]
 _AXES = ("sources", "targets", "params", "pretrain_tokens", "finetune_tokens")
+#: The most candidates one grid or spec may expand to: each is scored over every
+#: posterior draw, so more would take minutes and gigabytes (count before building).
+MAX_CANDIDATES = 100_000
 #: A user cost: candidates (with a bool column ``pretrained``: a checkpoint exists) -> costs.
 CostFn = Callable[[pd.DataFrame], Any]
 CheckpointKey = tuple[str, int, int]
@@ -90,15 +94,28 @@ def candidate_grid(
     finetune_tokens: Iterable[float],
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Every ``(source, target, N, p, f)`` combination, as candidate rows."""
+    """Every ``(source, target, N, p, f)`` combination, as candidate rows.
+
+    Raises ``CandidateSpecError`` when there would be more than :data:`MAX_CANDIDATES`
+    (counted before any is built).
+    """
+    axes = [list(a) for a in (sources, targets, params, pretrain_tokens, finetune_tokens)]
+    _check_count(axes, "the candidate grid")
     rows = [
         {"run_id": _run_id(s, t, n, p, f, seed), "source": str(s), "target": str(t),
          "params": int(n), "pretrain_tokens": int(p), "finetune_tokens": int(f),
          "seed": int(seed)}
-        for s, t, n, p, f in itertools.product(sources, targets, params, pretrain_tokens,
-                                               finetune_tokens)
+        for s, t, n, p, f in itertools.product(*axes)
     ]
     return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+
+
+def _check_count(axes: list[list[Any]], where: str) -> None:
+    count = math.prod(len(a) for a in axes)
+    if count > MAX_CANDIDATES:
+        raise CandidateSpecError(
+            f"{where}: {' x '.join(str(len(a)) for a in axes)} = {count:,} candidates; at "
+            f"most {MAX_CANDIDATES:,} are scored (use fewer values or coarser ranges)")
 
 
 def _run_id(s: str, t: str, n: float, p: float, f: float, seed: int) -> str:
@@ -126,12 +143,7 @@ def candidates_from_spec(
         raw, where = dict(spec), "candidates spec"
     else:
         path = Path(spec)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise CandidateSpecError(f"{path}: no such candidates file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CandidateSpecError(f"{path}: not valid TOML: {exc}") from None
+        raw = read_toml(path, CandidateSpecError, "candidates")
         where = str(path)
     table = raw.get("candidates", raw)
     if not isinstance(table, Mapping):
@@ -155,8 +167,10 @@ def candidates_from_spec(
             axes[key] = _values(table[key], f"{where}: candidates.{key}",
                                 positive=key == "params")
     seed = table.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise CandidateSpecError(f"{where}: candidates.seed must be an integer, not {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise CandidateSpecError(f"{where}: candidates.seed must be an integer from 0 to "
+                                 f"2**32 - 1, not {seed!r}")
+    _check_count([axes[k] for k in _AXES], where)
     return candidate_grid(axes["sources"], axes["targets"], params=axes["params"],
                           pretrain_tokens=axes["pretrain_tokens"],
                           finetune_tokens=axes["finetune_tokens"], seed=seed)
@@ -194,11 +208,13 @@ def _range(spec: Mapping[str, Any], where: str) -> np.ndarray:
         raise CandidateSpecError(f"{where}: a range needs min, max and num (and optionally "
                                  f"scale); got keys {sorted(spec)}")
     lo, hi, num, scale = spec["min"], spec["max"], spec["num"], spec.get("scale", "log")
-    if not isinstance(num, int) or num < 1:
-        raise CandidateSpecError(f"{where}: num must be a positive integer, not {num!r}")
+    if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= MAX_CANDIDATES:
+        raise CandidateSpecError(f"{where}: num must be an integer from 1 to "
+                                 f"{MAX_CANDIDATES:,}, not {num!r}")
     if scale not in ("log", "linear"):
         raise CandidateSpecError(f"{where}: scale must be 'log' or 'linear', not {scale!r}")
-    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 <= lo <= hi):
+    if isinstance(lo, bool) or isinstance(hi, bool) or not (
+            isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 <= lo <= hi):
         raise CandidateSpecError(f"{where}: need 0 <= min <= max, got min={lo!r} max={hi!r}")
     if scale == "log":
         if lo <= 0:

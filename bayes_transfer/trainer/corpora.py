@@ -30,6 +30,7 @@ import bisect
 import functools
 import hashlib
 import re
+import stat
 import sysconfig
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,13 +80,13 @@ def check_corpus_name(name: str) -> None:
     kind, _, arg = name.partition(":")
     if kind == "dir" and Path(arg).is_dir():
         return
-    if kind == "file" and Path(arg).is_file():
+    if kind == "file" and _regular_text_file(Path(arg)):
         return
     if kind == "synth":
         _parse_synth(name)
         return
     if kind in ("dir", "file"):
-        raise ValueError(f"corpus {name!r}: {arg!r} is not an existing {'directory' if kind == 'dir' else 'file'}")
+        raise ValueError(f"corpus {name!r}: {arg!r} is not an existing {'directory' if kind == 'dir' else 'regular, non-empty file'}")
     raise ValueError(
         f"unknown corpus {name!r}; expected one of {', '.join(corpus_names())}, "
         "synth:SHARE[:VARIANT], dir:PATH or file:PATH"
@@ -104,7 +105,7 @@ def load_corpus(name: str) -> Corpus:
         return _split_bytes(name, Path(arg).read_bytes())
     if kind == "dir":
         root = Path(arg)
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not _is_binary(p))
+        files = sorted(p for p in root.rglob("*") if _inside(root, p) and not _is_binary(p))
         return _split_documents(name, ((p.relative_to(root).as_posix(), p.read_bytes()) for p in files))
     return _split_documents(name, _REAL_LOADERS[name]())
 
@@ -188,6 +189,23 @@ def _split_bytes(name: str, text: bytes) -> Corpus:
     if cut == 0 or cut == len(text):
         raise ValueError(f"corpus {name!r} is too small to split ({len(text)} bytes)")
     return Corpus(name, text[:cut], text[cut:])
+
+
+def _regular_text_file(path: Path) -> bool:
+    """A regular file with bytes in it, not a kernel file (``/proc``, ``/sys``, ``/dev``):
+    those report a size of 0 and read as the process's secrets (``/proc/self/environ``)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size > 0
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """A regular file under ``root`` that is no link and does not lead out of it."""
+    if path.is_symlink() or not _regular_text_file(path):
+        return False
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def _is_binary(path: Path) -> bool:

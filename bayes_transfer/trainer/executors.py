@@ -53,21 +53,26 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class _Finished:
-    """A handle (hashable by identity) to a result computed at submission."""
+class _Pending:
+    """A handle (hashable by identity) to a job that runs when it is waited for."""
 
-    def __init__(self, result: JobResult) -> None:
-        self.result = result
+    def __init__(self, job: Job, init: Any, trained: Any) -> None:
+        self.job, self.init, self.trained = job, init, trained
 
 
 class SerialExecutor:
-    """Run each job in this process when it is submitted: simplest, for debugging."""
+    """Run jobs in this process, one per ``wait``: simplest, for debugging.
+
+    A job runs when it is waited for, not when it is submitted, so that the driver saves
+    each run (checkpoint and rows) as it ends: a kill loses only the job it interrupts.
+    """
 
     def submit(self, job: Job, init: Any = None, trained: Any = None) -> Any:
-        return _Finished(run_job(job, init, trained))
+        return _Pending(job, init, trained)
 
     def wait(self, handles: list[Any]) -> tuple[list[tuple[Any, JobResult]], list[Any]]:
-        return [(h, h.result) for h in handles], []
+        first = handles[0]
+        return [(first, run_job(first.job, first.init, first.trained))], list(handles[1:])
 
     def share(self, checkpoint: Path) -> Any:
         return str(checkpoint)

@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -54,6 +54,7 @@ from bayes_transfer._io import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
+    read_toml,
     remove_stale_temps,
 )
 from bayes_transfer.trainer.corpora import check_corpus_name, load_corpus
@@ -121,18 +122,26 @@ class Grid:
                     f"unknown shape {shape!r}; expected one of {', '.join([*SHAPES, *custom])} "
                     "(or define it under [custom_shapes.NAME])"
                 )
-        train = dict(spec.get("train", {}))
+        train = spec.get("train", {})
         if not isinstance(train, dict):
-            raise GridError("[train] must be a table")
+            raise GridError(f"[train] must be a table, got {train!r}")
+        train = dict(train)
         extras = {"finetune_lr": None, "eval_tokens": 8192, "device": "auto"}
         _no_unknown_keys(train, {f.name for f in fields(TrainConfig)} | set(extras), "[train]")
         values = {k: train.pop(k, v) for k, v in extras.items()}
         for f in fields(TrainConfig):
             if f.name in train:
-                train[f.name] = _number(train[f.name], f"train.{f.name}", integer=f.type == "int")
+                train[f.name] = _number(train[f.name], f"train.{f.name}", *_RANGES[f.name])
         if values["finetune_lr"] is not None:
-            values["finetune_lr"] = _number(values["finetune_lr"], "train.finetune_lr")
-        values["eval_tokens"] = _number(values["eval_tokens"], "train.eval_tokens", integer=True)
+            values["finetune_lr"] = _number(values["finetune_lr"], "train.finetune_lr",
+                                            *_RANGES["lr"])
+        values["eval_tokens"] = _number(values["eval_tokens"], "train.eval_tokens",
+                                        *_RANGES["eval_tokens"])
+        runs = (len(lists["sources"]) * len(lists["shapes"]) * len(lists["pretrain_tokens"])
+                * len(lists["seeds"]) * (1 + len(lists["targets"]) * len(lists["finetune_tokens"])))
+        if runs > MAX_JOBS:
+            raise GridError(f"the grid has {runs:,} training runs; at most {MAX_JOBS:,} are run "
+                            "from one spec (split it)")
         if not isinstance(values["device"], str):
             raise GridError("train.device must be a string such as 'auto', 'cpu' or 'cuda'")
         return cls(
@@ -162,14 +171,11 @@ def load_grid(path: str | os.PathLike[str]) -> Grid:
         >>> load_grid(spec).shapes
         ('xs',)
     """
+    spec = read_toml(path, GridError, "grid spec")
     try:
-        with open(path, "rb") as fh:
-            spec = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise GridError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise GridError(f"cannot read grid spec {path}: {exc.strerror}") from None
-    return Grid.from_dict(spec)
+        return Grid.from_dict(spec)
+    except GridError as exc:
+        raise GridError(f"{path}: {exc}") from None
 
 
 # -- validation helpers ---------------------------------------------------------------------
@@ -190,16 +196,39 @@ def _str_list(spec: Mapping[str, Any], key: str) -> list[str]:
 
 def _int_list(spec: Mapping[str, Any], key: str, minimum: int, default: list[int] | None = None) -> list[int]:
     value = spec.get(key, default)
-    ok = isinstance(value, list) and value and all(type(v) is int and v >= minimum for v in value)
+    ok = isinstance(value, list) and value and all(type(v) is int and minimum <= v <= MAX_TOKENS for v in value)
     if not ok:
-        raise GridError(f"{key} must be a non-empty list of integers >= {minimum}, got {value!r}")
+        raise GridError(f"{key} must be a non-empty list of integers from {minimum} to {MAX_TOKENS:.0e}, got {value!r}")
     return sorted(set(value))
 
 
-def _number(value: Any, key: str, integer: bool = False) -> Any:
+#: [train] keys: (integer, low, high, low excluded). Outside these a run cannot work
+#: (a batch of 0, a context of 1, a NaN learning rate) or is a unit mistake.
+_RANGES: dict[str, tuple[bool, float, float, bool]] = {
+    "batch_size": (True, 1, 4096, False),
+    "context": (True, 2, 4096, False),
+    "lr": (False, 0.0, 10.0, True),
+    "warmup_fraction": (False, 0.0, 1.0, False),
+    "min_lr_ratio": (False, 0.0, 1.0, False),
+    "weight_decay": (False, 0.0, 10.0, False),
+    "grad_clip": (False, 0.0, 1e6, True),
+    "eval_tokens": (True, 1, 10**9, False),
+}
+#: The most training runs one grid spec may plan, and the largest token count of a run.
+MAX_JOBS = 100_000
+MAX_TOKENS = 10**13
+_MAX_DIMS = {"n_layer": 64, "n_head": 64, "d_model": 8192}
+
+
+def _number(value: Any, key: str, integer: bool = False, low: float = 0.0,
+            high: float = float("inf"), open_low: bool = False) -> Any:
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
-        raise GridError(f"{key} must be a non-negative {'integer' if integer else 'number'}, got {value!r}")
+    ok = not isinstance(value, bool) and isinstance(value, kinds) and math.isfinite(value) \
+        and low <= value <= high and not (open_low and value == low)
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        raise GridError(f"{key} must be {kind} {'>' if open_low else '>='} {low:g} and "
+                        f"<= {high:g}, got {value!r}")
     return value
 
 
@@ -209,8 +238,8 @@ def _custom_shapes(spec: Any) -> dict[str, dict[str, int]]:
     shapes = {}
     for name, dims in spec.items():
         keys = {"n_layer", "n_head", "d_model"}
-        if not isinstance(dims, dict) or set(dims) != keys or not all(type(v) is int and v > 0 for v in dims.values()):
-            raise GridError(f"custom_shapes.{name} must set positive integers n_layer, n_head and d_model")
+        if not isinstance(dims, dict) or set(dims) != keys or not all(type(v) is int and 0 < v <= _MAX_DIMS[k] for k, v in dims.items()):
+            raise GridError(f"custom_shapes.{name} must set positive integers n_layer (<= 64), n_head (<= 64) and d_model (<= 8192)")
         if dims["d_model"] % dims["n_head"]:
             raise GridError(f"custom_shapes.{name}: d_model must be a multiple of n_head")
         shapes[name] = dict(dims)
@@ -323,13 +352,42 @@ class _WorkDir:
     def checkpoint(self, run_id: str) -> Path:
         return self.checkpoints / f"{run_id}.pt"
 
-    def finished_rows(self, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    def finished_rows(self, wanted: set[str], retrain_damaged: bool = False
+                      ) -> dict[str, dict[str, Any]]:
         rows = {}
         for row_id in wanted:
             path = self.rows / f"{row_id}.json"
             if path.exists():
-                rows[row_id] = json.loads(path.read_text())
+                try:
+                    row = json.loads(path.read_text(encoding="utf-8"))
+                    if not isinstance(row, dict):
+                        raise ValueError("not a JSON object")
+                except (ValueError, RecursionError) as exc:
+                    self._damaged(path, f"{type(exc).__name__}: {exc}", retrain_damaged)
+                    continue
+                rows[row_id] = row
         return rows
+
+    def check_checkpoints(self, plan: Plan, rows: dict[str, Any],
+                          retrain_damaged: bool = False) -> None:
+        """Every checkpoint that pending fine-tunings will start from must load."""
+        from bayes_transfer.trainer.training import CheckpointError, load_checkpoint
+
+        for run_id, jobs in plan.finetune.items():
+            path = self.checkpoint(run_id)
+            if not path.exists() or all(j.evaluations[0].row_id in rows for j in jobs):
+                continue
+            try:
+                load_checkpoint(path)
+            except CheckpointError as exc:
+                self._damaged(path, str(exc), retrain_damaged)
+
+    @staticmethod
+    def _damaged(path: Path, why: str, retrain_damaged: bool) -> None:
+        if not retrain_damaged:
+            raise GridError(f"damaged file {path} ({why}); rerun with --retrain-damaged "
+                            "(retrain_damaged=True) to delete it and redo its run")
+        path.unlink(missing_ok=True)  # missing now, so the run is done again
 
     def save(self, result: JobResult) -> None:
         # Checkpoint before rows: a kill in between leaves a checkpoint whose rows are
@@ -366,6 +424,7 @@ def run_grid(
     progress: bool = True,
     work_dir: str | os.PathLike[str] | None = None,
     address: str | None = None,
+    retrain_damaged: bool = False,
 ) -> pd.DataFrame:
     """Train and evaluate every run of ``grid``, write the run table to ``out`` (CSV), return it.
 
@@ -381,6 +440,8 @@ def run_grid(
         progress: show a live progress bar (runs and tokens, with ETA).
         work_dir: where checkpoints and finished rows are kept.
         address: Ray cluster address (``executor="ray"``); None starts a local Ray.
+        retrain_damaged: delete damaged checkpoints and row files in ``work_dir`` and redo
+            their runs (default: refuse with a :class:`GridError` naming the file).
 
     Example:
         >>> grid = Grid.from_dict({"sources": ["synth-a"], "targets": ["synth-b"],
@@ -402,7 +463,8 @@ def run_grid(
     state = _WorkDir(Path(work_dir) if work_dir else default_work_dir(out))
     remove_stale_temps(out.parent, out.name)
     wanted = plan.row_ids()
-    rows = state.finished_rows(wanted)
+    rows = state.finished_rows(wanted, retrain_damaged)
+    state.check_checkpoints(plan, rows, retrain_damaged)
     todo = _Todo(plan, rows, state)
     if not todo.count():
         return _write_table(rows, out)

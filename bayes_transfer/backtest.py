@@ -1,0 +1,242 @@
+"""Backtests: fit below a split, predict above it, and score the intervals on the truth.
+
+A credible interval is a claim about real runs; a backtest checks it the way a user
+needs it checked. :func:`backtest` fits a spec to the rows at or below a split
+(``params``, ``pretrain_tokens`` or ``finetune_tokens`` at a value), optionally leaving
+some (source, target) pairs out entirely, then predicts the held-out rows, i.e. the rows
+above the split and every row of the left-out pairs. It scores
+
+- the coverage of the central 50/80/90/95% intervals of the posterior predictive of a
+  measured loss (``kind="observation"``: the law, its discrepancy and the noise),
+- the median and mean absolute error of the predictive median (nats per token),
+- the PIT of every held-out row (the predictive CDF at the truth; uniform when the
+  intervals are calibrated at every level),
+
+next to the point-fit baseline users run today (per-pair L-BFGS on a Huber loss with
+bootstrap intervals, :mod:`bayes_transfer.baseline`) on the same split in the same run.
+A pair the baseline never saw has no baseline prediction.
+
+Example:
+    >>> from bayes_transfer.backtest import backtest
+    >>> bt = backtest("runs.csv", "chinchilla-pairs", split="params", at=1e9,
+    ...               chains=2, draws=500, warmup=500)  # doctest: +SKIP
+    >>> bt.summary["model"]["coverage"]["0.9"]  # doctest: +SKIP
+    0.9
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs
+from bayes_transfer.spec import ModelSpec, load_spec
+
+__all__ = ["LEVELS", "SPLITS", "Backtest", "backtest", "split_table", "score"]
+
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+SPLITS = ("params", "pretrain_tokens", "finetune_tokens")
+
+
+@dataclass(frozen=True, eq=False)
+class Backtest:
+    """The outcome of :func:`backtest`.
+
+    Attributes:
+        predictions: one row per held-out row: its run-table columns, ``group``
+            (``"observed"``: a fitted pair, above the split; ``"never-run"``: a left-out
+            pair), ``model_median``, ``model_lower_<l>``/``model_upper_<l>`` per level,
+            ``model_pit``, and the same ``baseline_*`` columns (NaN where the baseline
+            cannot predict).
+        summary: ``{"model": {...}, "baseline": {...}, "rows": {...}}``, and per group
+            (``"observed"``, ``"never-run"``) the model's scores when pairs were left out;
+            scores are ``coverage`` (by level, as a string key), ``median_abs_error``,
+            ``mean_abs_error``.
+        posterior: the posterior fitted below the split.
+    """
+
+    predictions: pd.DataFrame
+    summary: dict[str, Any]
+    posterior: Any
+
+
+def split_table(table: RunTable, split: str, at: float, *, leave_pairs_out: int = 0,
+                predict_at: float | None = None, seed: int = 0
+                ) -> tuple[RunTable, RunTable, list[tuple[str, str]]]:
+    """Rows to fit, rows to predict, and the pairs left out.
+
+    Fit: rows with ``split <= at`` of the pairs kept. Predict: the kept pairs' rows above
+    ``at`` (only those at ``split == predict_at`` when it is given, e.g. the largest
+    fine-tuning size) and every row of the ``leave_pairs_out`` pairs drawn at random
+    (seeded) among those whose source and target keep rows in the fit.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    if not np.isfinite(at):
+        raise ValueError(f"--at must be a finite number, not {at}")
+    df = table.df
+    values = df[split].to_numpy(np.float64)
+    if np.isnan(values).any():
+        raise RunTableError(table.name, [Problem(int(np.flatnonzero(np.isnan(values))[0]) + 1,
+                                                 split, "is unknown; cannot split on it")])
+    below = values <= at
+    pair = df["source"].astype(str) + "->" + df["target"].astype(str)
+    left_out: list[tuple[str, str]] = []
+    if leave_pairs_out:
+        rng = np.random.default_rng(seed)
+        candidates = sorted(set(pair[below]))
+        rng.shuffle(candidates)
+        keep = below.copy()
+        for label in candidates:
+            if len(left_out) == leave_pairs_out:
+                break
+            trial = keep & (pair != label).to_numpy()
+            src, tgt = label.split("->", 1)
+            # The pair's source and target must keep rows, or nothing can be said of it.
+            if (trial & (df["source"].astype(str) == src).to_numpy()).any() and \
+                    (trial & (df["target"].astype(str) == tgt).to_numpy()).any():
+                keep = trial
+                left_out.append((src, tgt))
+        if len(left_out) < leave_pairs_out:
+            raise ValueError(f"only {len(left_out)} pairs can be left out while every source "
+                             f"and target keeps rows (asked for {leave_pairs_out})")
+        out_mask = pair.isin([f"{s}->{t}" for s, t in left_out]).to_numpy()
+    else:
+        out_mask = np.zeros(len(df), dtype=bool)
+    fit_mask = below & ~out_mask
+    # Rows above the split are predicted for the pairs the fit saw; a pair with no row
+    # below the split (and not left out on purpose) has nothing to extrapolate from.
+    fitted_pairs = set(pair[fit_mask])
+    above = ~below
+    if predict_at is not None:
+        if not predict_at > at:
+            raise ValueError(f"predict_at ({predict_at:g}) must lie above the split ({at:g})")
+        above &= np.isclose(values, predict_at, rtol=1e-9)
+    test_mask = (above & pair.isin(fitted_pairs).to_numpy()) | out_mask
+    if not fit_mask.any():
+        raise ValueError(f"no row has {split} <= {at:g}: nothing to fit")
+    if not test_mask.any():
+        raise ValueError(f"no row has {split} > {at:g} and no pair is left out: "
+                         "nothing to predict")
+    fit_table = table.subset(fit_mask)
+    test = table.subset(test_mask)
+    test.df["group"] = np.where(out_mask[test_mask], "never-run", "observed")
+    return fit_table, test, left_out
+
+
+def score(draws: np.ndarray, truth: np.ndarray, levels: tuple[float, ...] = LEVELS
+          ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Coverage per level, absolute errors, and per-row columns, from predictive draws.
+
+    ``draws``: ``(draws, rows)`` predictive draws of the loss; ``truth``: ``(rows,)``.
+    """
+    med = np.median(draws, axis=0)
+    cols: dict[str, np.ndarray] = {"median": med}
+    coverage = {}
+    for level in levels:
+        lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+        cols[f"lower_{level:g}"], cols[f"upper_{level:g}"] = lo, hi
+        coverage[f"{level:g}"] = float(np.mean((truth >= lo) & (truth <= hi)))
+    cols["pit"] = np.mean(draws < truth, axis=0)
+    err = np.abs(med - truth)
+    return ({"coverage": coverage, "median_abs_error": float(np.median(err)),
+             "mean_abs_error": float(np.mean(err))}, cols)
+
+
+def _nan_scores(levels) -> dict[str, Any]:
+    return {"coverage": {f"{level:g}": None for level in levels}, "median_abs_error": None,
+            "mean_abs_error": None}
+
+
+def backtest(
+    runs: RunTable | pd.DataFrame | str | os.PathLike[str],
+    spec: ModelSpec | str | os.PathLike[str] | dict[str, Any],
+    *,
+    split: str,
+    at: float,
+    leave_pairs_out: int = 0,
+    predict_at: float | None = None,
+    levels: tuple[float, ...] = LEVELS,
+    baseline: bool = True,
+    bootstrap: int = 100,
+    chains: int = 2,
+    draws: int = 500,
+    warmup: int = 500,
+    seed: int = 0,
+    progress: bool = False,
+) -> Backtest:
+    """Fit ``spec`` below the split, predict above it, and score both the model and the
+    point-fit baseline (see the module docstring).
+
+    Args:
+        runs: the run table (path, DataFrame or loaded table).
+        spec: a model spec (name, path, dict or spec).
+        split: ``"params"``, ``"pretrain_tokens"`` or ``"finetune_tokens"``.
+        at: rows with ``split <= at`` are fitted, the others predicted.
+        leave_pairs_out: also leave this many (source, target) pairs out of the fit
+            entirely (seeded choice) and predict all their rows.
+        predict_at: predict only the rows above the split at this value of ``split``
+            (e.g. the largest fine-tuning size, as in Lin et al.'s protocol).
+        levels: interval masses to score.
+        baseline: also fit the per-pair L-BFGS + bootstrap baseline.
+        bootstrap: the baseline's bootstrap replicates.
+        chains, draws, warmup, seed, progress: passed to :func:`~bayes_transfer.fit`.
+    """
+    from bayes_transfer.diagnostics import SamplingWarning
+    from bayes_transfer.inference import fit
+    from bayes_transfer.model import select_rows
+
+    for level in levels:
+        if not 0 < level < 1:
+            raise ValueError(f"levels must be between 0 and 1, not {level}")
+    spec = load_spec(spec)
+    table, _ = select_rows(spec, load_runs(runs))
+    fit_table, test, left_out = split_table(table, split, at, leave_pairs_out=leave_pairs_out,
+                                            predict_at=predict_at, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        post = fit(fit_table, spec, chains=chains, draws=draws, warmup=warmup, seed=seed,
+                   progress=progress)
+    truth = test.df["loss"].to_numpy(np.float64)
+    rows = test.df.drop(columns=["group"])
+    model_draws = post.predict_draws(rows, kind="observation", seed=seed)
+    model_scores, model_cols = score(model_draws, truth, levels)
+    out = test.df.copy()
+    for key, col in model_cols.items():
+        out[f"model_{key}"] = col
+    summary: dict[str, Any] = {"model": model_scores}
+    observed = (test.df["group"] == "observed").to_numpy()
+    baseline_scores = _nan_scores(levels)
+    if baseline:
+        from bayes_transfer.baseline import fit_baseline
+
+        base = fit_baseline(fit_table, spec.law, by="pair", bootstrap=bootstrap, seed=seed)
+        known = set(base.params.index)
+        label = (test.df["source"].astype(str) + "->" + test.df["target"].astype(str))
+        can = label.isin(known).to_numpy()
+        cols_b: dict[str, np.ndarray] = {}
+        if can.any():
+            b_draws = base.predict_draws(rows.loc[can].reset_index(drop=True),
+                                         kind="observation", seed=seed)
+            baseline_scores, part = score(b_draws, truth[can], levels)
+            for key, col in part.items():
+                full = np.full(len(test), np.nan)
+                full[can] = col
+                cols_b[key] = full
+        for key in model_cols:
+            out[f"baseline_{key}"] = cols_b.get(key, np.full(len(test), np.nan))
+    summary["baseline"] = baseline_scores
+    if left_out:
+        for name, mask in (("observed", observed), ("never-run", ~observed)):
+            summary[name] = score(model_draws[:, mask], truth[mask], levels)[0] \
+                if mask.any() else _nan_scores(levels)
+        summary["pairs_left_out"] = [f"{s}->{t}" for s, t in left_out]
+    summary["rows"] = {"fit": len(fit_table), "predicted": len(test)}
+    summary["split"] = {"column": split, "at": float(at)}
+    summary["diagnostics_ok"] = bool(post.diagnostics.ok)
+    return Backtest(predictions=out, summary=summary, posterior=post)

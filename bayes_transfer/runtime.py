@@ -1,0 +1,68 @@
+"""Process-wide settings that the package never makes on import: the caller opts in.
+
+NumPyro runs chains in parallel on the CPU only across XLA host devices, and JAX fixes
+their number when its backend starts (the first computation). The ``bayes-transfer``
+command asks for one per core at its entry point; a Python user who wants the same calls
+:func:`use_host_devices` before the first fit (otherwise the chains of a CPU fit are
+vectorised in one program: correct, just slower on a multi-core machine).
+
+This module imports nothing heavy, so that the CLI can call it before JAX is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import warnings
+
+__all__ = ["use_host_devices", "quiet_third_party_warnings"]
+
+_FLAG = "--xla_force_host_platform_device_count"
+
+
+def use_host_devices(count: int | None = None) -> int:
+    """Ask JAX for ``count`` CPU devices (default: one per core, at least 4).
+
+    Sets ``XLA_FLAGS`` for this process (and its children) unless it already names a
+    host device count (the user's choice wins). Call it before JAX runs anything; later
+    it cannot take effect and a ``RuntimeWarning`` says so. Returns the count in force
+    (the one asked for, or the user's own).
+
+    Example::
+
+        import bayes_transfer as bt
+        bt.use_host_devices()  # first: then bt.fit(..., chains=4) runs them in parallel
+        post = bt.fit("data/transfer_runs.csv", "transfer-gap-size")
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    chosen = re.search(_FLAG.lstrip("-") + r"=(\d+)", flags)
+    if chosen:
+        return int(chosen[1])
+    want = count if count is not None else max(4, os.cpu_count() or 1)
+    if want < 1:
+        raise ValueError(f"count must be at least 1, not {want}")
+    if _jax_started():
+        warnings.warn("use_host_devices() called after JAX started: the number of CPU "
+                      "devices is already fixed; call it before the first fit",
+                      RuntimeWarning, stacklevel=2)
+        return len(sys.modules["jax"].devices("cpu"))
+    os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={want}".strip()
+    return want
+
+
+def quiet_third_party_warnings() -> None:
+    """Silence warnings a command-line user cannot act on (ArviZ's 1.0 announcement)."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+
+
+def _jax_started() -> bool:
+    # JAX reads XLA_FLAGS when its first backend starts, not when it is imported.
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # another JAX version: assume the worst
+        return True
