@@ -30,6 +30,7 @@ _EXPORTS = {
     "Posterior": "bayes_transfer.inference",
     "use_host_devices": "bayes_transfer.runtime",
     "compare": "bayes_transfer.comparison",
+    "select_model": "bayes_transfer.selection",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

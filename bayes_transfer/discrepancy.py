@@ -36,14 +36,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AXES", "Discrepancy", "group_index", "ranges", "fill_ranges", "distances", "tau_posterior",
+__all__ = ["AXES", "Discrepancy", "POWERS", "group_index", "ranges", "fill_ranges", "distances", "drift_posterior",
            "drift_draws", "calibrate"]
 
 # Axis name in a spec -> the row feature (see laws.features) it runs along.
 AXES = {"params": "log_N", "tokens": "log_D", "pretrain_tokens": "log_p",
         "finetune_tokens": "log_f"}
 _LEVELS = ("global", "source", "target", "pair")
-_TAU_GRID = 400
+_GRID = 150
+#: Growth powers of the drift with distance that the data choose among (see
+#: :func:`drift_posterior`).
+POWERS = (1.0, 1.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -122,39 +125,69 @@ def distances(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.maximum(x - hi, 0.0) + np.maximum(lo - x, 0.0)
 
 
-def tau_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.ndarray,
-                  scale: float, draws: int, rng: np.random.Generator) -> np.ndarray:
-    """Draws of ``tau`` given internal extrapolation errors (see the module docstring).
-
-    Each group's rows share one slope: ``r_g ~ Normal(0, diag(sd^2) + tau^2 d_g d_g^T)``,
-    whose density needs no matrix (Sherman-Morrison). The posterior is evaluated on a
-    grid up to 10 prior scales (or 3x the largest error per unit distance) and sampled
-    by its inverse CDF.
-    """
-    if len(resid) == 0:
-        return np.abs(rng.normal(0.0, scale, draws))
-    top = max(10 * scale, 3 * float(np.max(np.abs(resid) / np.maximum(d, 1e-3))))
-    grid = np.linspace(0.0, top, _TAU_GRID)
-    logp = -0.5 * (grid / scale) ** 2
+def _drift_grid(resid, sd, u, group, scale):
+    """Log posterior density of (m, tau) on a grid, for errors ``r ~ N((m + tau z) u)``
+    per group, and the log evidence (the grid's integral, cell areas included)."""
+    top = max(10 * scale, 3 * float(np.max(np.abs(resid) / np.maximum(u, 1e-3))))
+    taus = np.linspace(0.0, top, _GRID)
+    means = np.linspace(-top, top, 2 * _GRID + 1)
+    t2, m = (taus**2)[None, :], means[:, None]
+    # Normalised priors: m ~ Normal(0, scale), tau ~ HalfNormal(scale).
+    logp = (-0.5 * (m / scale) ** 2 - 0.5 * (t2 / scale**2)
+            + np.log(2.0 / (2 * np.pi * scale**2)))
     w = 1.0 / sd**2
     for g in np.unique(group):
-        m = group == g
-        a = float(np.sum(w[m] * d[m] ** 2))        # d' D^-1 d
-        b = float(np.sum(w[m] * d[m] * resid[m]))  # d' D^-1 r
-        c = float(np.sum(w[m] * resid[m] ** 2))    # r' D^-1 r
-        t2 = grid**2
-        logp += -0.5 * np.log1p(t2 * a) - 0.5 * (c - t2 * b**2 / (1 + t2 * a))
-    p = np.exp(logp - logp.max())
-    cdf = np.cumsum(p)
-    cdf /= cdf[-1]
-    return np.interp(rng.uniform(size=draws), cdf, grid)
+        k = group == g
+        a = float(np.sum(w[k] * u[k] ** 2))        # u' D^-1 u
+        b = float(np.sum(w[k] * u[k] * resid[k]))  # u' D^-1 r
+        c = float(np.sum(w[k] * resid[k] ** 2))    # r' D^-1 r
+        b_e, c_e = b - m * a, c - 2 * m * b + m**2 * a  # the same for e = r - m u
+        logp = logp - 0.5 * np.log1p(t2 * a) - 0.5 * (c_e - t2 * b_e**2 / (1 + t2 * a))
+        logp = logp - 0.5 * np.sum(np.log(2 * np.pi * sd[k] ** 2))
+    cell = (means[1] - means[0]) * (taus[1] - taus[0])
+    evidence = float(np.logaddexp.reduce(logp.ravel()) + np.log(cell))
+    return means, taus, logp, evidence
 
 
-def drift_draws(tau: np.ndarray, d: np.ndarray, group: np.ndarray, n: int,
-                rng: np.random.Generator) -> np.ndarray:
-    """Draws ``(draws, rows)`` of ``s_g * d``: one slope per draw and group."""
-    slopes = tau[:, None] * rng.standard_normal((len(tau), n))
-    return slopes[:, group] * d[None, :]
+def drift_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.ndarray,
+                    scale: float, draws: int, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draws of the drift's mean slope ``m``, its sd ``tau`` and its growth ``power``.
+
+    Each group's rows share one slope ``m + tau z``, and the drift at distance d is
+    ``slope * d^power``: ``r_g ~ Normal(m u_g, diag(sd^2) + tau^2 u_g u_g^T)`` with
+    ``u = d^power``, whose density needs no matrix (Sherman-Morrison). Priors:
+    ``m ~ Normal(0, scale)``, ``tau ~ HalfNormal(scale)``, ``power`` uniform on
+    :data:`POWERS` (linear growth, or faster: a law whose error accelerates away from
+    the data). The posterior is evaluated on a grid per power, the powers weighted by
+    their evidence (Bayesian model averaging), and sampled cell by cell.
+    """
+    if len(resid) == 0:
+        return (rng.normal(0.0, scale, draws), np.abs(rng.normal(0.0, scale, draws)),
+                rng.choice(POWERS, size=draws))
+    grids = [_drift_grid(resid, sd, d**power, group, scale) for power in POWERS]
+    evidence = np.array([g[3] for g in grids])
+    weights = np.exp(evidence - evidence.max())
+    which = rng.choice(len(POWERS), size=draws, p=weights / weights.sum())
+    mean, tau = np.empty(draws), np.empty(draws)
+    for k, (means, taus, logp, _) in enumerate(grids):
+        pick = which == k
+        if not pick.any():
+            continue
+        p = np.exp(logp - logp.max()).ravel()
+        cell = rng.choice(p.size, size=int(pick.sum()), p=p / p.sum())
+        i, j = np.unravel_index(cell, logp.shape)
+        jitter = rng.uniform(-0.5, 0.5, (2, len(cell)))
+        mean[pick] = means[i] + jitter[0] * (means[1] - means[0])
+        tau[pick] = np.abs(taus[j] + jitter[1] * (taus[1] - taus[0]))
+    return mean, tau, np.asarray(POWERS)[which]
+
+
+def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndarray,
+                group: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Draws ``(draws, rows)`` of ``(m + tau z_g) d^power``: one slope per draw and group."""
+    slopes = mean[:, None] + tau[:, None] * rng.standard_normal((len(tau), n))
+    return slopes[:, group] * d[None, :] ** power[:, None]
 
 
 def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndarray,
@@ -187,7 +220,10 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
                 d = distances(x[test], lo_g[g], hi_g[g])
                 info = {"rows": int(test.sum()), "cut": float(np.exp(cut)),
                         "median_abs_log_error": float(np.median(np.abs(resid)))}
-        tau = tau_posterior(resid, np.maximum(sd, 1e-6), d, g, disc.scale, draws, rng)
+        mean, tau, power = drift_posterior(resid, np.maximum(sd, 1e-6), d, g, disc.scale,
+                                           draws, rng)
+        info["mean_median"] = float(np.median(mean))
         info["tau_median"] = float(np.median(tau))
-        out[axis] = {"tau": tau, "info": info}
+        info["power_mean"] = float(np.mean(power))
+        out[axis] = {"mean": mean, "tau": tau, "power": power, "info": info}
     return out

@@ -266,8 +266,9 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units, *,
     feats = features(table.df, units)
     stored = {}
     for axis, result in learned.items():
-        idata.posterior[f"disc_tau_{axis}"] = (("chain", "draw"),
-                                               result["tau"].reshape(n_chain, n_draw))
+        for key in ("mean", "tau", "power"):
+            idata.posterior[f"disc_{key}_{axis}"] = (("chain", "draw"),
+                                                     result[key].reshape(n_chain, n_draw))
         lo, hi = dsc.ranges(np.asarray(feats[dsc.AXES[axis]], dtype=np.float64), group, n)
         stored[axis] = {"lo": [None if np.isnan(v) else float(v) for v in lo],
                         "hi": [None if np.isnan(v) else float(v) for v in hi],
@@ -442,8 +443,9 @@ class Posterior:
                 np.array([np.nan if v is None else v for v in stored[axis]["hi"]]))
             d = dsc.distances(np.asarray(feats[dsc.AXES[axis]], dtype=np.float64),
                               lo[group], hi[group])
-            tau = self.idata.posterior[f"disc_tau_{axis}"].values.reshape(-1)
-            total += dsc.drift_draws(tau, d, group, n, rng)
+            mean, tau, power = (self.idata.posterior[f"disc_{k}_{axis}"].values.reshape(-1)
+                                for k in ("mean", "tau", "power"))
+            total += dsc.drift_draws(mean, tau, power, d, group, n, rng)
         return total
 
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",
@@ -467,11 +469,12 @@ class Posterior:
 
         return gap_table(self, ci=ci)
 
-    def param_table(self, ci: float = 0.9) -> pd.DataFrame:
-        """Every parameter at every group, with credible intervals and diagnostics."""
+    def param_table(self, ci: float = 0.9, units: str = "reference") -> pd.DataFrame:
+        """Every parameter at every group, with credible intervals and diagnostics
+        (``units="raw"``: in the papers' units, for laws whose parameters are global)."""
         from bayes_transfer.report import param_table
 
-        return param_table(self, ci=ci)
+        return param_table(self, ci=ci, units=units)
 
     # ---- persistence ---------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -47,9 +47,8 @@ __all__ = ["read_posterior", "REQUIRED_GROUPS", "OPTIONAL_GROUPS", "LEVEL_DIMS"]
 
 REQUIRED_GROUPS = ("posterior", "constant_data")
 OPTIONAL_GROUPS = ("sample_stats", "observed_data")
-#: The dims a posterior variable may have after ``(chain, draw)`` (``knot``: the
-#: discrepancy's spline knots).
-LEVEL_DIMS = ("source", "target", "pair", "row", "knot")
+#: The dims a posterior variable may have after ``(chain, draw)``.
+LEVEL_DIMS = ("source", "target", "pair", "row")
 _POSTERIOR_COORDS = {"chain", "draw", *LEVEL_DIMS, "pair_source", "pair_target",
                      "pair_observed"}
 # deflate cannot compress more than ~1032:1; a dataset declaring more than this many
@@ -246,11 +245,11 @@ def _check_structure(path: Path, groups: dict[str, xr.Dataset]) -> tuple[ModelSp
         raise _error(path, f"format version {version} is not one bayes_transfer wrote")
     spec = _spec(path, attrs.get("spec"))
     _units(path, attrs.get("units"))
-    for key in ("table_name", "law", "backend", "sampler_settings", "discrepancy_knots"):
+    for key in ("table_name", "law", "backend", "sampler_settings", "discrepancy"):
         if key in attrs and not isinstance(attrs[key], str):
             raise _error(path, f"damaged posterior metadata: {key} is not text")
-    if getattr(spec, "discrepancy", None) is not None:
-        _knots(path, attrs.get("discrepancy_knots"))
+    if spec.discrepancy is not None:
+        _discrepancy(path, attrs.get("discrepancy"), spec, post)
     if "rows_left_out" in attrs and _integer(path, attrs["rows_left_out"],
                                              "rows_left_out") < 0:
         raise _error(path, "damaged posterior metadata: rows_left_out is negative")
@@ -318,20 +317,30 @@ def _units(path: Path, text: Any) -> None:
             raise bad
 
 
-def _knots(path: Path, text: Any) -> None:
-    bad = _error(path, "damaged posterior metadata: discrepancy_knots must be JSON: each "
-                       "axis a list of finite numbers")
+def _discrepancy(path: Path, text: Any, spec: ModelSpec, post: xr.Dataset) -> None:
+    """The learned discrepancy: per axis of the spec, each group's fitted range (numbers
+    or null, one list per end, equally long) and the ``disc_tau_<axis>`` draws."""
+    bad = _error(path, "damaged posterior metadata: discrepancy must be JSON with, for "
+                       "each axis of the spec, lists lo and hi of numbers or nulls")
     try:
-        knots = json.loads(text) if isinstance(text, str) else None
+        meta = json.loads(text) if isinstance(text, str) else None
     except (ValueError, RecursionError):
         raise bad from None
-    if not isinstance(knots, dict):
+    if not isinstance(meta, dict) or set(meta) != set(spec.discrepancy.axes):
         raise bad
-    for values in knots.values():
-        if not isinstance(values, list) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                for v in values):
+    for axis, entry in meta.items():
+        if not isinstance(entry, dict):
             raise bad
+        ends = [entry.get("lo"), entry.get("hi")]
+        if not all(isinstance(e, list) and e for e in ends) or len(ends[0]) != len(ends[1]):
+            raise bad
+        if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)
+                                 and math.isfinite(v)) for e in ends for v in e):
+            raise bad
+        for key in ("mean", "tau", "power"):
+            if f"disc_{key}_{axis}" not in post.data_vars:
+                raise _error(path, f"damaged posterior: no disc_{key}_{axis} draws for the "
+                                   "spec's discrepancy")
 
 
 def _texts(path: Path, da: xr.DataArray, what: str) -> list[str]:

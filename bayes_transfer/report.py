@@ -16,12 +16,27 @@ import pandas as pd
 if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
 
-__all__ = ["gap_table", "param_table", "format_table"]
+__all__ = ["gap_table", "param_table", "format_table", "raw_units_available"]
 
 
-def param_table(post: Posterior, ci: float = 0.9, params: list[str] | None = None
-                ) -> pd.DataFrame:
+def raw_units_available(post: Posterior) -> bool:
+    """Can the parameters be reported in raw units (tokens and parameters of 1)?
+
+    Yes when the law converts (``Law.to_raw``) and every parameter is global, so that a
+    conversion cannot mix groups (e.g. the Chinchilla law on one distribution).
+    """
+    from bayes_transfer.laws import get_law
+
+    return get_law(post.spec.law).to_raw is not None and all(
+        p.level == "global" for p in post.spec.params.values())
+
+
+def param_table(post: Posterior, ci: float = 0.9, params: list[str] | None = None,
+                units: str = "reference") -> pd.DataFrame:
     """One row per (parameter, group): median, interval, log-scale sd, R-hat and ESS.
+
+    ``units``: ``"reference"`` (as fitted, N and tokens in the posterior's reference
+    units) or ``"raw"`` (the papers' units; see :func:`raw_units_available`).
 
     Columns: ``param``, ``level``, ``source``, ``target``, ``observed``, ``median``,
     ``lower``, ``upper``, ``log_sd``, ``r_hat``, ``ess_bulk``. ``observed`` is False for
@@ -33,7 +48,7 @@ def param_table(post: Posterior, ci: float = 0.9, params: list[str] | None = Non
     frames = []
     for name in params or list(post.spec.params):
         level = post.spec.params[name].level
-        da = post.log_param(name)
+        da = post.log_param(name, units=units)
         q = da.quantile([(1 - ci) / 2, 0.5, (1 + ci) / 2], dim=("chain", "draw")).values
         flat = da.values.reshape((-1,) + da.shape[2:])
         rhat = az.rhat(da.to_dataset(name="x"))["x"].values if da.sizes["chain"] > 1 else \

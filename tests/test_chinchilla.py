@@ -40,3 +40,41 @@ def test_chinchilla_replication_values_inside_95_percent_intervals():
     for name in ("B", "beta"):
         lo, hi = np.exp(np.quantile(flat[name], [0.025, 0.975]))
         assert not lo <= ORIGINAL[name] <= hi, name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "chinchilla_svg_extracted.csv").exists(),
+                    reason="reference data not present")
+def test_chinchilla_through_the_cli(tmp_path):
+    """What a new user types: convert, fit, report (raw units, 95%) and predict."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from bayes_transfer.cli import app
+
+    runner = CliRunner()
+    runs, post = tmp_path / "runs.csv", tmp_path / "post.nc"
+    res = runner.invoke(app, ["convert", "chinchilla-svg",
+                              str(DATA / "chinchilla_svg_extracted.csv"), "--out", str(runs)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["fit", str(runs), "--spec", "chinchilla", "--out", str(post),
+                              "--chains", "2", "--draws", "400", "--warmup", "400",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["report", str(post), "--ci", "0.95", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["param"]: r for r in json.loads(res.stdout)["rows"]}
+    for name, value in REPLICATION.items():
+        assert rows[name]["lower"] <= value <= rows[name]["upper"], (name, rows[name])
+    table = runner.invoke(app, ["report", str(post), "--ci", "0.95"])
+    assert "raw units" in table.output
+    new = tmp_path / "new.csv"
+    new.write_text("source,target,params,pretrain_tokens,finetune_tokens\n"
+                   "massivetext,massivetext,70000000000,1400000000000,0\n")
+    res = runner.invoke(app, ["predict", str(post), "--runs", str(new), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    pred = json.loads(res.stdout)["rows"][0]
+    # Chinchilla 70B on 1.4T tokens: the replication's point fit says 1.98 nats.
+    assert pred["loss_lower"] < 1.98 < pred["loss_upper"], pred
+

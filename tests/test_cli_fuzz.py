@@ -204,7 +204,7 @@ def _args(data, pools: dict[str, list[str]]) -> list[str]:
 _FIRST_LINE = re.compile(r"^\s*\S")  # a message first, not a blank line or a traceback
 
 
-@settings(max_examples=500, deadline=None, derandomize=False,
+@settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_command_fails_cleanly_on_hostile_input(good_posterior, monkeypatch, data):

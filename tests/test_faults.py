@@ -151,8 +151,8 @@ def test_killed_fits_never_leave_a_partial_posterior(tiny_sim, tmp_path):
     runs = tmp_path / "runs.csv"
     tiny_sim.runs.df.to_csv(runs, index=False)
     post = tmp_path / "post.nc"
-    args = ["fit", str(runs), "--out", str(post), "--chains", "1", "--draws", "30",
-            "--warmup", "30", "--max-tree-depth", "4", "--no-progress"]
+    args = ["fit", str(runs), "--out", str(post), "--force", "--chains", "1", "--draws",
+            "30", "--warmup", "30", "--max-tree-depth", "4", "--no-progress"]
     full = run_to_end(args)
     previous = post.read_bytes()
     rng = np.random.default_rng(8)

@@ -154,8 +154,8 @@ def test_user_directory_corpus(tmp_path: Path) -> None:
         ({"shapes": ["huge"]}, "unknown shape 'huge'"),
         ({"pretrain_tokens": ["many"]}, "pretrain_tokens must be a non-empty list of integers"),
         ({"finetune_tokens": [0]}, "finetune_tokens must be a non-empty list of integers >= 1"),
-        ({"train": {"lr": "fast"}}, "train.lr must be a non-negative number"),
-        ({"train": {"batch_size": 1.5}}, "train.batch_size must be a non-negative integer"),
+        ({"train": {"lr": "fast"}}, "train.lr must be a finite number > 0"),
+        ({"train": {"batch_size": 1.5}}, "train.batch_size must be an integer >= 1"),
         ({"epochs": 3}, "unknown key 'epochs'"),
     ],
 )

@@ -11,8 +11,8 @@ import importlib
 from bayes_transfer.cli._app import app
 
 # Command modules, imported for their registrations on the shared app.
-for _name in ("data", "convert", "inference", "backtest", "compare", "design", "trainer", "plots",
-              "demo"):
+for _name in ("data", "convert", "inference", "backtest", "select", "compare", "design", "trainer",
+              "plots", "demo"):
     importlib.import_module(f"bayes_transfer.cli.{_name}")
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import app, fail, user_errors
+from bayes_transfer.cli._app import app, user_errors
 from bayes_transfer.cli._app import console as make_console
 
 # NUTS settings: the full demo keeps R-hat and ESS checks meaningful (4 chains); --quick
@@ -98,7 +98,6 @@ def demo(
     from bayes_transfer import plots
     from bayes_transfer.advise import advise
     from bayes_transfer.cli.plots import advice_table, make_figure
-    from bayes_transfer.data import RunTableError
     from bayes_transfer.diagnostics import SamplingWarning
     from bayes_transfer.inference import fit
 
@@ -106,10 +105,11 @@ def demo(
     checks.output_dir(out, inputs=[runs])
     checks.positive(batch, "--batch", integer=True, maximum=1000)
     checks.seed(seed)
-    with user_errors():
+    with user_errors():  # the spec and the table are checked before anything is written
         from bayes_transfer.spec import load_spec
 
         load_spec(spec)
+        table = demo_table(runs)
     console = make_console()
     start = time.perf_counter()
     settings = SETTINGS[quick]
@@ -122,11 +122,6 @@ def demo(
     # A failed write (full disk) ends the progress display, then prints one line.
     with user_errors(), Progress(*columns, console=console, transient=False) as progress:
         steps = progress.add_task("loading the run table", total=4 + len(PLOTS))
-        try:
-            table = demo_table(runs)
-        except (FileNotFoundError, RunTableError) as exc:
-            progress.stop()
-            raise fail(str(exc)) from None
         console.print(Text.assemble("run table ", (table.name, "bold"), f": {len(table)} "
                                     f"fine-tuned rows, {len(table.sources)} sources x "
                                     f"{len(table.targets)} targets, "

@@ -38,6 +38,11 @@ class Format(StrEnum):
     json = "json"
 
 
+class Units(StrEnum):
+    raw = "raw"
+    reference = "reference"
+
+
 class Kind(StrEnum):
     mean = "mean"
     observation = "observation"
@@ -112,12 +117,20 @@ def _finite(obj):
     return obj
 
 
-def _report_frame(post, ci: float, params: bool) -> tuple[pd.DataFrame, str]:
+def _report_frame(post, ci: float, params: bool, units: str = "reference"
+                  ) -> tuple[pd.DataFrame, str]:
     if params or post.spec.gap is None:
-        df = post.param_table(ci=ci)
+        from bayes_transfer.report import raw_units_available
+
+        if units == "raw" and not raw_units_available(post):
+            units = "reference"
+        df = post.param_table(ci=ci, units=units)
         cols = ["param", "level", "source", "target", "observed", "median", "lower",
                 "upper", "r_hat", "ess_bulk"]
-        return df[cols], f"parameters, {ci:.0%} credible intervals"
+        where = ("raw units (parameters and tokens of 1)" if units == "raw" else
+                 f"reference units (N in {post.units.params:g} parameters, tokens in "
+                 f"{post.units.tokens:g} tokens)")
+        return df[cols], f"parameters, {ci:.0%} credible intervals, {where}"
     df = post.gap_table(ci=ci)
     cols = ["param", "source", "target", "observed", "median", "lower", "upper", "r_hat",
             "ess_bulk"]
@@ -203,8 +216,15 @@ def report_command(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
     params: bool = typer.Option(False, "--params",
                                 help="Every parameter (exponents, floors) at every group."),
+    units: Units = typer.Option(Units.raw, help="Parameter units: raw (the papers': "
+                                "parameters and tokens of 1; laws with global parameters "
+                                "only) or reference (as fitted)."),
 ) -> None:
     """Credible intervals of the transfer gap of every pair (or of every parameter).
+
+    The title states the units of the coefficients: raw where the law's parameters are
+    all global (e.g. the Chinchilla law, whose A and B then read as in the papers),
+    reference units otherwise.
 
     One row per pair: source, target, observed (False: a pair with no runs, whose
     interval is the crossed-effects predictive), median, lower, upper, r_hat, ess_bulk.
@@ -218,7 +238,7 @@ def report_command(
     checks.ci(ci)
     with _user_errors():
         post = Posterior.load(posterior)
-        df, title = _report_frame(post, ci, params)
+        df, title = _report_frame(post, ci, params, units.value)
         if fmt is Format.table:
             _print_diagnostics(post.diagnostics, strict=False)
         _emit(df, fmt, f"{posterior.name}: {title}",

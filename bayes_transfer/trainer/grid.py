@@ -198,7 +198,7 @@ def _int_list(spec: Mapping[str, Any], key: str, minimum: int, default: list[int
     value = spec.get(key, default)
     ok = isinstance(value, list) and value and all(type(v) is int and minimum <= v <= MAX_TOKENS for v in value)
     if not ok:
-        raise GridError(f"{key} must be a non-empty list of integers from {minimum} to {MAX_TOKENS:.0e}, got {value!r}")
+        raise GridError(f"{key} must be a non-empty list of integers >= {minimum} (and <= {MAX_TOKENS:.0e}), got {value!r}")
     return sorted(set(value))
 
 

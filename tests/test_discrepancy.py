@@ -1,0 +1,153 @@
+"""The discrepancy term: its pieces, its calibration, and a fit that carries it."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_transfer import discrepancy as dsc
+from bayes_transfer.spec import ModelSpec, SpecError
+
+
+def test_distances_are_zero_inside_and_grow_outside():
+    lo, hi = np.array([0.0, 1.0]), np.array([2.0, 3.0])
+    x = np.array([1.0, 2.5, 4.0, -1.0, -np.inf])
+    group = np.array([0, 0, 1, 1, 0])
+    d = dsc.distances(x, lo[group], hi[group])
+    np.testing.assert_allclose(d, [0.0, 0.5, 1.0, 2.0, 0.0])
+
+
+def test_groups_without_rows_take_the_range_of_all():
+    lo, hi = dsc.ranges(np.array([1.0, 2.0, 5.0]), np.array([0, 0, 2]), 3)
+    assert np.isnan(lo[1]) and hi[2] == 5.0
+    flo, fhi = dsc.fill_ranges(lo, hi)
+    assert flo[1] == 1.0 and fhi[1] == 5.0
+
+
+def test_drift_posterior_is_calibrated():
+    """Draw the mean slope and tau from their priors and errors from the model; the
+    posterior's 90% intervals must hold the truths 90% of the time (300 replicates,
+    +-3 binomial sd)."""
+    rng = np.random.default_rng(0)
+    scale, hits, n_rep = 0.05, np.zeros(2), 300
+    for _ in range(n_rep):
+        mean, tau = rng.normal(0, scale), abs(rng.normal(0, scale))
+        group = np.repeat(np.arange(6), 4)
+        d = rng.uniform(0.1, 2.0, size=group.size)
+        sd = np.full(group.size, 0.01)
+        slopes = mean + tau * rng.standard_normal(6)
+        resid = slopes[group] * d + sd * rng.standard_normal(group.size)
+        draws = dsc.drift_posterior(resid, sd, d, group, scale, 2000, rng)[:2]
+        for k, (truth, post) in enumerate(zip((mean, tau), draws, strict=True)):
+            lo, hi = np.quantile(post, [0.05, 0.95])
+            hits[k] += lo <= truth <= hi
+    assert ((0.85 <= hits / n_rep) & (hits / n_rep <= 0.95)).all(), hits / n_rep
+
+
+def test_drift_posterior_without_data_is_the_prior():
+    rng = np.random.default_rng(1)
+    mean, tau, _ = dsc.drift_posterior(np.zeros(0), np.zeros(0), np.zeros(0),
+                                       np.zeros(0, int), 0.05, 20000, rng)
+    assert abs(np.median(tau) - 0.05 * 0.6745) < 0.002 and abs(np.std(mean) - 0.05) < 0.002
+
+
+def test_drift_draws_share_a_slope_within_a_group():
+    rng = np.random.default_rng(2)
+    out = dsc.drift_draws(np.full(5000, 0.02), np.full(5000, 0.1), np.ones(5000),
+                          np.array([1.0, 2.0, 1.0]), np.array([0, 0, 1]), 2, rng)
+    np.testing.assert_allclose(out[:, 1], 2 * out[:, 0])
+    assert abs(np.corrcoef(out[:, 0] - 0.02, out[:, 2] - 0.02)[0, 1]) < 0.05
+    assert abs(out[:, 0].std() - 0.1) < 0.005 and abs(out[:, 0].mean() - 0.02) < 0.005
+
+
+@pytest.mark.parametrize("section, words", [
+    ({"axes": ["bogus"]}, "discrepancy.axes"),
+    ({"axes": "params"}, "discrepancy.axes"),
+    ({"level": "row"}, "discrepancy.level"),
+    ({"scale": -1.0}, "discrepancy.scale"),
+    ({"scale": float("inf")}, "discrepancy.scale"),
+    ({"holdout": 1.0}, "discrepancy.holdout"),
+    ({"knots": 4}, "unknown key of discrepancy"),
+])
+def test_bad_discrepancy_sections_are_refused(section, words):
+    with pytest.raises(SpecError, match=words):
+        ModelSpec.from_dict({"law": "chinchilla", "discrepancy": section})
+
+
+def test_drift_power_follows_the_data():
+    """Errors that grow as d^2 choose power 2; errors that grow linearly, power 1."""
+    rng = np.random.default_rng(5)
+    group = np.repeat(np.arange(20), 5)
+    d = np.tile(np.linspace(0.2, 2.5, 5), 20)
+    sd = np.full(group.size, 0.002)
+    slopes = 0.03 * rng.standard_normal(20)
+    for power in (1.0, 2.0):
+        resid = slopes[group] * d**power + sd * rng.standard_normal(group.size)
+        got = dsc.drift_posterior(resid, sd, d, group, 0.05, 4000, rng)[2]
+        assert np.mean(got == power) > 0.9, (power, np.unique(got, return_counts=True))
+
+
+def test_spec_round_trips_through_json():
+    spec = ModelSpec.from_dict({"law": "chinchilla",
+                                "discrepancy": {"axes": ["params", "tokens"], "scale": 0.1}})
+    again = ModelSpec.from_json(spec.to_json())
+    assert again.discrepancy == spec.discrepancy and again == spec
+
+
+@pytest.fixture(scope="module")
+def drift_posterior(tmp_path_factory):
+    """A Chinchilla fit with a discrepancy on a table whose law is slightly wrong."""
+    from bayes_transfer.diagnostics import SamplingWarning
+    from bayes_transfer.inference import fit
+
+    rng = np.random.default_rng(3)
+    n = np.exp(rng.uniform(np.log(1e6), np.log(1e8), 60))
+    d = 20 * n * np.exp(rng.uniform(-1, 1, 60))
+    # A log-curvature the law cannot follow: its extrapolations drift.
+    loss = (1.7 + 30 * n**-0.3 + 60 * d**-0.3) * np.exp(0.01 * (np.log(n) - 16) ** 2)
+    loss *= np.exp(0.005 * rng.standard_normal(60))
+    df = pd.DataFrame({"run_id": [f"r{i}" for i in range(60)], "source": "web",
+                       "target": "web", "params": n.astype(int),
+                       "pretrain_tokens": d.astype(int), "finetune_tokens": 0, "loss": loss})
+    spec = ModelSpec.from_dict({"law": "chinchilla", "discrepancy": {
+        "axes": ["params"], "level": "global", "scale": 0.05}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        post = fit(df, spec, chains=1, draws=300, warmup=300, seed=0, progress=False)
+    path = tmp_path_factory.mktemp("disc") / "post.nc"
+    post.save(path)
+    return post, path
+
+
+def test_fit_learns_tau_and_intervals_widen_outside_the_range(drift_posterior):
+    post, _ = drift_posterior
+    info = post.idata.posterior.attrs["discrepancy"]
+    assert '"rows"' in info
+    assert post.idata.posterior["disc_tau_params"].shape[:2] == (1, 300)
+    assert post.idata.posterior["disc_mean_params"].shape[:2] == (1, 300)
+    rows = pd.DataFrame({"source": "web", "target": "web", "params": [3e7, 1e9, 1e10],
+                         "pretrain_tokens": [6e8, 2e10, 2e11], "finetune_tokens": 0})
+    draws = np.log(post.predict_draws(rows))
+    width = np.quantile(draws, 0.95, axis=0) - np.quantile(draws, 0.05, axis=0)
+    assert width[0] < width[1] < width[2]
+    # Without the discrepancy the far prediction is much narrower.
+    from dataclasses import replace
+
+    bare = replace(post, spec=replace(post.spec, discrepancy=None))
+    bare_draws = np.log(bare.predict_draws(rows))
+    bare_width = np.quantile(bare_draws, 0.95, axis=0) - np.quantile(bare_draws, 0.05, axis=0)
+    assert width[2] > 1.5 * bare_width[2]
+
+
+def test_discrepancy_survives_save_and_load(drift_posterior):
+    from bayes_transfer.inference import Posterior
+
+    post, path = drift_posterior
+    again = Posterior.load(path)
+    assert again.spec.discrepancy == post.spec.discrepancy
+    rows = pd.DataFrame({"source": "web", "target": "web", "params": [1e9],
+                         "pretrain_tokens": [2e10], "finetune_tokens": 0})
+    np.testing.assert_allclose(again.predict_draws(rows, seed=4), post.predict_draws(rows, seed=4))
