@@ -239,4 +239,23 @@ def backtest(
     summary["rows"] = {"fit": len(fit_table), "predicted": len(test)}
     summary["split"] = {"column": split, "at": float(at)}
     summary["diagnostics_ok"] = bool(post.diagnostics.ok)
+    summary["prediction_rhat_max"] = _prediction_rhat(post, model_draws)
     return Backtest(predictions=out, summary=summary, posterior=post)
+
+
+def _prediction_rhat(post: Any, draws: np.ndarray) -> float | None:
+    """The largest R-hat of the held-out rows' log predictive draws.
+
+    A table can leave a direction of the parameters unidentified (one model size per
+    source: its size term and its floor trade off), and NUTS then mixes poorly along it
+    while the predictions, which depend on the sum, mix well: this says which.
+    """
+    import arviz as az
+
+    chains = post.idata.posterior.sizes["chain"]
+    if chains < 2:
+        return None
+    log = np.log(draws).reshape(chains, -1, draws.shape[1])
+    rhat = az.rhat(az.convert_to_dataset({"y": log}))["y"].values
+    return float(np.nanmax(rhat))
+

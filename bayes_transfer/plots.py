@@ -310,7 +310,9 @@ def _population_sites(post: Posterior) -> list[str]:
                 sites.append(f"log_{p.name}")
             continue
         sites += [s for s, dims in p.site_names.items() if not dims]  # scalars only
-    return sites + ["sigma"]
+    # A crossed level collapses on a one-source or one-target table (model.crossed):
+    # only the sites the fit made exist.
+    return [s for s in sites + ["sigma"] if s in post.idata.posterior]
 
 
 def prior_draws(post: Posterior, sites: Sequence[str] | None = None, *, n: int = 1000,

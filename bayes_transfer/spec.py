@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -217,15 +216,10 @@ class ModelSpec:
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ModelSpec:
         """Read a spec from a TOML file (parsed with ``tomllib``: no code is evaluated)."""
+        from bayes_transfer._io import read_toml
+
         path = Path(path)
-        try:
-            d = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SpecError(f"{path}: no such model spec") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise SpecError(f"{path}: not valid TOML: {exc}") from None
-        except OSError as exc:  # a directory, no permission, ...
-            raise SpecError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+        d = read_toml(path, SpecError, "model spec")
         return cls.from_dict(d, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

@@ -95,6 +95,9 @@ def main() -> int:
         if not s["diagnostics_ok"]:
             print(f"#   {name}: the fit below the split failed its diagnostics: "
                   f"{bt.posterior.diagnostics}")
+            rhat = s["prediction_rhat_max"]
+            print(f"#   {name}: largest R-hat of the held-out rows' predictions: "
+                  f"{'-' if rhat is None else f'{rhat:.3f}'}")
         info = bt.posterior.idata.posterior.attrs.get("discrepancy")
         if info:
             learned = {a: {k: round(v, 4) for k, v in d.items()

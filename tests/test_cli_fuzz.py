@@ -161,7 +161,7 @@ def _args(data, pools: dict[str, list[str]]) -> list[str]:
 
     command = data.draw(st.sampled_from([
         "validate", "fit", "report", "predict", "simulate", "suggest", "loop", "train",
-        "plot", "advise", "demo", "convert"]))
+        "plot", "advise", "demo", "convert", "backtest", "select", "compare"]))
     if command == "validate":
         return [command, one("runs")]
     if command == "fit":
@@ -196,6 +196,17 @@ def _args(data, pools: dict[str, list[str]]) -> list[str]:
         return [command, "--out", one("dir"),
                 *options({"--batch": "int", "--runs": "runs", "--seed": "int",
                           "--spec": "spec"})]
+    if command == "backtest":
+        split = data.draw(st.sampled_from(["params", "pretrain_tokens", "bogus"]))
+        return [command, one("runs"), "--spec", one("spec"), "--split", split, "--at",
+                one("num"), *options({"--predictions": "out", "--plot": "out",
+                                      "--seed": "int", "--chains": "int"})]
+    if command == "select":
+        return [command, one("runs"),
+                *options({"--spec": "spec", "--target": "name", "--at": "num",
+                          "--budget": "num", "--ci": "num", "--out": "out", "--seed": "int"})]
+    if command == "compare":
+        return [command, one("post"), one("post"), *options({"--out": "out"})]
     fmt = data.draw(st.sampled_from(["rectified-scaling", "llm-line", "chinchilla-svg",
                                      "bogus"]))
     return ["convert", fmt, one("runs"), "--out", one("out")]

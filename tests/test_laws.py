@@ -56,7 +56,7 @@ def test_effective_data_matches_hand_computation():
 
 
 @pytest.mark.parametrize("name", ["chinchilla", "transfer-gap", "transfer-gap-size",
-                                  "effective-data"])
+                                  "effective-data", "rectified"])
 def test_extreme_inputs_stay_finite(name):
     law = get_law(name)
     n = np.array([1e12, 1.0, 1e12, 50.0])
@@ -119,7 +119,7 @@ def test_every_law_documents_its_formula_and_source():
 
 
 @pytest.mark.parametrize("name", ["chinchilla", "transfer-gap", "transfer-gap-size",
-                                  "effective-data"])
+                                  "effective-data", "rectified"])
 def test_reference_units_convert_back_to_raw(name):
     # The same loss in reference units and, after to_raw, in the papers' units.
     from bayes_transfer.laws import Units
@@ -143,3 +143,20 @@ def test_units_from_table_are_decades_of_geometric_means():
     assert Units.from_table(df) == Units(params=1e7, tokens=1e7)
     with pytest.raises(ValueError, match="units.tokens must be a positive number"):
         Units(tokens=0)
+
+
+def test_rectified_matches_hand_computation_and_is_finite_at_zero_shot():
+    law = get_law("rectified")
+    params = {"B": 30.0, "D_l": 5.0, "beta": 0.4, "E": 1.2}
+    f = np.array([0.0, 200.0, 1e6])
+    got = np.asarray(law.loss(f=f, **params))
+    want = 30.0 / (5.0 + f**0.4) + 1.2
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[0] == pytest.approx(30.0 / 5.0 + 1.2)  # the zero-shot point: B / D_l + E
+    # NUTS differentiates through f = 0 rows too.
+    feats = features_from_arrays(np.ones(3), np.zeros(3), f)
+    lp = {k: jnp.log(v) for k, v in params.items()}
+    grads = jax.grad(lambda lp: law.log_loss(feats, lp).sum())(lp)
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads.values())
+    assert float(grads["beta"]) != 0.0
+

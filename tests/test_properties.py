@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import unicodedata
 import warnings
 
 import numpy as np
@@ -204,8 +205,10 @@ NA_SPELLINGS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-
 @SETTINGS
 @given(st.lists(names, min_size=1, max_size=5))
 def test_unicode_and_odd_names_survive_a_csv_round_trip(tmp_path_factory, labels):
+    # Control characters (NUL, ESC, ...) are refused by design (issue 14, item 8): see
+    # test_reliability2.test_8_control_characters...
     assume(all(s.strip() and "\r" not in s and s.strip() not in NA_SPELLINGS
-               for s in labels))
+               and not any(unicodedata.category(c) == "Cc" for c in s) for s in labels))
     n = len(labels)
     df = valid_rows(n).assign(source=labels, run_id=[f"{s}#{i}" for i, s in enumerate(labels)])
     path = tmp_path_factory.mktemp("uni") / "runs.csv"

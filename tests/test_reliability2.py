@@ -411,6 +411,15 @@ def test_7_spec_values_of_the_wrong_type_or_range_are_named(entry, words):
         ModelSpec.from_dict({"law": "transfer-gap", **entry})
 
 
+def test_7_deep_nesting_in_a_spec_toml_is_a_spec_error(tmp_path):
+    from bayes_transfer.spec import SpecError, load_spec
+
+    path = tmp_path / "deep.toml"
+    path.write_text("law = " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_spec(path)
+
+
 @pytest.mark.parametrize("change, words", [
     ("[train]\n", None),  # the valid grid, as a control
     ("train = 5\n", "[train] must be a table"),

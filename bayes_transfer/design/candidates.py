@@ -214,8 +214,10 @@ def _range(spec: Mapping[str, Any], where: str) -> np.ndarray:
     if scale not in ("log", "linear"):
         raise CandidateSpecError(f"{where}: scale must be 'log' or 'linear', not {scale!r}")
     if isinstance(lo, bool) or isinstance(hi, bool) or not (
-            isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 <= lo <= hi):
-        raise CandidateSpecError(f"{where}: need 0 <= min <= max, got min={lo!r} max={hi!r}")
+            isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+            and 0 <= lo <= hi < 1e16):
+        raise CandidateSpecError(f"{where}: need 0 <= min <= max, numbers below 1e16; got "
+                                 f"min={lo!r} max={hi!r}")
     if scale == "log":
         if lo <= 0:
             raise CandidateSpecError(f"{where}: a log range needs min > 0, got {lo!r}")

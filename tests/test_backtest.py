@@ -1,0 +1,115 @@
+"""Backtests: the split, the scores, and the CLI's JSON contract."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bayes_transfer.backtest import score, split_table
+from bayes_transfer.cli import app
+from bayes_transfer.data import load_runs
+
+
+def _zero_shot_table(seed: int = 0) -> pd.DataFrame:
+    """3 sources x 3 targets, zero-shot, a Chinchilla law per pair with small noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, s in enumerate("abc"):
+        for j, t in enumerate("xyz"):
+            for n in (1e6, 3e6, 1e7, 3e7, 1e8):
+                d = 20 * n
+                loss = 1.5 + 0.2 * i + 0.1 * j + 60 * n**-0.3 + 80 * d**-0.3
+                rows.append({"run_id": f"{s}-{n:g}", "source": s, "target": t,
+                             "params": int(n), "pretrain_tokens": int(d), "finetune_tokens": 0,
+                             "loss": loss * np.exp(0.005 * rng.standard_normal())})
+    return pd.DataFrame(rows)
+
+
+def test_split_fits_below_and_predicts_above():
+    table = load_runs(_zero_shot_table())
+    fit, test, out = split_table(table, "params", 1e7)
+    assert (fit.df["params"] <= 1e7).all() and (test.df["params"] > 1e7).all()
+    assert len(fit) + len(test) == len(table) and out == []
+    assert set(test.df["group"]) == {"observed"}
+
+
+def test_leave_pairs_out_keeps_every_source_and_target():
+    table = load_runs(_zero_shot_table())
+    fit, test, out = split_table(table, "params", 1e7, leave_pairs_out=3, seed=1)
+    assert len(out) == 3
+    fitted = set(zip(fit.df["source"].astype(str), fit.df["target"].astype(str),
+                     strict=True))
+    for s, t in out:
+        assert (s, t) not in fitted
+        assert s in set(fit.df["source"].astype(str)) and t in set(fit.df["target"].astype(str))
+        rows = test.df[(test.df["source"] == s) & (test.df["target"] == t)]
+        assert len(rows) == 5 and (rows["group"] == "never-run").all()  # all its rows
+
+
+def test_predict_at_and_refusals():
+    table = load_runs(_zero_shot_table())
+    _, test, _ = split_table(table, "params", 1e7, predict_at=1e8)
+    assert (test.df["params"] == 1e8).all()
+    with pytest.raises(ValueError, match="nothing to fit"):
+        split_table(table, "params", 1.0)
+    with pytest.raises(ValueError, match="nothing to predict"):
+        split_table(table, "params", 1e9)
+    with pytest.raises(ValueError, match="split must be one of"):
+        split_table(table, "loss", 2.0)
+    with pytest.raises(ValueError, match="only .* pairs can be left out"):
+        split_table(table, "params", 1e7, leave_pairs_out=9)
+
+
+def test_score_is_calibrated_when_the_predictive_is_right():
+    """Truths drawn from the predictive itself: coverage nominal within 3 binomial sd,
+    PIT uniform."""
+    rng = np.random.default_rng(0)
+    n_rows = 2000
+    centre = rng.uniform(2, 4, n_rows)
+    draws = centre + 0.1 * rng.standard_normal((4000, n_rows))
+    truth = centre + 0.1 * rng.standard_normal(n_rows)
+    summary, cols = score(draws, truth)
+    for level, cov in summary["coverage"].items():
+        sd = np.sqrt(float(level) * (1 - float(level)) / n_rows)
+        assert abs(cov - float(level)) < 3 * sd, (level, cov)
+    hist = np.histogram(cols["pit"], bins=10, range=(0, 1))[0]
+    assert hist.min() > 150 and hist.max() < 250
+    # Overconfident draws under-cover: the score sees it.
+    narrow, _ = score(centre + 0.03 * rng.standard_normal((4000, n_rows)), truth)
+    assert narrow["coverage"]["0.9"] < 0.5
+
+
+@pytest.mark.slow
+def test_cli_backtest_json_contract(tmp_path):
+    runs = tmp_path / "runs.csv"
+    _zero_shot_table().to_csv(runs, index=False)
+    spec = tmp_path / "spec.toml"
+    spec.write_text('law = "chinchilla"\nrows = "all"\n'
+                    '[params.E]\nlevel = "pair"\npooling = "crossed"\nloc = 0.5\n'
+                    '[discrepancy]\naxes = ["params"]\nlevel = "pair"\n')
+    preds, plot = tmp_path / "pred.csv", tmp_path / "pit.png"
+    res = CliRunner().invoke(app, [
+        "backtest", str(runs), "--spec", str(spec), "--split", "params", "--at", "1e7",
+        "--leave-pairs-out", "2", "--format", "json", "--chains", "1", "--draws", "100",
+        "--warmup", "100", "--bootstrap", "20", "--predictions", str(preds),
+        "--plot", str(plot)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    for method in ("model", "baseline"):
+        assert set(doc[method]["coverage"]) == {"0.5", "0.8", "0.9", "0.95"}
+        assert {"median_abs_error", "mean_abs_error"} <= set(doc[method])
+    # 9 pairs x 3 sizes <= 1e7, less 2 pairs left out; 7 pairs x 2 sizes above + 2 x 5.
+    assert doc["rows"] == {"fit": 27 - 6, "predicted": 14 + 10}
+    assert "never-run" in doc and len(doc["pairs_left_out"]) == 2
+    df = pd.read_csv(preds)
+    assert {"model_median", "model_lower_0.9", "model_pit", "baseline_median"} <= set(df)
+    assert df.loc[df["group"] == "never-run", "baseline_median"].isna().all()
+    assert plot.stat().st_size > 0
+    # Existing outputs are not replaced without --force, before any work.
+    again = CliRunner().invoke(app, ["backtest", str(runs), "--spec", str(spec), "--split",
+                                     "params", "--at", "1e7", "--predictions", str(preds)])
+    assert again.exit_code == 1 and "--force" in again.output
