@@ -62,7 +62,7 @@ class Discrepancy:
 
     axes: tuple[str, ...] = ("params",)
     level: str = "pair"
-    scale: float = 0.05
+    scale: float = 0.02
     holdout: float = 0.3
 
     def __post_init__(self) -> None:
