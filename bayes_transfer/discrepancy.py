@@ -191,12 +191,14 @@ def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndar
 
 
 def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndarray,
-              n: int, predict_holdout: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+              n: int, predict_holdout: Callable[[np.ndarray, np.ndarray],
+                                                tuple[np.ndarray, np.ndarray, np.ndarray]],
               draws: int, seed: int) -> dict[str, dict[str, Any]]:
     """Learn each axis's ``tau`` by an internal extrapolation of the fitted table.
 
-    ``predict_holdout(fit_mask)`` fits the rows of ``fit_mask`` and returns, for the
-    other rows, the log predictive median and sd. Returns per axis the ``tau`` draws and
+    ``predict_holdout(fit_mask, test_mask)`` fits the rows of ``fit_mask`` and returns,
+    for the rows of ``test_mask`` (above the cut, of groups with rows below it), the log
+    predictive median and sd and the observed log loss. Returns per axis the ``tau`` draws and
     what the calibration saw (rows held out, their median absolute log error).
     """
     rng = np.random.default_rng(seed)
@@ -214,7 +216,7 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
             # Held out: rows above the cut of groups that keep rows below it.
             test = ~fit_mask & np.isfinite(hi_g[group])
             if test.any() and fit_mask.sum() >= 3:
-                log_med, log_sd, log_obs = predict_holdout(fit_mask)
+                log_med, log_sd, log_obs = predict_holdout(fit_mask, test)
                 resid = log_obs - log_med
                 sd, g = log_sd, group[test]
                 d = distances(x[test], lo_g[g], hi_g[g])

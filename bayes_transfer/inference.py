@@ -248,14 +248,14 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units, *,
     group = dsc.group_index(disc.level, table.source_idx, table.target_idx,
                             len(table.targets))
 
-    def predict_holdout(fit_mask: np.ndarray):
+    def predict_holdout(fit_mask: np.ndarray, test_mask: np.ndarray):
         inner = table.subset(fit_mask)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SamplingWarning)
             post = fit(inner, bare, chains=min(chains, 2), draws=min(draws, 400),
                        warmup=min(warmup, 400), seed=seed, backend=backend, device=device,
                        progress=False, units=units)
-        held = table.subset(~fit_mask)
+        held = table.subset(test_mask)
         log_draws = np.log(post.predict_draws(held, kind="observation", seed=seed))
         return (np.median(log_draws, axis=0), log_draws.std(axis=0),
                 np.log(held.df["loss"].to_numpy(np.float64)))

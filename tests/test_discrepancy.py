@@ -151,3 +151,22 @@ def test_discrepancy_survives_save_and_load(drift_posterior):
     rows = pd.DataFrame({"source": "web", "target": "web", "params": [1e9],
                          "pretrain_tokens": [2e10], "finetune_tokens": 0})
     np.testing.assert_allclose(again.predict_draws(rows, seed=4), post.predict_draws(rows, seed=4))
+
+
+def test_calibrate_predicts_only_groups_with_rows_below_the_cut():
+    """A group whose rows all lie above the cut has nothing to extrapolate from: it is
+    neither predicted nor scored (it used to misalign errors and distances)."""
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 3.5, 3.8, 4.0])
+    group = np.array([0, 0, 0, 0, 0, 1, 1, 1])  # group 1: only above the cut
+    seen = {}
+
+    def predict_holdout(fit_mask, test_mask):
+        seen["fit"], seen["test"] = fit_mask.copy(), test_mask.copy()
+        k = int(test_mask.sum())
+        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02)
+
+    disc = dsc.Discrepancy(axes=("params",), level="pair", holdout=0.3)
+    out = dsc.calibrate(disc, {"log_N": x}, group, 2, predict_holdout, draws=200, seed=0)
+    assert seen["test"].tolist() == [False, False, False, True, True, False, False, False]
+    assert not seen["fit"][5:].any()
+    assert out["params"]["info"]["rows"] == 2 and out["params"]["mean"].shape == (200,)
