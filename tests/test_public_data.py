@@ -327,7 +327,7 @@ def test_cli_convert_refuses_malformed_inputs(tmp_path):
     _one_error(_convert("llm-line", str(LLM_LINE), "--out", str(out), "--tokens-per-example",
                         "3"), "does not take tokens_per_example")
     _one_error(_convert("llm-line", str(tmp_path / "nope.csv"), "--out", str(out)),
-               "no such file")
+               "no such published table")
     assert not out.exists()
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -72,3 +74,23 @@ def user_errors(kind: str | None = None) -> Iterator[None]:
     except (KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise fail(msg, kind or kinds.get(type(exc).__name__, "error")) from None
+
+
+class Format(StrEnum):
+    """How a command prints its results: ``--format table|csv|json``."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
+

@@ -34,7 +34,8 @@ MAX_SEED = 2**32 - 1
 MAX_COUNT = 1e16
 
 
-def _same(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """Are ``a`` and ``b`` the same file (after links), whether or not both exist?"""
     if a.resolve() == b.resolve():
         return True
     try:
@@ -79,7 +80,7 @@ def output_file(path: Path, *, inputs: Iterable[Path | str | None] = (), force: 
         if path.suffix.lower() not in allowed:
             raise fail(f"{flag} {path}: use a file name ending in {', '.join(allowed)}")
     for inp in inputs:
-        if inp is not None and Path(inp).exists() and _same(path, Path(inp)):
+        if inp is not None and Path(inp).exists() and same_file(path, Path(inp)):
             raise fail(f"{flag} {path} is the input {inp}; write the output to another file")
     _writable_parent(path, flag)
     if path.exists() and not (force or may_exist):
@@ -94,7 +95,7 @@ def output_dir(path: Path, *, inputs: Iterable[Path | str | None] = (),
     if path.exists() and not path.is_dir():
         raise fail(f"{flag} {path} exists and is not a directory")
     for inp in inputs:
-        if inp is not None and Path(inp).exists() and _same(path, Path(inp)):
+        if inp is not None and Path(inp).exists() and same_file(path, Path(inp)):
             raise fail(f"{flag} {path} is the input {inp}")
     if path.is_dir():
         if not os.access(path, os.W_OK | os.X_OK):

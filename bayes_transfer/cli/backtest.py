@@ -10,19 +10,13 @@ from pathlib import Path
 import typer
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import app, console, user_errors
+from bayes_transfer.cli._app import Format, app, console, user_errors
 
 
 class Split(StrEnum):
     params = "params"
     pretrain_tokens = "pretrain_tokens"
     finetune_tokens = "finetune_tokens"
-
-
-class Format(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 @app.command("backtest")

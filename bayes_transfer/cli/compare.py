@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from bayes_transfer.cli._app import app, console, fail, user_errors
-from bayes_transfer.cli.inference import Format, _emit
+from bayes_transfer.cli._app import Format, app, console, fail, user_errors
+from bayes_transfer.cli.inference import _emit
 
 
 def _names(paths: list[Path]) -> list[str]:

@@ -27,15 +27,6 @@ class Metric(StrEnum):
     bpb = "bpb"
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and a.samefile(b)
-    except OSError:
-        return False
-
-
 @app.command("convert")
 def convert_command(
     fmt: PublicFormat = typer.Argument(..., metavar="FORMAT",
@@ -65,11 +56,11 @@ def convert_command(
 
         bayes-transfer convert rectified-scaling flan.csv --out flan-runs.csv
     """
-    from bayes_transfer.cli._checks import input_file
+    from bayes_transfer.cli._checks import input_file, same_file
     from bayes_transfer.public_data import convert
 
     input_file(src, "published table")
-    if _same_file(src, out):
+    if same_file(src, out):
         raise fail(f"--out {out} is the input file; give another path")
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".parquet"):

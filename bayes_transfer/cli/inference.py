@@ -23,19 +23,13 @@ from rich.table import Table
 
 from bayes_transfer._io import atomic_path, atomic_write_text
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import app, console, fail, user_errors
+from bayes_transfer.cli._app import Format, app, console, fail, finite_json, user_errors
 
 if TYPE_CHECKING:
     import pandas as pd
 
 _err = console(stderr=True, soft_wrap=True)
 MAX_SIMULATED_ROWS = 1_000_000
-
-
-class Format(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 class Units(StrEnum):
@@ -94,7 +88,7 @@ def _emit(df: pd.DataFrame, fmt: Format, title: str, extra: dict | None = None,
         return
     if fmt is Format.json:
         # Strict JSON: a NaN or infinite number (an R-hat of one chain) is written as null.
-        text = json.dumps(_finite({**(extra or {}),
+        text = json.dumps(finite_json({**(extra or {}),
                                    "rows": json.loads(df.to_json(orient="records"))}),
                           indent=2, allow_nan=False) + "\n"
     else:
@@ -104,17 +98,6 @@ def _emit(df: pd.DataFrame, fmt: Format, title: str, extra: dict | None = None,
     else:
         atomic_write_text(out, text)
         _err.print(f"wrote {len(df)} rows to {out}")
-
-
-def _finite(obj):
-    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _report_frame(post, ci: float, params: bool, units: str = "reference"

@@ -5,23 +5,16 @@ from __future__ import annotations
 import json
 import math
 import sys
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import app, console, fail, user_errors
+from bayes_transfer.cli._app import Format, app, console, fail, finite_json, user_errors
 
 if TYPE_CHECKING:
     from bayes_transfer.selection import Selection
-
-
-class Format(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 def parse_budget(text: str | None, flag: str = "--budget") -> float | None:
@@ -109,17 +102,6 @@ def select_command(
                   "E-BFMI); run more draws before trusting p_best", style="bold yellow")
 
 
-def _finite(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _emit(sel: Selection, fmt: Format, out: Path | None) -> None:
     from bayes_transfer._io import atomic_write_text
 
@@ -130,7 +112,7 @@ def _emit(sel: Selection, fmt: Format, out: Path | None) -> None:
         return
     if as_json:
         doc = {**sel.summary, "rows": json.loads(df.to_json(orient="records"))}
-        text = json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n"
+        text = json.dumps(finite_json(doc), indent=2, allow_nan=False) + "\n"
     else:
         text = df.to_csv(index=False)
     if out is None:
