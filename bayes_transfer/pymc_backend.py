@@ -135,9 +135,8 @@ def pymc_model(spec: ModelSpec, table: RunTable, observed: bool = True,
     :func:`bayes_transfer.model.hierarchical_model`. With ``observed=False`` the log
     losses are free variables (prior predictive).
     """
-    if spec.discrepancy is not None:
-        raise ValueError(f"spec {spec.name}: the PyMC back end does not implement the "
-                         "[discrepancy] section yet; fit it with the numpyro back end")
+    # A spec's [discrepancy] is not part of the sampled model: fit() learns it afterwards
+    # from an internal extrapolation, with whichever back end sampled the law.
     data = _numpy_data(model_data(spec, table, units))
     law = get_law(spec.law)
     dims = site_dims(spec)
