@@ -24,6 +24,8 @@ __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_sta
 
 #: The largest TOML input read (specs, grids and candidates are a few KB).
 MAX_TOML_BYTES = 4 << 20
+#: Deeper nesting of arrays or tables than any grid, spec or candidates file needs.
+MAX_TOML_DEPTH = 64
 
 _TEMP_NAME = re.compile(r"^\.(?P<dest>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}.*\.tmp$")
 
@@ -96,7 +98,11 @@ def read_toml(path: str | os.PathLike[str], error: type[Exception], what: str) -
         if info.st_size > MAX_TOML_BYTES:
             raise error(f"{path}: {info.st_size:,} bytes is too big for a {what} "
                         f"(at most {MAX_TOML_BYTES:,})")
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if _nesting_depth(text) > MAX_TOML_DEPTH:
+            raise error(f"{path}: nested too deeply to be a {what} "
+                        f"(more than {MAX_TOML_DEPTH} levels of [ or {{)")
+        return tomllib.loads(text)
     except FileNotFoundError:
         raise error(f"{path}: no such {what} file") from None
     except OSError as exc:
@@ -107,6 +113,33 @@ def read_toml(path: str | os.PathLike[str], error: type[Exception], what: str) -
         raise error(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:
         raise error(f"{path}: nested too deeply to be a {what}") from None
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside quoted strings (an upper bound is
+    enough: tomllib recurses once a level, and how deep it may go depends on the
+    process's recursion limit, which other libraries raise)."""
+    depth = deepest = 0
+    quote = ""
+    escaped = False
+    for ch in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote or ch == "\n":
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            quote = "\n"  # a comment runs to the end of the line
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
 
 
 def _umask() -> int:
