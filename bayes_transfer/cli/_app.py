@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 app = typer.Typer(
@@ -34,15 +37,58 @@ def _root() -> None:
     """Bayesian scaling laws of transfer learning."""
 
 
+#: The width of a console that does not write to a terminal (a file, a pipe, a CI log).
+#: Rich would use 80 columns there and cut or wrap wide tables; nobody reads a file
+#: through an 80-column window, so tables are printed at their natural width instead.
+PIPE_WIDTH = 10_000
+
+
 def console(stderr: bool = False, **kwargs: Any) -> Console:
     """The one way commands print: a rich console that never reads markup.
 
     Names, cells, file names and messages come from users (a source called ``[/]``, a
     cell holding ``[red]``), so no text is ever parsed for ``[style]`` tags; style is
     given as ``style=`` or :class:`rich.text.Text` spans instead.
+
+    On a terminal, tables wrap to the terminal's width. Anywhere else (stdout or stderr
+    redirected to a file or a pipe) the console is :data:`PIPE_WIDTH` columns wide, so a
+    table is never cut ("…") or wrapped: not even an exported ``COLUMNS`` narrows it.
     """
     kwargs.setdefault("highlight", False)
-    return Console(stderr=stderr, markup=False, **kwargs)
+    con = Console(stderr=stderr, markup=False, **kwargs)
+    if "width" not in kwargs and not con.is_terminal:
+        con.width = PIPE_WIDTH
+    return con
+
+
+def table(title: str, **kwargs: Any) -> Table:
+    """A rich :class:`~rich.table.Table` at least as wide as its ``title``.
+
+    Rich wraps a title to the width of its table, so a narrow table (few columns) would
+    print its title over several lines, and a piped log would no longer hold it whole.
+    On a terminal narrower than the title the table stops at the terminal's width.
+    """
+    kwargs.setdefault("min_width", cell_len(title))
+    return Table(title=title, **kwargs)
+
+
+def show_progress(flag: bool | None, stderr: bool = True) -> bool:
+    """Whether to draw a progress bar: ``--progress/--no-progress``, else only on a terminal.
+
+    A bar redraws itself with carriage returns (tqdm) or cursor moves (rich); written to a
+    file or a CI log that is noise, so with no flag a bar is drawn only when the stream it
+    writes to (stderr for the sampler's tqdm, stdout for rich's bars) is a terminal.
+    """
+    if flag is not None:
+        return flag
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+PROGRESS_HELP = "Draw a progress bar (default: only when the output is a terminal)."
 
 
 def fail(message: str, kind: str = "error") -> typer.Exit:

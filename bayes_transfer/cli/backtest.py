@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import Format, app, console, user_errors
+from bayes_transfer.cli._app import Format, app, console, table, user_errors
 
 
 class Split(StrEnum):
@@ -102,17 +102,15 @@ def _print(summary: dict, fmt: Format) -> None:
         w.writerow(header)
         w.writerows(rows)
         return
-    from rich.table import Table
-
     split = summary["split"]
     title = (f"backtest: fit {summary['rows']['fit']} rows with {split['column']} <= "
              f"{split['at']:g}, predict {summary['rows']['predicted']} (nats per token)")
-    table = Table(title=title, title_justify="left")
+    grid = table(title, title_justify="left")
     for h in header:
-        table.add_column(h, justify="left" if h == "method" else "right")
+        grid.add_column(h, justify="left" if h == "method" else "right")
     for r in rows:
-        table.add_row(*r)
-    console().print(table)
+        grid.add_row(*r)
+    console().print(grid)
     if summary.get("pairs_left_out"):
         console().print("pairs left out: " + ", ".join(summary["pairs_left_out"]))
     if not summary.get("diagnostics_ok", True):

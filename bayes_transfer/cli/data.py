@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from bayes_transfer.cli._app import app, console, fail
+from bayes_transfer.cli._app import table as titled_table
 
 
 @app.command()
@@ -28,7 +28,7 @@ def validate(
         table = load_runs(runs)
     except (RunTableError, FileNotFoundError) as exc:
         raise fail(str(exc), "invalid run table") from None
-    summary = Table(title=f"{runs.name}: valid run table", show_header=False)
+    summary = titled_table(f"{runs.name}: valid run table", show_header=False)
     for key, value in table.summary().items():
         summary.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
     console().print(summary)

@@ -16,8 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import app, user_errors
+from bayes_transfer.cli._app import PROGRESS_HELP, app, show_progress, user_errors
 from bayes_transfer.cli._app import console as make_console
+from bayes_transfer.cli._app import table as titled_table
 
 # NUTS settings: the full demo keeps R-hat and ESS checks meaningful (4 chains); --quick
 # is a smoke run for tests and first looks (intervals are rougher, diagnostics may warn).
@@ -48,7 +49,7 @@ def demo_table(runs: Path | None = None):
 
 def gap_rich_table(gaps, ci: float) -> Table:
     """The gap credible-interval table (from ``Posterior.gap_table``) as a rich Table."""
-    table = Table(title=f"transfer gap per pair: median and {ci:.0%} credible interval "
+    table = titled_table(f"transfer gap per pair: median and {ci:.0%} credible interval "
                         "(pred. = no runs, predicted from source and target effects)")
     for col in ("source", "target", "median", f"{ci:.0%} CI", "R-hat", "ESS", ""):
         table.add_column(col, justify="left" if col in ("source", "target", "") else "right")
@@ -60,7 +61,7 @@ def gap_rich_table(gaps, ci: float) -> Table:
 
 
 def _suggestions_table(batch) -> Table:
-    table = Table(title="next runs to train, chosen greedily by expected gain per FLOP")
+    table = titled_table("next runs to train, chosen greedily by expected gain per FLOP")
     for col in ("#", "pair", "N", "p", "f", "FLOPs", "gap var. left"):
         table.add_column(col, justify="left" if col == "pair" else "right", no_wrap=True)
     for _, r in batch.iterrows():
@@ -81,6 +82,8 @@ def demo(
     spec: str = typer.Option("transfer-gap-size", help="Model spec (bundled name or TOML)."),
     batch: int = typer.Option(4, help="How many next runs to suggest."),
     seed: int = typer.Option(0, help="Random seed of the sampler."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress",
+                                         help=PROGRESS_HELP, show_default=False),
 ) -> None:
     """Fit the bundled run table and show the gaps, plots and next runs.
 
@@ -120,13 +123,14 @@ def demo(
     columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
     # A failed write (full disk) ends the progress display, then prints one line.
-    with user_errors(), Progress(*columns, console=console, transient=False) as progress:
-        steps = progress.add_task("loading the run table", total=4 + len(PLOTS))
+    with user_errors(), Progress(*columns, console=console, transient=False,
+                                     disable=not show_progress(progress, stderr=False)) as bar:
+        steps = bar.add_task("loading the run table", total=4 + len(PLOTS))
         console.print(Text.assemble("run table ", (table.name, "bold"), f": {len(table)} "
                                     f"fine-tuned rows, {len(table.sources)} sources x "
                                     f"{len(table.targets)} targets, "
                                     f"{int(table.observed_pairs.sum())} pairs observed"))
-        progress.update(steps, advance=1, description=(
+        bar.update(steps, advance=1, description=(
             f"fitting {spec} with NUTS ({settings['chains']} chains x "
             f"{settings['warmup']}+{settings['draws']})"))
         with warnings.catch_warnings(record=True):
@@ -134,18 +138,18 @@ def demo(
             warnings.simplefilter("always", SamplingWarning)
             post = fit(table, spec, seed=seed, progress=False, **settings)
         post.save(out / "posterior.nc")
-        progress.update(steps, advance=1, description="drawing the plots")
+        bar.update(steps, advance=1, description="drawing the plots")
         for name, kind, against in PLOTS:
             fig = make_figure(post, kind, against=against or "p")
             plots.save_figure(fig, out / f"{name}.png")
-            progress.update(steps, advance=1)
-        progress.update(steps, description="scoring candidate runs")
+            bar.update(steps, advance=1)
+        bar.update(steps, description="scoring candidate runs")
         suggestions = _suggest(post, batch, out)
-        progress.update(steps, advance=1, description="advising a budget")
+        bar.update(steps, advance=1, description="advising a budget")
         target = table.targets[0]
         budget = _demo_budget(table)
         adv = advise(post, target, budget)
-        progress.update(steps, advance=1, description="done")
+        bar.update(steps, advance=1, description="done")
 
     style = "green" if post.diagnostics.ok else "bold yellow"
     console.print(str(post.diagnostics), style=style)

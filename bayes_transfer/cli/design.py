@@ -6,11 +6,9 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import app, console, fail, user_errors
+from bayes_transfer.cli._app import app, console, fail, table, user_errors
 
 _CRITERIA = ("variance", "information")
 
@@ -65,17 +63,17 @@ def suggest_command(
         chosen.to_csv(sys.stdout, index=False)
         return
     unit = "FLOPs" if cost == "flops" else "tokens"
-    table = Table(title=f"next runs ({criterion} criterion, {len(chosen)} of {batch}; "
+    grid = table(f"next runs ({criterion} criterion, {len(chosen)} of {batch}; "
                         f"total {chosen['cost'].sum():.3g} {unit})", title_justify="left")
     for col in ("#", "source", "target", "params", "p", "f", f"cost ({unit})", "reuses ckpt",
                 "expected gain", f"gain/{unit[:-1]}", "reason"):
-        table.add_column(col, overflow="fold")
+        grid.add_column(col, overflow="fold")
     for r in chosen.itertuples(index=False):
-        table.add_row(str(r.rank), str(r.source), str(r.target), f"{r.params:.3g}",
+        grid.add_row(str(r.rank), str(r.source), str(r.target), f"{r.params:.3g}",
                       f"{r.pretrain_tokens:.3g}", f"{r.finetune_tokens:.3g}", f"{r.cost:.3g}",
                       "yes" if r.pretrained else "", f"{r.expected_gain:.3g}",
                       f"{r.gain_per_cost:.3g}", r.reason)
-    console(width=max(Console().width, 160)).print(table)
+    console().print(grid)
 
 
 @app.command("loop")

@@ -18,12 +18,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from bayes_transfer._io import atomic_path, atomic_write_text
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import Format, app, console, fail, finite_json, user_errors
+from bayes_transfer.cli._app import (
+    PROGRESS_HELP,
+    Format,
+    app,
+    console,
+    fail,
+    finite_json,
+    show_progress,
+    table,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,14 +78,14 @@ def _print_frame(df: pd.DataFrame, title: str, digits: int = 4) -> None:
     import numpy as np
     import pandas as pd
 
-    table = Table(title=title, title_justify="left")
+    grid = table(title, title_justify="left")
     for col in df.columns:
-        table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col])
-                         and not pd.api.types.is_bool_dtype(df[col]) else "left")
+        grid.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col])
+                        and not pd.api.types.is_bool_dtype(df[col]) else "left")
     for row in df.itertuples(index=False):
-        table.add_row(*[f"{v:.{digits}g}" if isinstance(v, (float, np.floating)) else str(v)
-                        for v in row])
-    console(width=max(120, Console().width)).print(table)
+        grid.add_row(*[f"{v:.{digits}g}" if isinstance(v, (float, np.floating)) else str(v)
+                       for v in row])
+    console().print(grid)
 
 
 def _emit(df: pd.DataFrame, fmt: Format, title: str, extra: dict | None = None,
@@ -152,7 +160,8 @@ def fit_command(
     device: DeviceName = typer.Option(DeviceName.auto, help="JAX device (numpyro only)."),
     ci: float = typer.Option(0.9, help="Credible-interval mass of the printed table."),
     strict: bool = typer.Option(False, help="Exit with status 1 when a diagnostic fails."),
-    progress: bool = typer.Option(True, help="Show the sampler's progress bar."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress",
+                                         help=PROGRESS_HELP, show_default=False),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Fit a model spec to a run table with NUTS and save the posterior.
@@ -181,7 +190,7 @@ def fit_command(
             post = fit(runs, spec, chains=chains, draws=draws, warmup=warmup, seed=seed,
                        target_accept=target_accept, max_tree_depth=max_tree_depth,
                        dense_mass=dense_mass, init=init.value, backend=backend.value,
-                       device=device.value, progress=progress)
+                       device=device.value, progress=show_progress(progress))
         post.save(out)
         _err.print(f"wrote posterior to {out} ({len(post.runs)} rows, "
                    f"{post.idata.posterior.attrs.get('rows_left_out', 0)} left out)")

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from bayes_transfer.cli import _checks as checks
 from bayes_transfer.cli._app import app, console, user_errors
+from bayes_transfer.cli._app import table as titled_table
 
 #: The image formats ``plot --out`` writes (matplotlib's, by extension).
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff",
@@ -177,7 +178,7 @@ def advise(
 def advice_table(adv, top: int = 10) -> Table:
     """A rich table of the ``top`` options of an :class:`~bayes_transfer.advise.Advice`."""
     ci = f"{adv.ci:.0%}"
-    table = Table(title=f"options for the budget, best first (loss: mean and {ci} interval)")
+    table = titled_table(f"options for the budget, best first (loss: mean and {ci} interval)")
     for col in ("source", "N", "p", "f", "loss", ci + " CI", "P(best)"):
         table.add_column(col, justify="left" if col == "source" else "right", no_wrap=True)
     for _, r in adv.options.head(top).iterrows():

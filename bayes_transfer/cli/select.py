@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import Format, app, console, fail, finite_json, user_errors
+from bayes_transfer.cli._app import Format, app, console, fail, finite_json, table, user_errors
 
 if TYPE_CHECKING:
     from bayes_transfer.selection import Selection
@@ -124,17 +124,15 @@ def _emit(sel: Selection, fmt: Format, out: Path | None) -> None:
 
 def _print_table(sel: Selection) -> None:
     import numpy as np
-    from rich.table import Table
-
     s = sel.summary
     budget = "every row below" if s["budget"] is None else f"{s['budget']:.4g} x"
     title = (f"model selection on {s['target']}: loss at finetune_tokens = {s['at']:g} "
              f"({s['ci']:.0%} intervals), fit {s['rows_fit']} rows ({budget} it)")
-    table = Table(title=title, title_justify="left")
+    grid = table(title, title_justify="left")
     cols = ["rank", "source", "loss_median", "loss_lower", "loss_upper", "p_best",
             "loss_actual"]
     for c in cols:
-        table.add_column(c, justify="left" if c == "source" else "right")
+        grid.add_column(c, justify="left" if c == "source" else "right")
     for row in sel.table[cols].itertuples(index=False):
         cells = []
         for c, v in zip(cols, row, strict=True):
@@ -144,9 +142,9 @@ def _print_table(sel: Selection) -> None:
                 cells.append("-" if not np.isfinite(v) else f"{v:.4g}")
             else:
                 cells.append(str(v))
-        table.add_row(*cells)
+        grid.add_row(*cells)
     con = console()
-    con.print(table)
+    con.print(grid)
     con.print(f"chosen (highest p_best): {s['chosen']} (p_best {s['chosen_p_best']:.3f})")
     if s["best_actual"] is not None:
         def pct(v: float | None) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import app, console, fail, user_errors
+from bayes_transfer.cli._app import PROGRESS_HELP, app, console, fail, show_progress, user_errors
 
 
 @app.command()
@@ -19,7 +19,7 @@ def train(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray); default: a local Ray.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Parallel jobs; default one per CPU core (one per GPU).")] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Checkpoints and finished rows; default OUT's stem + '.work'.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help=PROGRESS_HELP, show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists and is not this grid's own table (no work dir).")] = False,
     retrain_damaged: Annotated[bool, typer.Option("--retrain-damaged", help="Delete damaged checkpoints in the work dir and train them again.")] = False,
 ) -> None:
@@ -51,7 +51,7 @@ def train(
 
         spec = load_grid(grid)
         table = run_grid(
-            spec, out, executor=executor, workers=workers, progress=progress,
+            spec, out, executor=executor, workers=workers, progress=show_progress(progress, stderr=False),
             work_dir=work_dir, address=address, retrain_damaged=retrain_damaged,
         )  # fmt: skip
     console().print(f"wrote {len(table)} rows to {out}")
