@@ -41,11 +41,13 @@ def run_piped(*args: str | Path, cwd: Path, timeout: float = 300) -> tuple[int, 
             err_path.read_bytes().decode("utf-8"))
 
 
-def assert_clean(result: tuple[int, str, str], *whole: str) -> str:
-    """Exit 0, no carriage return, no cut cell; each of ``whole`` on one line. The text."""
+def assert_clean(result: tuple[int, str, str], *whole: str, codes: tuple[int, ...] = (0,)
+                 ) -> str:
+    """Exit status in ``codes``, no carriage return, no cut cell; each of ``whole`` on one
+    line. The text."""
     code, out, err = result
     text = out + err
-    assert code == 0, text
+    assert code in codes, text
     assert "\r" not in text, f"carriage return in piped output:\n{text!r}"
     cut = [line for line in text.splitlines() if ELLIPSIS in line]
     assert not cut, "cut lines:\n" + "\n".join(cut)
@@ -202,9 +204,11 @@ def test_train(work):
 @pytest.mark.slow
 def test_loop(work):
     (work / "loop-grid.toml").write_text(TINY_GRID)
+    # Ten draws do not converge: the loop may stop there (status 1, saying so). Either
+    # way its log, piped, must be clean.
     assert_clean(run_piped("loop", "loop-grid.toml", "--out", "loop-out", "--rounds", "0",
                            "--batch", "1", "--chains", "1", "--draws", "10", "--warmup",
-                           "10", cwd=work), "stopped (")
+                           "10", cwd=work), "stopped", codes=(0, 1))
 
 
 @pytest.mark.slow
