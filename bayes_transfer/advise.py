@@ -11,8 +11,9 @@ data cannot rank the options), the advice says so plainly instead of naming a wi
 
 Budgets are in training FLOPs (``unit="flops"``) or in tokens ``p + f``
 (``unit="tokens"``: then the model size is held at ``params`` and only the split is
-advised). A law without a model-size term (``transfer-gap``) cannot say anything about N:
-only the split is advised, and the advice says so.
+advised). A law without a model-size term (its :attr:`~bayes_transfer.laws.Law.size_term`
+is None, e.g. ``transfer-gap``) cannot say anything about N: only the split is advised,
+and the advice says so.
 
 Example:
     >>> from bayes_transfer.inference import Posterior
@@ -32,16 +33,14 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from bayes_transfer.laws import get_law
+
 if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
 
-__all__ = ["Advice", "advise", "budget_options", "run_cost", "SIZE_TERMS", "DEFAULT_FRACTIONS"]
+__all__ = ["Advice", "advise", "budget_options", "run_cost", "DEFAULT_FRACTIONS"]
 
 Unit = Literal["flops", "tokens"]
-
-# Laws whose loss depends on the model size N (so that N is worth advising on).
-SIZE_TERMS = {"transfer-gap-size": "K N^-gamma", "effective-data": "A_N N^-a + D_T(N)",
-              "chinchilla": "A N^-alpha"}
 # Share of the tokens given to pre-training (the rest fine-tunes).
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.97)
 
@@ -183,15 +182,17 @@ def advise(
     sources = _sources_for(post, target, source)
     table_sizes = runs.df["params"].astype(float)
     notes = []
-    size_aware = post.spec.law in SIZE_TERMS
+    # The law says whether its loss depends on N (so that N is worth advising on).
+    law = get_law(post.spec.law)
+    size_aware = law.has_size_term
     if unit == "flops" and size_aware:
         sizes = list(sizes) if sizes is not None else list(
             np.geomspace(table_sizes.min(), 10 * table_sizes.max(), 7))
     else:
         sizes = [float(params if params is not None else table_sizes.max())]
         if not size_aware:
-            notes.append(f"the law {post.spec.law} has no model-size term, so it cannot "
-                         f"advise on N: only the split between pre-training and "
+            notes.append(f"the law {law.name} ({law.formula}) has no model-size term, so "
+                         f"it cannot advise on N: only the split between pre-training and "
                          f"fine-tuning is advised, at N={sizes[0]:.3g}.")
         else:
             notes.append(f"a token budget does not trade tokens against N: only the split "

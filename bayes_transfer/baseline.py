@@ -55,17 +55,24 @@ def huber(r: Any, delta: float = HUBER_DELTA, xp: Any = jnp) -> Any:
 def default_starts(law: Law, per_param: int | None = None) -> np.ndarray:
     """A grid of starting log parameters, shape ``(starts, len(law.params))``.
 
-    Each parameter's values span ``loc +- 2 scale`` of its prior in the bundled spec of
-    the same name (one home for plausible ranges), or ``[-2, 8]`` when there is none.
+    Each parameter's values span ``loc +- 2 scale`` of its prior: the law's own
+    :attr:`~bayes_transfer.laws.Law.priors` when it has them, else the bundled spec of
+    the same name (the bundled laws keep their priors there), else ``[-2, 8]``.
     ``per_param`` defaults to the largest count that keeps the grid under ~5,000 starts.
     """
     k = per_param or max(3, int(5000 ** (1 / len(law.params))))
-    try:
-        priors = load_spec(law.name).params
+    if law.priors:
+        priors = ModelSpec.from_dict({"law": law.name}).params
+    else:
+        try:
+            priors = load_spec(law.name).params
+        except (SpecError, FileNotFoundError):
+            priors = None
+    if priors is None:
+        axes = [np.linspace(-2.0, 8.0, k)] * len(law.params)
+    else:
         axes = [np.linspace(priors[p].loc - 2 * priors[p].scale,
                             priors[p].loc + 2 * priors[p].scale, k) for p in law.params]
-    except (SpecError, FileNotFoundError):
-        axes = [np.linspace(-2.0, 8.0, k)] * len(law.params)
     return np.array(list(itertools.product(*axes)))
 
 

@@ -11,22 +11,27 @@ Laws are written against an array namespace ``xp`` (``jax.numpy`` by default) th
 provides ``exp`` and ``logaddexp``; the PyMC back end passes ``pytensor.tensor`` so that
 both back ends evaluate the very same formula.
 
-A user adds a law with :func:`register_law`::
+Everything the rest of the package needs to know about a law is on its :class:`Law`:
+its formula, which rows it explains, whether it has a model-size term, its conversion to
+raw units and (optionally) default priors. Specs, the model, the baseline, the
+acquisition and the allocation advice ask the law; none of them names one. A user adds a
+law with one call, :func:`register_law`::
 
     >>> import jax.numpy as jnp
     >>> def my_law(x, lp, xp=jnp):
     ...     '''L = E + A N^-alpha.'''
     ...     return xp.logaddexp(lp["E"], lp["A"] - xp.exp(lp["alpha"]) * x["log_N"])
     >>> law = register_law(Law("my-size-law", ("E", "A", "alpha"), my_law,
-    ...                        gap=None, rows="any"), overwrite=True)
-    >>> float(law.loss(N=1e6, E=1.5, A=10.0, alpha=0.3))  # 1.5 + 10 * 1e6**-0.3
-    1.6584893192461114
+    ...                        gap=None, rows="any", formula="L = E + A N^-alpha",
+    ...                        size_term="A N^-alpha"), overwrite=True)
+    >>> round(float(law.loss(N=1e6, E=1.5, A=10.0, alpha=0.3)), 5)  # 1.5 + 10 * 1e6**-0.3
+    1.65849
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax.numpy as jnp
@@ -92,6 +97,15 @@ class Law:
         rows: the row rule (a key of :data:`ROW_RULES`) saying which rows it can explain.
         to_raw: ``to_raw(log_params, units, xp)`` converts log parameters fitted in
             reference :class:`Units` to tokens and parameters of 1 (the papers' units).
+        formula: the law in one line, for people (``"L = E + A N^-alpha"``); defaults to
+            the first line of ``fn``'s docstring.
+        size_term: the term through which the model size N enters the loss
+            (``"K N^-gamma"``), or None for a law whose loss does not depend on N; a law
+            without one is never asked to advise on N.
+        priors: default prior and pooling of each parameter, as the keys of a spec's
+            ``[params.NAME]`` table (``{"G": {"level": "pair", "loc": -1.0}}``). A spec
+            that leaves out a parameter, or a key of it, gets these; the baseline starts
+            its optimiser within them. Parameters not named get the spec defaults.
     """
 
     name: str
@@ -100,6 +114,10 @@ class Law:
     gap: str | None = None
     rows: str = "any"
     to_raw: Callable[[Mapping[str, Array], Units, Any], dict[str, Array]] | None = None
+    formula: str = ""
+    size_term: str | None = None
+    # hash=False: a dict is unhashable, and the name and params already identify a law.
+    priors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.gap is not None and self.gap not in self.params:
@@ -107,6 +125,19 @@ class Law:
         if self.rows not in ROW_RULES:
             raise ValueError(f"law {self.name}: unknown row rule {self.rows!r}; "
                              f"use one of {sorted(ROW_RULES)}")
+        unknown = [p for p in self.priors if p not in self.params]
+        if unknown:
+            raise ValueError(f"law {self.name}: priors for {unknown}, which are not among "
+                             f"its parameters {self.params}")
+        if not self.formula:
+            # Frozen: set through object.__setattr__, once, at construction.
+            first = self.doc.splitlines()[0] if self.doc else self.name
+            object.__setattr__(self, "formula", first)
+
+    @property
+    def has_size_term(self) -> bool:
+        """Whether the loss depends on the model size N (so advice on N means something)."""
+        return self.size_term is not None
 
     @property
     def doc(self) -> str:
@@ -333,13 +364,22 @@ def get_law(name: str) -> Law:
         raise KeyError(f"unknown law {name!r}; known laws: {', '.join(sorted(LAWS))}") from None
 
 
+# The bundled laws. Their default priors live in the bundled spec of the same name
+# (models/NAME.toml), which every shipped example and test reads; ``priors`` is for laws
+# registered without a spec file.
 register_law(Law("chinchilla", ("E", "A", "alpha", "B", "beta"), chinchilla,
-                 to_raw=_chinchilla_raw))
+                 to_raw=_chinchilla_raw, formula="L = E + A N^-alpha + B D^-beta, D = p + f",
+                 size_term="A N^-alpha"))
 register_law(Law("transfer-gap", ("A", "alpha", "G", "beta", "E"), transfer_gap,
-                 gap="G", rows="finetuned", to_raw=_transfer_gap_raw))
+                 gap="G", rows="finetuned", to_raw=_transfer_gap_raw,
+                 formula="L = (A p^-alpha + G) f^-beta + E"))
 register_law(Law("transfer-gap-size", ("A", "alpha", "G", "beta", "K", "gamma", "E"),
-                 transfer_gap_size, gap="G", rows="finetuned", to_raw=_transfer_gap_size_raw))
+                 transfer_gap_size, gap="G", rows="finetuned", to_raw=_transfer_gap_size_raw,
+                 formula="L = (A p^-alpha + G) f^-beta + K N^-gamma + E",
+                 size_term="K N^-gamma"))
 register_law(Law("effective-data", ("E", "A_N", "a", "B", "b", "k", "alpha", "beta"),
-                 effective_data, gap="k", rows="transfer", to_raw=_effective_data_raw))
+                 effective_data, gap="k", rows="transfer", to_raw=_effective_data_raw,
+                 formula="L = E + A_N N^-a + B (f + D_T)^-b, D_T = k f^alpha N^beta",
+                 size_term="A_N N^-a + D_T(N)"))
 register_law(Law("rectified", ("B", "D_l", "beta", "E"), rectified, rows="curve",
-                 to_raw=_rectified_raw))
+                 to_raw=_rectified_raw, formula="L = B / (D_l + f^beta) + E"))

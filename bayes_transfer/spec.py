@@ -159,7 +159,8 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "<spec>") -> ModelSpec:
-        """Build and validate a spec; parameters the dict leaves out get global defaults."""
+        """Build and validate a spec; parameters the dict leaves out get the law's default
+        priors (:attr:`~bayes_transfer.laws.Law.priors`), else global defaults."""
         try:
             return cls._from_dict(dict(d))
         except SpecError as exc:
@@ -190,6 +191,8 @@ class ModelSpec:
                 raise SpecError(f"params.{p} must be a table")
             _no_unknown(entry, {f.name for f in fields(ParamSpec)} - {"name"},
                         f"key of params.{p}")
+            # The law's own default priors fill what the spec leaves out, key by key.
+            entry = {**law.priors.get(p, {}), **entry}
             params[p] = ParamSpec(name=p, **{k: _typed(k, v, p) for k, v in entry.items()})
         lik = d.get("likelihood", {})
         _no_unknown(lik, {f.name for f in fields(Likelihood)}, "key of likelihood")
