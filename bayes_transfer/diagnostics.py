@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import arviz as az
 import numpy as np
 
-__all__ = ["Diagnostics", "SamplingWarning", "diagnose", "RHAT_MAX", "BFMI_MIN",
-           "ESS_PER_CHAIN_MIN"]
+__all__ = ["Diagnostics", "SamplingWarning", "diagnose", "failing_parameters", "RHAT_MAX",
+           "BFMI_MIN", "ESS_PER_CHAIN_MIN"]
 
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
@@ -126,3 +126,46 @@ def diagnose(idata: az.InferenceData, var_names: list[str] | None = None,
         for p in problems:
             warnings.warn(p, SamplingWarning, stacklevel=2)
     return diag
+
+
+def failing_parameters(idata: az.InferenceData, var_names: list[str] | None = None,
+                       limit: int = 8) -> list[str]:
+    """One line per parameter that fails R-hat or ESS, worst R-hat first.
+
+    Each line names the parameter, the group where it is worst (e.g. ``pair=a->x``), and
+    its R-hat and bulk / tail ESS, so that a stopped loop can say *what* did not
+    converge rather than only that something did not. At most ``limit`` lines.
+    """
+    post = idata.posterior
+    chains = int(post.sizes["chain"])
+    names = var_names or [v for v in post.data_vars if post[v].size > 0]
+    rhat = az.rhat(post, var_names=names) if chains > 1 else None
+    bulk = az.ess(post, var_names=names, method="bulk")
+    tail = az.ess(post, var_names=names, method="tail")
+    ess_min = ESS_PER_CHAIN_MIN * chains
+    found = []
+    for name in names:
+        r = np.asarray(rhat[name].values, dtype=float) if rhat is not None else None
+        b = np.asarray(bulk[name].values, dtype=float)
+        t = np.asarray(tail[name].values, dtype=float)
+        bad_r = r is not None and np.nanmax(r, initial=-np.inf) > RHAT_MAX
+        bad_e = min(np.nanmin(b, initial=np.inf), np.nanmin(t, initial=np.inf)) < ess_min
+        if not (bad_r or bad_e):
+            continue
+        # The group where R-hat is worst (or ESS lowest), named by its coordinates.
+        flat = int(np.nanargmax(r)) if bad_r else int(np.nanargmin(np.minimum(b, t)))
+        where = ""
+        da = bulk[name]
+        if da.ndim:
+            idx = np.unravel_index(flat, da.shape)
+            where = " at " + ", ".join(f"{d}={da[d].values[i]}" for d, i in
+                                       zip(da.dims, idx, strict=True))
+        why = []
+        if bad_r:
+            why.append(f"R-hat {np.nanmax(r):.3f} > {RHAT_MAX}")
+        if bad_e:
+            why.append(f"ESS bulk {np.nanmin(b):.0f} / tail {np.nanmin(t):.0f} < {ess_min}")
+        found.append((np.nanmax(r) if r is not None else 0.0,
+                      f"{name}{where}: {'; '.join(why)}"))
+    found.sort(key=lambda x: -x[0])
+    return [line for _, line in found[:limit]]

@@ -105,6 +105,7 @@ def fit(
     device: str | None = None,
     progress: bool = True,
     units: Units | None = None,
+    warm_start: Posterior | None = None,
 ) -> Posterior:
     """Sample the posterior of ``spec`` given ``runs`` with NUTS.
 
@@ -134,6 +135,14 @@ def fit(
         progress: show a progress bar.
         units: reference scales of N and tokens (default: the spec's, ``auto`` from the
             table); pin them to compare posteriors fitted on different tables.
+        warm_start: a posterior of the same spec on a table this one extends (the
+            previous round of a loop). NumPyro's chains then start at its last draws,
+            with its draws' variances as the mass matrix, and the warmup is a quarter of
+            ``warmup`` (at least 50 steps) tuning only the step size; the table is padded
+            to a bucketed size so the compiled sampler is reused from refit to refit
+            (see :mod:`bayes_transfer.refit`). Units default to its units. Ignored (a
+            cold fit) when its parameters do not match the new table's (a new source,
+            target or observed pair), and with ``backend="pymc"``.
 
     Returns:
         A :class:`Posterior`; its ``diagnostics`` are computed, and any failure is
@@ -144,12 +153,28 @@ def fit(
     table, left_out = select_rows(spec, table)
     if len(table) == 0:
         raise RunTableError(table.name, [Problem(None, None, "the table has no rows to fit")])
+    if warm_start is not None and backend == "numpyro":
+        # The previous posterior's coefficients are in its units: keep them, so that its
+        # draws are a start point of the same parameters.
+        units = units or warm_start.units
     units = units or spec.resolve_units(table.df)
     if init not in ("auto", "laplace", "prior"):
         raise ValueError(f"unknown init {init!r}; use 'auto', 'laplace' or 'prior'")
     if init == "auto":
         init = "laplace" if len(table) >= LAPLACE_FROM_ROWS else "prior"
-    if backend == "numpyro":
+    idata = None
+    if warm_start is not None and backend == "numpyro":
+        from bayes_transfer.refit import sample_warm, warm_warmup
+
+        idata = sample_warm(spec, table, units, warm_start, chains=chains, draws=draws,
+                            warmup=warm_warmup(warmup), seed=seed,
+                            target_accept=target_accept, max_tree_depth=max_tree_depth,
+                            dense_mass=dense_mass, device=pick_device(device))
+        if idata is not None:
+            init, warmup = "warm", warm_warmup(warmup)
+    if idata is not None:  # warm-started (above)
+        pass
+    elif backend == "numpyro":
         idata = _sample_numpyro(spec, table, chains=chains, draws=draws, warmup=warmup,
                                 seed=seed, target_accept=target_accept,
                                 max_tree_depth=max_tree_depth, dense_mass=dense_mass,

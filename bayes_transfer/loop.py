@@ -20,6 +20,14 @@ A killed loop, started again with the same arguments, skips the finished rounds,
 unfinished one runs only the planned runs that are not yet in ``runs.csv`` (the bundled
 trainer also keeps its own finished runs and checkpoints).
 
+No runs are chosen from a posterior that fails its diagnostics (R-hat above 1.01, too few
+effective draws, divergences; see :mod:`bayes_transfer.diagnostics`): a round whose fit
+fails is refitted with twice the warmup and draws, then four times, and if it still fails
+the loop stops with a message naming the parameters that did not converge (the round's
+runs are already in ``runs.csv``; a rerun with longer sampling resumes there).
+``allow_unconverged=True`` chooses runs anyway. Each refit after round 0 starts from the
+previous round's posterior (see :func:`bayes_transfer.inference.fit`'s ``warm_start``).
+
 Example:
     >>> from bayes_transfer.design import candidate_grid
     >>> from bayes_transfer.simulate import design_grid, simulate
@@ -70,7 +78,7 @@ if TYPE_CHECKING:
     from bayes_transfer.simulate import Simulation
     from bayes_transfer.trainer import Grid
 
-__all__ = ["LoopResult", "run_loop", "loop_grid", "grid_candidates", "simulated_runner",
+__all__ = ["LoopResult", "UnconvergedFit", "run_loop", "loop_grid", "grid_candidates", "simulated_runner",
            "trainer_runner", "gap_widths"]
 
 RunFn = Callable[[pd.DataFrame], pd.DataFrame]
@@ -86,6 +94,21 @@ class LoopResult:
     rounds: list[dict[str, Any]]
     stopped: str
     posterior: Any = field(default=None, repr=False)
+    #: Why the loop stopped, in words, when that needs more than ``stopped`` (e.g. which
+    #: parameters of an unconverged fit failed); empty otherwise.
+    message: str = ""
+
+
+class UnconvergedFit(RuntimeError):
+    """A round's fit failed its diagnostics even after sampling longer.
+
+    ``posterior`` is the last (failed) fit; ``str(exc)`` says which parameters failed
+    and why, and what to do.
+    """
+
+    def __init__(self, message: str, posterior: Any = None) -> None:
+        super().__init__(message)
+        self.posterior = posterior
 
 
 def gap_widths(posterior: Posterior | PosteriorDraws, ci: float = 0.9,
@@ -104,18 +127,94 @@ def gap_widths(posterior: Posterior | PosteriorDraws, ci: float = 0.9,
     return widths if pairs is None else widths.loc[pairs]
 
 
-def _default_fit(spec: ModelSpec, fit_kwargs: Mapping[str, Any]) -> FitFn:
-    from bayes_transfer.inference import fit
+class _NutsRefit:
+    """The loop's default fit: NUTS, warm-started from the previous round's posterior.
 
-    options = {"chains": 2, "draws": 300, "warmup": 300, "progress": False, **fit_kwargs}
+    ``longer`` multiplies warmup and draws (the retries of a fit that failed its
+    diagnostics); such a retry starts cold, with a full adaptation, since the short
+    warm-started warmup is what it replaces.
+    """
 
-    def fit_fn(table: RunTable) -> Posterior:
+    def __init__(self, spec: ModelSpec, fit_kwargs: Mapping[str, Any]) -> None:
+        self.spec = spec
+        self.options = {"chains": 2, "draws": 300, "warmup": 300, "progress": False,
+                        **fit_kwargs}
+
+    def settings(self, longer: int = 1) -> dict[str, Any]:
+        """The fit options of a try ``longer`` times the configured length."""
+        opts = dict(self.options)
+        opts["warmup"] = int(opts["warmup"]) * longer
+        opts["draws"] = int(opts["draws"]) * longer
+        return opts
+
+    def __call__(self, table: RunTable, previous: Any = None, longer: int = 1) -> Posterior:
+        from bayes_transfer.inference import Posterior, fit
+
+        opts = self.settings(longer)
+        if longer == 1 and isinstance(previous, Posterior) and previous.spec == self.spec:
+            opts["warm_start"] = previous
         with warnings.catch_warnings():
             # Diagnostics are recorded in each round's log instead of warned per refit.
             warnings.simplefilter("ignore")
-            return fit(table, spec, **options)
+            return fit(table, self.spec, **opts)
 
-    return fit_fn
+
+def _default_fit(spec: ModelSpec, fit_kwargs: Mapping[str, Any]) -> _NutsRefit:
+    return _NutsRefit(spec, fit_kwargs)
+
+
+def _converged(posterior: Any) -> bool:
+    # A fit_fn's PosteriorDraws carry no diagnostics: nothing to judge them by.
+    diagnostics = getattr(posterior, "diagnostics", None)
+    return diagnostics is None or bool(diagnostics.ok)
+
+
+def _unconverged_message(r: int, posterior: Any, tries: int, fit_fn: Any,
+                         out: Path) -> str:
+    from bayes_transfer.diagnostics import failing_parameters
+    from bayes_transfer.inference import _diagnosed_vars
+
+    diagnostics = posterior.diagnostics
+    lines = []
+    if hasattr(posterior, "idata"):
+        lines = failing_parameters(posterior.idata,
+                                   _diagnosed_vars(posterior.spec, posterior.idata))
+    # The problems that are not per parameter (divergences, E-BFMI, non-finite draws).
+    lines += [p for p in diagnostics.problems if not p.startswith(("R-hat", "ESS"))]
+    if isinstance(fit_fn, _NutsRefit):
+        o = fit_fn.settings(2 ** tries)
+        how = (f"after {tries} longer refit(s), the last with {o['chains']} chains x "
+               f"{o['draws']} draws after {o['warmup']} warmup")
+    else:
+        how = "(the loop's fit_fn cannot be asked to sample longer)"
+    return (f"round {r}: the fit did not converge {how}, so no runs were chosen from it.\n"
+            + "\n".join(f"  - {line}" for line in lines)
+            + f"\nThe finished runs are kept in {out / 'runs.csv'}. Run the loop again with "
+            "more warmup and draws (it resumes at this round), or allow unconverged fits "
+            "(--allow-unconverged; allow_unconverged=True) to choose runs anyway.")
+
+
+def _fit_round(fit_fn: Any, table: pd.DataFrame, previous: Any, r: int, *, retries: int,
+               allow_unconverged: bool, console: Console, out: Path) -> tuple[Any, int]:
+    """Fit round ``r``'s table; refit longer while it fails its diagnostics.
+
+    Returns the posterior and how many longer refits it took. Raises
+    :class:`UnconvergedFit` when the last one still fails (unless allowed).
+    """
+    runs = load_runs(table, name="loop run table")
+    nuts = isinstance(fit_fn, _NutsRefit)
+    posterior = fit_fn(runs, previous) if nuts else fit_fn(runs)
+    tries = 0
+    while nuts and tries < retries and not _converged(posterior):
+        tries += 1
+        console.print(Text(f"round {r}: fit failed its diagnostics "
+                           f"({posterior.diagnostics.problems[0].split(':')[0]}); "
+                           f"sampling {2 ** tries}x longer", style="yellow"))
+        posterior = fit_fn(runs, previous, longer=2 ** tries)
+    if not _converged(posterior) and not allow_unconverged:
+        raise UnconvergedFit(_unconverged_message(r, posterior, tries, fit_fn, out),
+                             posterior)
+    return posterior, tries
 
 
 class _State:
@@ -212,6 +311,8 @@ def run_loop(
     fit_kwargs: Mapping[str, Any] | None = None,
     ci: float = 0.9,
     console: Console | None = None,
+    allow_unconverged: bool = False,
+    retries: int = 2,
 ) -> LoopResult:
     """Run the closed loop for up to ``rounds`` rounds after round 0 (see module docs).
 
@@ -231,12 +332,20 @@ def run_loop(
             ``quantity="gaps"`` means the log gaps of the candidates' pairs, whose mean
             width is also what ``target_width`` and the logs measure.
         fit_fn: ``fit_fn(table) -> Posterior`` (default: NUTS, 2 chains x 300 draws
-            after 300 warmup; ``fit_kwargs`` override those).
+            after 300 warmup, warm-started from the previous round; ``fit_kwargs``
+            override those).
         console: where to print each round's log (None: a rich console on stdout).
+        allow_unconverged: choose runs even from a fit that fails its diagnostics
+            (default: stop, with ``stopped="unconverged"`` and the reasons in
+            ``message``).
+        retries: how many longer refits (2x, 4x, ... the warmup and draws) a failing fit
+            of the default ``fit_fn`` gets before the loop stops.
     """
     spec = load_spec(spec)
     _check_options(spec, rounds=rounds, batch=batch, budget=budget,
                    target_width=target_width, ci=ci)
+    if isinstance(retries, bool) or not isinstance(retries, int | np.integer) or retries < 0:
+        raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
     state = _State(Path(out))
     # Names in the rounds' tables are the user's: never read as rich markup.
     console = console or Console(markup=False, highlight=False)
@@ -252,49 +361,61 @@ def run_loop(
     if table is None and runs is not None:
         table = _append(None, load_runs(runs).df)
         state.write_runs(table)
+
+    def fit_round(r: int, previous: Any) -> tuple[Any, int]:
+        return _fit_round(fit_fn, table, previous, r, retries=retries,
+                          allow_unconverged=allow_unconverged, console=console,
+                          out=state.out)
+
     posterior = None
-    stopped = "rounds"
-    for r in range(len(logs), rounds + 1):
-        if r > 0:
-            if posterior is None:
-                posterior = _posterior_of(state, r - 1, table, fit_fn)
-            last = logs[-1]
-            if target_width is not None and last["mean_width"] <= target_width:
-                stopped = "target width"
-                break
-        if state.plan_path(r).exists():
-            plan = pd.DataFrame(json.loads(state.plan_path(r).read_text()))
-        elif r == 0:
-            plan = _initial_plan(candidates, table, initial, cost)
-            state.write_json(state.plan_path(r), _records(plan))
-        else:
-            spent = logs[-1]["cumulative_cost"]
-            left = None if budget is None else budget - spent
-            plan = pd.DataFrame() if left is not None and left <= 0 else suggest(
-                posterior, candidates, batch=batch, budget=left, criterion=criterion,
-                quantity=quantity, cost=cost, runs=table)
-            if len(plan) == 0:
-                stopped = "budget" if budget is not None else "no informative candidate"
-                break
-            state.write_json(state.plan_path(r), _records(plan))
-        todo = plan[~_done(plan, table)] if len(plan) else plan
-        if len(todo):
-            rows = run_fn(todo.reset_index(drop=True))
-            table = _append(table, _as_rows(rows))
-            state.write_runs(table)
-        posterior = fit_fn(load_runs(table, name="loop run table"))
-        if hasattr(posterior, "save"):
-            posterior.save(state.posterior_path(r))
-        log = _round_log(r, plan, table, posterior, logs, ci, pairs)
-        state.write_json(state.log_path(r), log)
-        logs.append(log)
-        _print_round(console, log)
-    else:
-        stopped = "rounds"
+    stopped, message = "rounds", ""
+    try:
+        for r in range(len(logs), rounds + 1):
+            if r > 0:
+                if posterior is None:
+                    posterior = _posterior_of(state, r - 1, fit_round, allow_unconverged)
+                last = logs[-1]
+                if target_width is not None and last["mean_width"] <= target_width:
+                    stopped = "target width"
+                    break
+            if state.plan_path(r).exists():
+                plan = pd.DataFrame(json.loads(state.plan_path(r).read_text()))
+            elif r == 0:
+                plan = _initial_plan(candidates, table, initial, cost)
+                state.write_json(state.plan_path(r), _records(plan))
+            else:
+                spent = logs[-1]["cumulative_cost"]
+                left = None if budget is None else budget - spent
+                plan = pd.DataFrame() if left is not None and left <= 0 else suggest(
+                    posterior, candidates, batch=batch, budget=left, criterion=criterion,
+                    quantity=quantity, cost=cost, runs=table)
+                if len(plan) == 0:
+                    stopped = "budget" if budget is not None else "no informative candidate"
+                    break
+                state.write_json(state.plan_path(r), _records(plan))
+            todo = plan[~_done(plan, table)] if len(plan) else plan
+            if len(todo):
+                rows = run_fn(todo.reset_index(drop=True))
+                table = _append(table, _as_rows(rows))
+                state.write_runs(table)  # saved before the fit: a failed fit loses no run
+            posterior, longer = fit_round(r, posterior)
+            if hasattr(posterior, "save"):
+                posterior.save(state.posterior_path(r))
+            log = _round_log(r, plan, table, posterior, logs, ci, pairs)
+            log["longer_refits"] = longer
+            state.write_json(state.log_path(r), log)
+            logs.append(log)
+            _print_round(console, log)
+    except UnconvergedFit as exc:
+        stopped, message = "unconverged", str(exc)
+        if hasattr(exc.posterior, "save"):  # kept for inspection; never read back
+            exc.posterior.save(state.out / "posteriors" / f"round-{r:03d}.unconverged.nc")
+        console.print(Text(message, style="red"))
+        posterior = exc.posterior
     if posterior is None and logs:
-        posterior = _posterior_of(state, len(logs) - 1, table, fit_fn)
+        posterior = _posterior_of(state, len(logs) - 1, fit_round, True)
     return LoopResult(runs=load_runs(table, name="loop run table"), rounds=logs,
-                      stopped=stopped, posterior=posterior)
+                      stopped=stopped, posterior=posterior, message=message)
 
 
 def _check_options(spec: ModelSpec, *, rounds: int, batch: int, budget: float | None,
@@ -335,13 +456,18 @@ def _as_rows(rows: Any) -> pd.DataFrame:
     return rows
 
 
-def _posterior_of(state: _State, r: int, table: pd.DataFrame, fit_fn: FitFn) -> Any:
+def _posterior_of(state: _State, r: int, fit_round: Callable[[int, Any], tuple[Any, int]],
+                  allow_unconverged: bool) -> Any:
+    """Round ``r``'s posterior after a resume: its file, or a refit when it has none (or,
+    unless allowed, when the saved one fails its diagnostics)."""
     path = state.posterior_path(r)
     if path.exists():
         from bayes_transfer.inference import Posterior
 
-        return Posterior.load(path)
-    return fit_fn(load_runs(table, name="loop run table"))
+        posterior = Posterior.load(path)
+        if allow_unconverged or _converged(posterior):
+            return posterior
+    return fit_round(r, None)[0]
 
 
 def _round_log(r: int, plan: pd.DataFrame, table: pd.DataFrame, posterior: Any,

@@ -57,6 +57,10 @@ class ModelData:
     # Which groups of each level have rows (numpy bools); None: treat every group as having
     # rows (e.g. when the arrays are traced, as in a vmapped refit).
     groups_with_rows: Mapping[str, np.ndarray] | None = None
+    # A bool per row: rows that are False add nothing to the likelihood. A refit pads its
+    # table to a bucketed size with such rows, so one compiled sampler serves tables that
+    # grow by a few rows (see bayes_transfer.refit). None: every row counts.
+    row_mask: Any = None
 
     @property
     def pair_idx(self) -> Any:
@@ -218,8 +222,13 @@ def hierarchical_model(data: ModelData, observed: bool = True) -> None:
     sigma = numpyro.sample("sigma", dist.HalfNormal(spec.likelihood.sigma))
     scale = jnp.sqrt(sigma**2 + data.log_loss_se**2)
     with numpyro.plate("row", data.n_rows):
-        numpyro.sample("log_loss", _likelihood(spec, mean, scale),
-                       obs=data.log_loss if observed else None)
+        if data.row_mask is None:
+            numpyro.sample("log_loss", _likelihood(spec, mean, scale),
+                           obs=data.log_loss if observed else None)
+        else:
+            with numpyro.handlers.mask(mask=data.row_mask):
+                numpyro.sample("log_loss", _likelihood(spec, mean, scale),
+                               obs=data.log_loss if observed else None)
 
 
 def _likelihood(spec: ModelSpec, mean: Any, scale: Any) -> dist.Distribution:

@@ -16,7 +16,13 @@ import re
 import sys
 import warnings
 
-__all__ = ["use_host_devices", "quiet_third_party_warnings"]
+__all__ = ["use_host_devices", "use_compilation_cache", "quiet_third_party_warnings",
+           "CACHE_ENV"]
+
+#: Where the CLI keeps JAX's compiled programs: a folder, or ``off`` (also 0, false, no,
+#: none, or empty) to compile every time.
+CACHE_ENV = "BAYES_TRANSFER_JAX_CACHE"
+_OFF = {"", "0", "off", "false", "no", "none"}
 
 _FLAG = "--xla_force_host_platform_device_count"
 
@@ -49,6 +55,43 @@ def use_host_devices(count: int | None = None) -> int:
         return len(sys.modules["jax"].devices("cpu"))
     os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={want}".strip()
     return want
+
+
+def use_compilation_cache(path: str | os.PathLike[str] | None = None) -> str | None:
+    """Keep JAX's compiled programs on disk, so a repeated fit skips compilation.
+
+    A fit compiles its sampler for several seconds; JAX's persistent compilation cache
+    stores the program under a hash of it, and a later process that builds the same
+    program (the same spec on a table of the same shape and values, or a loop refit of a
+    table padded to the same size) loads it instead. The folder is ``path``, else the
+    ``BAYES_TRANSFER_JAX_CACHE`` environment variable (``off`` disables the cache), else
+    ``$XDG_CACHE_HOME/bayes_transfer/jax`` (``~/.cache/bayes_transfer/jax``). A setting
+    the user made (``JAX_COMPILATION_CACHE_DIR``) wins. Returns the folder in use, or
+    None when disabled.
+
+    Set through environment variables when JAX has not been imported yet (the CLI calls
+    this at its entry point, before any heavy import), else through ``jax.config``.
+    """
+    if path is None:
+        if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+            return os.environ["JAX_COMPILATION_CACHE_DIR"]
+        env = os.environ.get(CACHE_ENV)
+        if env is not None and env.strip().lower() in _OFF:
+            return None
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                 ".cache")
+        path = env or os.path.join(base, "bayes_transfer", "jax")
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:  # a read-only home: compile every time rather than fail the command
+        return None
+    if "jax" in sys.modules:
+        jax = sys.modules["jax"]
+        jax.config.update("jax_compilation_cache_dir", path)
+    else:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    return path
 
 
 def quiet_third_party_warnings() -> None:

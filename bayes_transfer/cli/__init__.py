@@ -20,12 +20,19 @@ def main() -> None:
     """Entry point of the ``bayes-transfer`` console script.
 
     The process-wide settings the commands rely on are made here, not on import: one XLA
-    host device per core (NumPyro's CPU chains run in parallel across them) and no
-    warnings a command-line user cannot act on.
+    host device per core (NumPyro's CPU chains run in parallel across them), JAX's
+    persistent compilation cache (a repeated fit loads its compiled sampler instead of
+    compiling it; ``BAYES_TRANSFER_JAX_CACHE=off`` disables it) and no warnings a
+    command-line user cannot act on.
     """
-    from bayes_transfer.runtime import quiet_third_party_warnings, use_host_devices
+    from bayes_transfer.runtime import (
+        quiet_third_party_warnings,
+        use_compilation_cache,
+        use_host_devices,
+    )
 
     use_host_devices()
+    use_compilation_cache()
     quiet_third_party_warnings()
     app()
 

@@ -96,13 +96,19 @@ def loop_command(
     executor: str = typer.Option("serial", "--executor", help="Trainer executor: serial, "
                                                               "local or ray."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the sampler."),
+    allow_unconverged: bool = typer.Option(
+        False, "--allow-unconverged",
+        help="Choose runs even from a fit that fails its diagnostics after sampling "
+             "longer (default: stop and say which parameters failed)."),
 ) -> None:
     """Run the closed loop with the bundled trainer: fit, suggest, train, append, refit.
 
     Round 0 trains a small initial design (the cheapest corner runs covering every source
     and target); each later round trains the suggested batch. Each round is logged, and
     the state in --out (runs.csv, rounds/, posteriors/) makes a killed loop resume
-    where it stopped.
+    where it stopped. A fit that fails its diagnostics is refitted 2x and 4x longer;
+    if it still fails, the loop stops (exit status 1) and says which parameters failed,
+    instead of choosing runs from it.
 
     Example:
 
@@ -128,8 +134,13 @@ def loop_command(
         result = loop.loop_grid(spec_grid, out, spec=spec, executor=executor, rounds=rounds,
                                 batch=batch, budget=budget, target_width=target_width,
                                 criterion=criterion, console=console(),
+                                allow_unconverged=allow_unconverged,
                                 fit_kwargs={"chains": chains, "draws": draws,
                                             "warmup": warmup, "seed": seed})
+    if result.stopped == "unconverged":
+        # The message (which parameters failed, what to do) is printed by the loop.
+        raise fail(f"stopped: a fit did not converge; finished runs and state in {out}",
+                   "not converged")
     if not result.rounds:
         console().print(f"stopped ({result.stopped}) before round 0; state in {out}")
         return

@@ -1,0 +1,212 @@
+"""The loop never chooses runs from an unconverged fit: it samples longer, then stops.
+
+Most tests replace ``bayes_transfer.inference.fit`` with a stand-in whose diagnostics
+pass or fail on demand (NUTS is slow and its convergence is not ours to choose in a
+unit test); one runs real, deliberately short NUTS fits; one checks a warm-started refit.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+import bayes_transfer.inference as inference
+from bayes_transfer.design import candidate_grid
+from bayes_transfer.diagnostics import diagnose, failing_parameters
+from bayes_transfer.loop import UnconvergedFit, run_loop, simulated_runner
+from bayes_transfer.simulate import simulate
+
+QUIET = Console(quiet=True)
+
+
+def _cands():
+    return candidate_grid(["a", "b"], ["x", "y"], params=[1e6],
+                          pretrain_tokens=[1e7, 1e8, 1e9], finetune_tokens=[1e5, 1e6, 1e7])
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return simulate("transfer-gap", _cands(), seed=3)
+
+
+@pytest.fixture(scope="module")
+def real_posterior(tiny_posterior):
+    """A real (short) NUTS posterior of pairs a, b x x, y: the stand-in fits return it."""
+    return tiny_posterior
+
+
+def _stuck(posterior):
+    """``posterior`` with its chains pulled apart: log_G and G_z_pair fail R-hat."""
+    idata = posterior.idata.copy()
+    for name in ("G_z_pair", "log_G"):
+        values = idata.posterior[name].values.copy()
+        values[1] += 5.0  # chain 1 elsewhere: R-hat far above 1.01
+        idata.posterior[name] = (idata.posterior[name].dims, values)
+    return idata
+
+
+class FakeFit:
+    """Stands in for ``inference.fit``: records each call's settings; the posterior it
+    returns passes its diagnostics from the ``passes_from``-th call on (never: None)."""
+
+    def __init__(self, posterior, passes_from=None):
+        self.posterior, self.passes_from, self.calls = posterior, passes_from, []
+
+    def __call__(self, table, spec, **options):
+        self.calls.append(options)
+        ok = self.passes_from is not None and len(self.calls) >= self.passes_from
+        base = self.posterior
+        idata = base.idata if ok else _stuck(base)
+        names = inference._diagnosed_vars(base.spec, idata)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            diagnostics = diagnose(idata, var_names=names, warn=False)
+        if ok:  # the conftest posterior is too short to pass: pretend it passed
+            diagnostics = type(diagnostics)(**{**diagnostics.__dict__, "problems": ()})
+        return inference.Posterior(idata=idata, spec=base.spec, runs=base.runs,
+                                   diagnostics=diagnostics)
+
+
+def test_failing_parameters_names_the_parameter_the_group_and_why(real_posterior):
+    lines = failing_parameters(_stuck(real_posterior), ["G_z_pair", "log_G", "sigma"])
+    assert lines and lines[0].startswith(("G_z_pair at pair=", "log_G at pair="))
+    assert "R-hat" in lines[0] and "> 1.01" in lines[0]
+    # Worst first: the pulled-apart gaps before sigma (short chains: it may fail too).
+    assert not lines[0].startswith("sigma") and len(lines) <= 3
+
+
+def test_a_fit_that_never_converges_stops_the_loop_and_keeps_the_runs(
+        tmp_path, truth, real_posterior, monkeypatch):
+    fake = FakeFit(real_posterior, passes_from=None)
+    monkeypatch.setattr(inference, "fit", fake)
+    console = Console(record=True, width=200)
+    result = run_loop(_cands(), tmp_path / "loop", run_fn=simulated_runner(truth), rounds=2,
+                      batch=2, console=console, fit_kwargs={"draws": 40, "warmup": 40})
+    assert result.stopped == "unconverged" and result.rounds == []
+    # Tried three times: as configured, then 2x and 4x the warmup and draws.
+    assert [(c["warmup"], c["draws"]) for c in fake.calls] == [(40, 40), (80, 80), (160, 160)]
+    text = console.export_text()
+    for words in ("round 0: the fit did not converge after 2 longer refit(s)",
+                  "160 draws after 160 warmup", "no runs were chosen", "R-hat",
+                  "--allow-unconverged", "runs.csv"):
+        assert words in result.message and words in text, words
+    assert "sampling 2x longer" in text and "sampling 4x longer" in text
+    assert "G_z_pair at pair=" in result.message or "log_G at pair=" in result.message
+    # The initial design's runs were saved before the fit: nothing is lost.
+    saved = (tmp_path / "loop" / "runs.csv").read_text().splitlines()
+    assert len(saved) - 1 == len(result.runs) > 0
+    assert not (tmp_path / "loop" / "rounds" / "round-000.json").exists()
+    assert (tmp_path / "loop" / "posteriors" / "round-000.unconverged.nc").exists()
+    assert not (tmp_path / "loop" / "rounds" / "round-001.plan.json").exists()  # no suggestion
+
+
+def test_sampling_longer_that_converges_lets_the_loop_go_on(tmp_path, truth, real_posterior,
+                                                            monkeypatch):
+    fake = FakeFit(real_posterior, passes_from=2)   # the 2x refit converges
+    monkeypatch.setattr(inference, "fit", fake)
+    # Warm starts need a table that extends the posterior's: not this stand-in's.
+    result = run_loop(_cands(), tmp_path / "loop", run_fn=simulated_runner(truth), rounds=0,
+                      batch=2, console=QUIET, fit_kwargs={"draws": 40, "warmup": 40})
+    assert result.stopped == "rounds" and len(result.rounds) == 1
+    assert [(c["warmup"], c["draws"]) for c in fake.calls] == [(40, 40), (80, 80)]
+    assert result.rounds[0]["longer_refits"] == 1 and result.rounds[0]["diagnostics_ok"]
+    logged = json.loads((tmp_path / "loop" / "rounds" / "round-000.json").read_text())
+    assert logged["longer_refits"] == 1
+
+
+def test_allow_unconverged_chooses_runs_anyway(tmp_path, truth, real_posterior, monkeypatch):
+    fake = FakeFit(real_posterior, passes_from=None)
+    monkeypatch.setattr(inference, "fit", fake)
+    result = run_loop(_cands(), tmp_path / "loop", run_fn=simulated_runner(truth), rounds=1,
+                      batch=2, console=QUIET, allow_unconverged=True, retries=0)
+    assert result.stopped == "rounds" and len(result.rounds) == 2
+    assert len(result.rounds[1]["chosen"]) == 2
+    assert result.rounds[0]["diagnostics_ok"] is False
+    assert len(fake.calls) == 2  # retries=0: no longer refits
+
+
+def test_a_resumed_loop_does_not_suggest_from_a_saved_unconverged_posterior(
+        tmp_path, truth, real_posterior, monkeypatch):
+    out = tmp_path / "loop"
+    monkeypatch.setattr(inference, "fit", FakeFit(real_posterior, passes_from=None))
+    run_loop(_cands(), out, run_fn=simulated_runner(truth), rounds=0, console=QUIET,
+             allow_unconverged=True, retries=0)
+    assert (out / "posteriors" / "round-000.nc").exists()
+    # Resumed without the override: the saved round-0 posterior fails, so it is refitted
+    # (longer), and that fails too: no round-1 plan.
+    fake = FakeFit(real_posterior, passes_from=None)
+    monkeypatch.setattr(inference, "fit", fake)
+    result = run_loop(_cands(), out, run_fn=simulated_runner(truth), rounds=1, console=QUIET,
+                      retries=1)
+    assert result.stopped == "unconverged" and len(fake.calls) == 2
+    assert not (out / "rounds" / "round-001.plan.json").exists()
+
+
+def test_a_user_fit_fn_that_fails_stops_the_loop_without_retries(tmp_path, truth,
+                                                                 real_posterior):
+    fake = FakeFit(real_posterior, passes_from=None)
+    result = run_loop(_cands(), tmp_path / "loop", run_fn=simulated_runner(truth), rounds=1,
+                      console=QUIET, fit_fn=lambda table: fake(table, None))
+    assert result.stopped == "unconverged" and len(fake.calls) == 1
+    assert "cannot be asked to sample longer" in result.message
+
+
+def test_retries_must_be_a_whole_number(tmp_path, truth):
+    with pytest.raises(ValueError, match="retries"):
+        run_loop(_cands(), tmp_path, run_fn=simulated_runner(truth), retries=-1)
+
+
+@pytest.mark.slow
+def test_real_short_fits_fail_and_the_loop_stops_saying_why(tmp_path, truth):
+    """Real NUTS: 20 draws cannot pass ESS >= 200, so round 0 stops the loop."""
+    result = run_loop(_cands(), tmp_path / "loop", run_fn=simulated_runner(truth), rounds=2,
+                      batch=2, console=QUIET, retries=1,
+                      fit_kwargs={"draws": 20, "warmup": 20, "max_tree_depth": 4})
+    assert result.stopped == "unconverged" and result.rounds == []
+    assert "ESS bulk" in result.message and "40 draws after 40 warmup" in result.message
+    assert len(result.runs) > 0 and (tmp_path / "loop" / "runs.csv").exists()
+    with pytest.raises(UnconvergedFit):
+        raise UnconvergedFit(result.message, result.posterior)
+
+
+def test_a_warm_refit_starts_from_the_previous_posterior(tiny_sim, tiny_posterior):
+    """A refit of a grown table, warm-started: short warmup, same layout as a cold fit."""
+    from bayes_transfer.refit import bucket_rows, warm_warmup
+
+    table = tiny_sim.runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = inference.fit(table, "transfer-gap", chains=2, draws=60, warmup=200, seed=1,
+                             max_tree_depth=5, progress=False, warm_start=tiny_posterior)
+    settings = json.loads(post.idata.posterior.attrs["sampler_settings"])
+    assert settings["init"] == "warm" and settings["warmup"] == warm_warmup(200) == 50
+    assert post.idata.posterior.sizes["draw"] == 60
+    assert set(post.idata.posterior.data_vars) == set(tiny_posterior.idata.posterior.data_vars)
+    assert post.idata.observed_data["log_loss"].shape == (len(table),)
+    assert np.isfinite(post.gap_table()["median"]).all()
+    assert bucket_rows(1) == 32 and bucket_rows(33) == 64 and bucket_rows(64) == 64
+
+
+def test_the_compilation_cache_is_set_by_the_cli_not_by_import(tmp_path):
+    """``use_compilation_cache`` sets JAX's cache folder (env var before JAX starts);
+    importing the package sets nothing; ``off`` disables it."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, json, bayes_transfer, bayes_transfer.runtime as rt; "
+            "before = os.environ.get('JAX_COMPILATION_CACHE_DIR'); "
+            "used = rt.use_compilation_cache(); "
+            "print(json.dumps([before, used, os.environ.get('JAX_COMPILATION_CACHE_DIR')]))")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    folder = str(tmp_path / "cache")
+    for setting, expect in ((folder, folder), ("off", None)):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**env, "BAYES_TRANSFER_JAX_CACHE": setting}, check=True)
+        before, used, after = json.loads(out.stdout)
+        assert before is None and used == expect and after == expect
+    assert os.path.isdir(folder)
