@@ -131,6 +131,28 @@ def test_the_true_law_ranks_first_on_its_own_data(gap_data_fits):
     assert all("log_likelihood" not in p.idata.groups() for p in gap_data_fits.values())
 
 
+def test_az_compare_ranks_three_laws_fitted_to_one_table(gap_data_fits):
+    """ArviZ's own az.compare on three shipped laws, and bt.compare agreeing with it."""
+    posts = dict(gap_data_fits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        posts["transfer-gap-size"] = fit(posts["transfer-gap"].runs, "transfer-gap-size",
+                                         chains=2, draws=150, warmup=150, seed=0,
+                                         max_tree_depth=6, progress=False)
+    idatas = {law: add_log_likelihood(_copy(post)).idata for law, post in posts.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pareto-k notes on short chains
+        table = az.compare(idatas, ic="loo")
+        ours = bt.compare(posts)
+    assert sorted(table.index) == sorted(posts) and list(table["rank"]) == [0, 1, 2]
+    assert table["weight"].sum() == pytest.approx(1.0)
+    # The law the data came from beats the Chinchilla law (one curve for every pair).
+    assert table.index.get_loc("transfer-gap") < table.index.get_loc("chinchilla"), table
+    # bt.compare is az.compare plus the Pareto-k columns: same order, same elpd.
+    assert list(ours.index) == list(table.index)
+    np.testing.assert_allclose(ours["elpd_loo"], table["elpd_loo"], rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_the_other_law_ranks_first_on_its_data():
     # The same two laws, data from the other one: the ranking follows the data.
