@@ -55,15 +55,22 @@ class PosteriorFileError(ValueError):
     """A posterior file that is missing, truncated, corrupted or not ours."""
 
 
-def coords_for(table: RunTable) -> dict[str, list[str]]:
-    """Coordinates of the named dims, shared by both back ends."""
-    return {
+def coords_for(table: RunTable, spec: ModelSpec | None = None) -> dict[str, list]:
+    """Coordinates of the named dims, shared by both back ends.
+
+    With ``spec``, also ``factor`` (0 .. K-1) when a parameter has a rank-K interaction.
+    """
+    coords: dict[str, list] = {
         "source": list(table.sources),
         "target": list(table.targets),
         "pair": table.pair_labels,
         "row": [str(r) for r in table.df["run_id"].astype(str) + ":" +
                 table.df["target"].astype(str)],
     }
+    rank = max((p.factors for p in spec.params.values()), default=0) if spec else 0
+    if rank:
+        coords["factor"] = list(range(rank))
+    return coords
 
 
 def pick_device(device: str | None = None) -> jax.Device:
@@ -256,7 +263,7 @@ def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
             "n_steps": np.asarray(extra["num_steps"]),
         },
         observed_data={"log_loss": np.asarray(data.log_loss)},
-        coords=coords_for(table), dims=site_dims(spec),
+        coords=coords_for(table, spec), dims=site_dims(spec),
         attrs={"inference_library": "numpyro", "inference_library_version": numpyro_version},
     )
 
@@ -304,7 +311,7 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units, *,
 def _diagnosed_vars(spec: ModelSpec, idata: az.InferenceData) -> list[str]:
     names = ["sigma"]
     for p in spec.params.values():
-        names += list(p.site_names)
+        names += [s for s in p.site_names if s not in p.factor_sites or "_sd_" in s]
         names.append(f"log_{p.name}")
     # A centred parameter has a partially centred site only when some group has no rows.
     return sorted(n for n in set(names) if n in idata.posterior)

@@ -153,6 +153,8 @@ def param_effect(p: ParamSpec, data: ModelData) -> Any:
         u = _offsets(p, "source", data)
         v = _offsets(p, "target", data)
         value = value + (u[:, None] + v[None, :]).reshape(-1)
+        if p.factors:
+            value = value + _interaction(p, data)
     if p.centered:
         # Centred innermost level: when every group has many precise rows, the data pin
         # log_<name> itself, and the non-centred z would have to move in concert with mu
@@ -191,6 +193,17 @@ def _offsets(p: ParamSpec, group: str, data: ModelData) -> Any:
     z = numpyro.sample(f"{p.name}_z_{group}",
                        dist.Normal(0.0, 1.0).expand((_group_size(group, data),)))
     return sd * z
+
+
+def _interaction(p: ParamSpec, data: ModelData) -> Any:
+    # Rank-K interaction over all pairs: with a, b ~ N(0, I) each product a_s . b_t has
+    # prior sd sqrt(K), so sd_factor / sqrt(K) keeps its scale that of the pair residual.
+    sd = numpyro.sample(f"{p.name}_sd_factor", dist.HalfNormal(p.group_scale))
+    a = numpyro.sample(f"{p.name}_a_source",
+                       dist.Normal(0.0, 1.0).expand((data.n_sources, p.factors)))
+    b = numpyro.sample(f"{p.name}_b_target",
+                       dist.Normal(0.0, 1.0).expand((data.n_targets, p.factors)))
+    return (sd / np.sqrt(p.factors)) * (a @ b.T).reshape(-1)
 
 
 def at_rows(level: str, value: Any, source_idx: Any, target_idx: Any, n_targets: int) -> Any:

@@ -48,7 +48,7 @@ __all__ = ["read_posterior", "REQUIRED_GROUPS", "OPTIONAL_GROUPS", "LEVEL_DIMS"]
 REQUIRED_GROUPS = ("posterior", "constant_data")
 OPTIONAL_GROUPS = ("sample_stats", "observed_data")
 #: The dims a posterior variable may have after ``(chain, draw)``.
-LEVEL_DIMS = ("source", "target", "pair", "row")
+LEVEL_DIMS = ("source", "target", "pair", "row", "factor")
 _POSTERIOR_COORDS = {"chain", "draw", *LEVEL_DIMS, "pair_source", "pair_target",
                      "pair_observed"}
 # deflate cannot compress more than ~1032:1; a dataset declaring more than this many
@@ -261,7 +261,9 @@ def _check_structure(path: Path, groups: dict[str, xr.Dataset]) -> tuple[ModelSp
         raise _error(path, f"damaged run table: {exc}") from None
     sizes = {"chain": post.sizes["chain"], "draw": post.sizes["draw"], "row": len(table),
              "source": len(levels[0]), "target": len(levels[1]),
-             "pair": len(levels[0]) * len(levels[1]), "knot": post.sizes.get("knot", 0)}
+             "pair": len(levels[0]) * len(levels[1]), "knot": post.sizes.get("knot", 0),
+             # The rank of the spec's pair interactions (spec.ParamSpec.factors).
+             "factor": max((p.factors for p in spec.params.values()), default=0)}
     _posterior_vars(path, post, spec, sizes)
     if "sample_stats" in groups:
         _sample_stats(path, groups["sample_stats"], sizes)
@@ -358,7 +360,7 @@ def _posterior_coords(path: Path, post: xr.Dataset) -> tuple[list[str], list[str
     unknown = sorted(set(map(str, post.coords)) - _POSTERIOR_COORDS)
     if unknown:
         raise _error(path, f"unexpected posterior coordinate(s) {unknown}")
-    for dim in ("chain", "draw", "knot"):
+    for dim in ("chain", "draw", "knot", "factor"):
         if dim in post.coords and post[dim].dtype.kind not in "iu":
             raise _error(path, f"the posterior's {dim} coordinate is not integer")
     missing = [d for d in ("source", "target", "pair") if d not in post.coords]

@@ -100,6 +100,8 @@ def param_effect(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> A
         u = _offsets(p, "source", data, dims)
         v = _offsets(p, "target", data, dims)
         value = value + (u[:, None] + v[None, :]).reshape((-1,))
+        if p.factors:
+            value = value + _interaction(p, data, dims)
     if p.centered:
         # Centred innermost level (partially centred when some groups have no rows), as in
         # the NumPyro model.
@@ -127,6 +129,16 @@ def _offsets(p: ParamSpec, group: str, data: ModelData, dims: dict[str, list[str
     return sd * z
 
 
+def _interaction(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> Any:
+    # Rank-K interaction, as in the NumPyro model.
+    sd = pm.HalfNormal(f"{p.name}_sd_factor", p.group_scale)
+    a = pm.Normal(f"{p.name}_a_source", 0.0, 1.0, shape=(data.n_sources, p.factors),
+                  dims=_dims(f"{p.name}_a_source", dims))
+    b = pm.Normal(f"{p.name}_b_target", 0.0, 1.0, shape=(data.n_targets, p.factors),
+                  dims=_dims(f"{p.name}_b_target", dims))
+    return (sd / np.sqrt(p.factors)) * pt.dot(a, b.T).reshape((-1,))
+
+
 def pymc_model(spec: ModelSpec, table: RunTable, observed: bool = True,
                units: Units | None = None) -> pm.Model:
     """The PyMC model of ``spec`` on ``table`` (rows already selected by ``select_rows``).
@@ -140,7 +152,7 @@ def pymc_model(spec: ModelSpec, table: RunTable, observed: bool = True,
     data = _numpy_data(model_data(spec, table, units))
     law = get_law(spec.law)
     dims = site_dims(spec)
-    with pm.Model(coords=coords_for(table)) as model:
+    with pm.Model(coords=coords_for(table, spec)) as model:
         log_params = {
             name: at_rows(p.level, param_effect(p, data, dims), data.source_idx,
                           data.target_idx, data.n_targets)

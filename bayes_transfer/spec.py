@@ -11,6 +11,7 @@ global     none         ``mu``
 source     partial      ``mu + sd_source * z_s``           (non-centred)
 target     partial      ``mu + sd_target * z_t``
 pair       crossed      ``mu + u_s + v_t + w_st`` with u, v, w non-centred normals
+                        (``factors = K``: plus ``sd_factor * a_s . b_t``, rank K)
 pair       partial      ``mu + w_st``
 any        none         each group independently ``Normal(loc, scale)``
 =========  ===========  ========================================================
@@ -19,6 +20,11 @@ with ``mu ~ Normal(loc, scale)`` and every ``sd_* ~ HalfNormal(group_scale)``.
 ``centered = true`` samples the innermost level's log-parameter directly around the
 upper levels' sum (centred) instead of as ``sd * z``: better when every group has many
 precise rows, worse (a funnel) when groups have few.
+
+``factors = K`` (crossed pairs only) adds a rank-K interaction ``sd_factor * a_s . b_t``
+with ``a_s, b_t ~ Normal(0, I_K)``: sources that resemble each other on the targets they
+share are predicted to resemble each other on the rest, so a never-run pair borrows from
+similar pairs instead of drawing its residual ``w_st`` from the prior alone.
 
 Example:
     >>> spec = ModelSpec.from_dict({
@@ -70,6 +76,7 @@ class ParamSpec:
     scale: float = 1.0
     group_scale: float = 0.5
     centered: bool = False
+    factors: int = 0
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -83,6 +90,13 @@ class ParamSpec:
             raise SpecError(f"parameter {self.name}: centered applies to pooled levels only")
         if not isinstance(self.centered, bool):
             raise SpecError(f"params.{self.name}.centered must be true or false")
+        if (not isinstance(self.factors, int) or isinstance(self.factors, bool)
+                or not 0 <= self.factors <= MAX_FACTORS):
+            raise SpecError(f"params.{self.name}.factors must be an integer from 0 to "
+                            f"{MAX_FACTORS}")
+        if self.factors and (self.level, self.pooling) != ("pair", "crossed"):
+            raise SpecError(f"parameter {self.name}: factors apply to level = \"pair\" with "
+                            "pooling = \"crossed\" only")
         # Log-scale priors: beyond these bounds a prior is a unit mistake (scale = 1e308
         # makes every transition diverge), not a belief about a scaling law.
         _real(self.loc, f"params.{self.name}.loc", low=-_MAX_LOC, high=_MAX_LOC)
@@ -109,7 +123,23 @@ class ParamSpec:
             del sites[f"{n}_z_{self.level}"]
             sites[f"log_{n}"] = (self.level,)
             sites[f"{n}_pc_{self.level}"] = (self.level,)
+        if self.factors:
+            sites.update(self.factor_sites)
         return sites
+
+    @property
+    def factor_sites(self) -> dict[str, tuple[str, ...]]:
+        """Sites of the rank-``factors`` interaction (none when ``factors = 0``).
+
+        The loadings ``a``, ``b`` are identified only up to sign and rotation, so they are
+        left out of convergence diagnostics; their product enters ``log_<name>``, which is
+        diagnosed.
+        """
+        if not self.factors:
+            return {}
+        n = self.name
+        return {f"{n}_sd_factor": (), f"{n}_a_source": ("source", "factor"),
+                f"{n}_b_target": ("target", "factor")}
 
 
 @dataclass(frozen=True)
@@ -267,6 +297,10 @@ def _typed(key: str, value: Any, param: str) -> Any:
         if not isinstance(value, bool):
             raise SpecError(f"params.{param}.centered must be true or false")
         return value
+    if key == "factors":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SpecError(f"params.{param}.factors must be an integer from 0 to {MAX_FACTORS}")
+        return value
     if key in ("level", "pooling"):
         if not isinstance(value, str):
             raise SpecError(f"params.{param}.{key} must be a string")
@@ -274,6 +308,7 @@ def _typed(key: str, value: Any, param: str) -> Any:
     return _real(value, f"params.{param}.{key}")
 
 
+MAX_FACTORS = 3  # rank of a pair interaction: beyond this, few tables identify it
 _MAX_LOC = 50.0  # |log parameter| of a prior's centre: e^50 is no scaling-law value
 _MAX_SCALE = 20.0  # sd of a log-scale prior (or of the noise): e^20 either way is vague
 _MAX_NU = 1000.0  # Student-t degrees of freedom; beyond, it is the normal

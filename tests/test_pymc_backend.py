@@ -20,13 +20,17 @@ from bayes_transfer.pymc_backend import PYTENSOR_XP, pymc_model, sample_pymc
 from bayes_transfer.spec import load_spec
 
 SPECS = ["transfer-gap", "transfer-gap-size", "chinchilla", "effective-data", "centred-gap",
-         "partly-centred-gap"]
+         "partly-centred-gap", "factor-gap"]
 
 
 def _spec(spec_name: str):
     if spec_name in ("centred-gap", "partly-centred-gap"):  # params.G.centered
         d = load_spec("transfer-gap").to_dict()
         d["params"]["G"]["centered"] = True
+        return load_spec(d)
+    if spec_name == "factor-gap":  # params.G.factors: a rank-2 pair interaction
+        d = load_spec("transfer-gap").to_dict()
+        d["params"]["G"]["factors"] = 2
         return load_spec(d)
     return load_spec(spec_name)
 

@@ -36,6 +36,11 @@ def test_unknown_parameter_is_named():
     ({"scale": 0}, "scale must be > 0"),
     ({"loc": "big"}, "must be a number"),
     ({"prior": 1}, "unknown key of params.G"),
+    ({"level": "pair", "pooling": "partial", "factors": 1}, "factors apply to level"),
+    ({"level": "source", "factors": 1}, "factors apply to level"),
+    ({"level": "pair", "pooling": "crossed", "factors": 4}, "factors must be an integer from 0"),
+    ({"level": "pair", "pooling": "crossed", "factors": 1.5}, "factors must be an integer"),
+    ({"level": "pair", "pooling": "crossed", "factors": True}, "factors must be an integer"),
 ])
 def test_bad_parameter_entries(entry, words):
     with pytest.raises(SpecError, match=words):
