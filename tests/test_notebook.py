@@ -48,5 +48,7 @@ def test_notebook_runs_top_to_bottom(this_python_kernel):
                      for o in outputs)
     assert "R-hat" in text  # the diagnostics were printed
     assert "c-src" in text and "uncertainty_left" in text  # gaps and the next batch
+    # az.compare's table of the three laws (its text form names them and its columns).
+    assert "elpd_loo" in text and "chinchilla" in text and "transfer-gap-size" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 4  # losses, forest, heatmap, acquisition
+    assert len(images) >= 5  # losses, forest, heatmap, acquisition, compare
