@@ -220,11 +220,22 @@ def test_demo(work):
                  "gap var. left", "demo finished in")
 
 
-def test_every_command_is_tested():
-    """A new command gets a test here (or this fails)."""
+def _command_names() -> list[str]:
     from bayes_transfer.cli import app
 
-    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    return [c.name or c.callback.__name__ for c in app.registered_commands]
+
+
+@pytest.mark.parametrize("command", [None, *_command_names()])
+def test_help(command, tmp_path):
+    # Typer draws help at 80 columns off a terminal and cuts long option names there.
+    args = ["--help"] if command is None else [command, "--help"]
+    assert_clean(run_piped(*args, cwd=tmp_path), "Usage: bayes-transfer")
+
+
+def test_every_command_is_tested():
+    """A new command gets a test here (or this fails)."""
+    commands = set(_command_names())
     tested = {name.removeprefix("test_").split("_")[0] for name in globals()
               if name.startswith("test_")}
     assert commands <= tested, sorted(commands - tested)

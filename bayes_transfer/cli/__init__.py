@@ -34,7 +34,27 @@ def main() -> None:
     use_host_devices()
     use_compilation_cache()
     quiet_third_party_warnings()
+    _wide_help_when_piped()
     app()
+
+
+#: Width of ``--help`` and usage errors written to a file or a pipe.
+HELP_PIPE_WIDTH = 120
+
+
+def _wide_help_when_piped() -> None:
+    """Typer draws help at 80 columns off a terminal, and cuts long option names there
+    (``--max-tree-dep…``); 120 columns hold every option whole. ``TERMINAL_WIDTH``, typer's
+    own setting, still wins."""
+    import os
+    import sys
+
+    if os.environ.get("TERMINAL_WIDTH") or sys.stdout.isatty():
+        return
+    # Help is rendered by typer.rich_utils: imported here only when not on a terminal.
+    import typer.rich_utils
+
+    typer.rich_utils.MAX_WIDTH = HELP_PIPE_WIDTH
 
 
 __all__ = ["app", "main"]
