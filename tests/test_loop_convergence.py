@@ -19,6 +19,7 @@ from bayes_transfer.design import candidate_grid
 from bayes_transfer.diagnostics import diagnose, failing_parameters
 from bayes_transfer.loop import UnconvergedFit, run_loop, simulated_runner
 from bayes_transfer.simulate import simulate
+from bayes_transfer.spec import load_spec
 
 QUIET = Console(quiet=True)
 
@@ -210,3 +211,32 @@ def test_the_compilation_cache_is_set_by_the_cli_not_by_import(tmp_path):
         before, used, after = json.loads(out.stdout)
         assert before is None and used == expect and after == expect
     assert os.path.isdir(folder)
+
+
+def test_padded_rows_add_nothing_to_the_log_density(tiny_sim):
+    """The masked padding of a warm refit leaves the posterior as it was."""
+    from numpyro.infer.util import potential_energy
+
+    from bayes_transfer.model import ModelData, hierarchical_model, model_data
+    from bayes_transfer.refit import _latent_sites, _padded, bucket_rows
+
+    spec = load_spec("transfer-gap")
+    data = model_data(spec, tiny_sim.runs)
+    arrays = _padded(data, bucket_rows(data.n_rows))
+    assert arrays["log_loss"].shape[0] == 32 > data.n_rows
+    padded = ModelData(spec, arrays["features"], arrays["log_loss"], arrays["log_loss_se"],
+                       arrays["source_idx"], arrays["target_idx"], data.n_sources,
+                       data.n_targets, data.units, data.groups_with_rows,
+                       row_mask=arrays["row_mask"])
+    rng = np.random.default_rng(0)
+    z = {name: rng.normal(size=shape) * 0.3 for name, (shape, _) in _latent_sites(data).items()}
+    exact = float(potential_energy(hierarchical_model, (data,), {}, z))
+    assert float(potential_energy(hierarchical_model, (padded,), {}, z)) == \
+        pytest.approx(exact, rel=1e-6)
+    unmasked = ModelData(*[getattr(padded, f) for f in ("spec", "features", "log_loss",
+                                                         "log_loss_se", "source_idx",
+                                                         "target_idx", "n_sources",
+                                                         "n_targets", "units",
+                                                         "groups_with_rows")])
+    assert float(potential_energy(hierarchical_model, (unmasked,), {}, z)) != \
+        pytest.approx(exact, rel=1e-6)  # the mask is what keeps the copies out

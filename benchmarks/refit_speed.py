@@ -1,0 +1,144 @@
+"""Refit speed: a loop round's warm-started refit vs a cold fit, and a cached CLI fit.
+
+Two measurements, each a ratio against a baseline measured in the same run:
+
+* **Refit vs cold fit.** A simulated loop table (``transfer-gap``, 2 sources x 2 targets,
+  rows added 4 at a time, as the loop's rounds add them) is fitted cold at round 0, then
+  each round is refitted warm (:func:`bayes_transfer.inference.fit` with ``warm_start``:
+  chains start at the previous posterior's last draws, its draws' variances are the mass
+  matrix, a quarter of the warmup tunes the step size, and the padded table reuses the
+  compiled sampler). Each warm refit is timed against a cold fit of the *same* table with
+  the same settings (compilation + full warmup + draws, what every round cost before).
+  The first warm refit compiles the warm sampler; later ones in the same row bucket
+  reuse it. Target: a round's refit (compiled sampler reused) <= 25% of the cold fit.
+  Each fit's max R-hat is printed beside it.
+* **CLI fit with a warm compilation cache.** ``bayes-transfer fit`` of the same table
+  in fresh processes: with the cache off, into an empty cache folder, and again with that
+  folder filled; short chains (2 x 50 + 50), so that what the cache saves is not lost in
+  the sampling's noise on a shared machine, and the faster of two runs for "off" and
+  "warm cache". Ratio: warm cache / cache off (wall clock of the whole command).
+
+Run: ``python benchmarks/refit_speed.py`` (2 chains x 300 + 300, 3 warm rounds), or
+``--quick`` (2 chains x 100 + 100, depth 6, 2 warm rounds; the target is not enforced).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from _common import REPO, header, parser, verdict
+
+import bayes_transfer.inference as inference
+from bayes_transfer.data import load_runs
+from bayes_transfer.design import candidate_grid
+from bayes_transfer.loop import simulated_runner
+from bayes_transfer.refit import bucket_rows
+from bayes_transfer.simulate import simulate
+
+TARGET = 0.25
+
+
+def _table(rows: int, seed: int):
+    cands = candidate_grid(["a", "b"], ["x", "y"], params=[1e6, 1e7],
+                           pretrain_tokens=[1e7, 1e8, 1e9], finetune_tokens=[1e5, 1e6, 1e7])
+    truth = simulate("transfer-gap", cands, seed=seed)
+    order = cands.sample(len(cands), random_state=seed)
+    run = simulated_runner(truth, seed=seed)
+    return lambda n: load_runs(run(order.iloc[:n]), name=f"{n} rows")
+
+
+def _fit(table, settings, **extra):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        post = inference.fit(table, "transfer-gap", progress=False, **settings, **extra)
+        return post, time.perf_counter() - t0
+
+
+def refits(settings: dict, first_rows: int, rounds: int, seed: int) -> list[dict]:
+    table = _table(first_rows + 4 * rounds, seed)
+    previous, _ = _fit(table(first_rows), settings, seed=seed)
+    out = []
+    for r in range(1, rounds + 1):
+        rows = first_rows + 4 * r
+        warm, warm_s = _fit(table(rows), settings, seed=seed + r, warm_start=previous)
+        cold, cold_s = _fit(table(rows), settings, seed=seed + r)
+        steps = {k: float(p.idata.sample_stats["n_steps"].mean())
+                 for k, p in (("warm", warm), ("cold", cold))}
+        out.append({"round": r, "rows": rows, "bucket": bucket_rows(rows), "warm_s": warm_s,
+                    "cold_s": cold_s, "warm_rhat": warm.diagnostics.max_rhat,
+                    "cold_rhat": cold.diagnostics.max_rhat})
+        print(f"round {r}: {rows} rows (padded to {bucket_rows(rows)}): warm refit "
+              f"{warm_s:.1f} s (R-hat {warm.diagnostics.max_rhat:.3f}), cold fit "
+              f"{cold_s:.1f} s (R-hat {cold.diagnostics.max_rhat:.3f}): "
+              f"{warm_s / cold_s:.2f}; leapfrog steps a draw {steps['warm']:.0f} warm, "
+              f"{steps['cold']:.0f} cold", flush=True)
+        previous = warm
+    return out
+
+
+def cli_fits(rows: int, seed: int, repeats: int = 2) -> dict[str, float]:
+    """Wall-clock seconds of ``bayes-transfer fit``: cache off, empty cache, warm cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "runs.csv"
+        _table(rows, seed)(rows).df.to_csv(csv, index=False)
+        cmd = [sys.executable, "-c", "from bayes_transfer.cli import main; main()", "fit",
+               str(csv), "--out", str(Path(tmp) / "post.nc"), "--force", "--no-progress",
+               "--chains", "2", "--draws", "50", "--warmup", "50"]
+        cache = str(Path(tmp) / "cache")
+        times: dict[str, float] = {}
+        runs = [("off", "off")] * repeats + [("cold cache", cache)] + \
+            [("warm cache", cache)] * repeats
+        for name, where in runs:
+            env = {**os.environ, "PYTHONPATH": str(REPO), "BAYES_TRANSFER_JAX_CACHE": where}
+            env.pop("JAX_COMPILATION_CACHE_DIR", None)
+            t0 = time.perf_counter()
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            took = time.perf_counter() - t0
+            if res.returncode != 0:
+                raise SystemExit(f"bayes-transfer fit failed:\n{res.stderr[-2000:]}")
+            times[name] = min(times.get(name, took), took)
+            print(f"CLI fit (2 chains x 50 + 50), {name}: {took:.1f} s", flush=True)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    header("refit speed: warm-started loop refits, and the CLI's compilation cache")
+    if args.quick:
+        settings = {"chains": 2, "draws": 100, "warmup": 100, "max_tree_depth": 6}
+        rounds = 2
+    else:
+        settings = {"chains": 2, "draws": 300, "warmup": 300, "max_tree_depth": 10}
+        rounds = 3
+    t0 = time.perf_counter()
+    log = refits(settings, first_rows=36, rounds=rounds, seed=args.seed)
+    cli = cli_fits(rows=36, seed=args.seed, repeats=1 if args.quick else 2)
+    # Round 1's warm refit compiles the warm sampler; the later rounds (same bucket)
+    # reuse it: those are what a round of a running loop costs.
+    reused = [r for r in log[1:] if r["bucket"] == log[0]["bucket"]]
+    ratio = max(r["warm_s"] / r["cold_s"] for r in reused) if reused else float("nan")
+    print()
+    print(f"settings: {settings['chains']} chains x {settings['draws']} draws + "
+          f"{settings['warmup']} warmup (warm: a quarter), max tree depth "
+          f"{settings['max_tree_depth']}; {time.perf_counter() - t0:.0f} s in all")
+    print(f"first warm refit (compiles the warm sampler): {log[0]['warm_s']:.1f} s vs cold "
+          f"{log[0]['cold_s']:.1f} s ({log[0]['warm_s'] / log[0]['cold_s']:.2f})")
+    print(f"CLI fit (2 x 50 + 50): warm cache / cache off {cli['warm cache'] / cli['off']:.2f} "
+          f"({cli['warm cache']:.1f} s vs {cli['off']:.1f} s; cold cache "
+          f"{cli['cold cache']:.1f} s)")
+    print("max R-hat, warm refits: " + ", ".join(f"{r['warm_rhat']:.3f}" for r in log)
+          + "; cold fits: " + ", ".join(f"{r['cold_rhat']:.3f}" for r in log))
+    return verdict(ratio <= TARGET, f"a round's refit (compiled sampler reused) / a cold fit "
+                   f"of the same table: worst {ratio:.2f} (target <= {TARGET})",
+                   enforce=not args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
