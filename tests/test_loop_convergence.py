@@ -240,3 +240,30 @@ def test_padded_rows_add_nothing_to_the_log_density(tiny_sim):
                                                          "groups_with_rows")])
     assert float(potential_energy(hierarchical_model, (unmasked,), {}, z)) != \
         pytest.approx(exact, rel=1e-6)  # the mask is what keeps the copies out
+
+
+def test_cli_loop_stops_with_status_1_and_passes_the_override(tmp_path, monkeypatch):
+    """``bayes-transfer loop``: an unconverged stop exits 1; --allow-unconverged is passed."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from bayes_transfer import loop
+    from bayes_transfer.cli import app
+    from bayes_transfer.data import load_runs
+
+    seen = {}
+
+    def fake_loop_grid(grid, out, **options):
+        seen.update(options)
+        return loop.LoopResult(runs=load_runs(_cands().assign(loss=2.0)), rounds=[],
+                               stopped="unconverged", message="round 0: ...")
+
+    monkeypatch.setattr(loop, "loop_grid", fake_loop_grid)
+    grid = Path(__file__).resolve().parents[1] / "data" / "transfer_grid.toml"
+    res = CliRunner().invoke(app, ["loop", str(grid), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "not converged" in res.output and seen["allow_unconverged"] \
+        is False
+    CliRunner().invoke(app, ["loop", str(grid), "--out", str(tmp_path / "o"),
+                             "--allow-unconverged"])
+    assert seen["allow_unconverged"] is True
