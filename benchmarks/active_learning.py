@@ -244,10 +244,15 @@ def study(seeds: int, rounds: int, batch: int, chains: int, warmup: int, draws: 
                                                  checkpoint_keys(tables[key])).sum())
             tables[key] = pd.concat([tables[key], runners[s](chosen)], ignore_index=True)
         now = pd.DataFrame(records)
-        now = now[now["round"] == r].groupby("policy")["mean_width"].median()
+        now = now[now["round"] == r]
+        width = now.groupby("policy")["mean_width"].median()
+        # Every round's refits' convergence, not only the stopping round's (issue 16).
         print(f"round {r}: refit of {len(problems)} problems x {chains} chains in "
               f"{fit_s:.0f} s; median mean width "
-              + ", ".join(f"{p} {now[p]:.2f}" for p in POLICIES), flush=True)
+              + ", ".join(f"{p} {width[p]:.2f}" for p in POLICIES)
+              + f"; max R-hat of the log gaps: median {now['rhat'].median():.3f}, worst "
+              f"{now['rhat'].max():.3f}, <= 1.01 in {(now['rhat'] <= 1.01).sum()}/{len(now)}",
+              flush=True)
     return pd.DataFrame(records)
 
 
@@ -345,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{table.loc['active', 'median_flops'] / table.loc['grid', 'median_flops']:.3g}")
     print(f"target ratio <= 0.5: {'met' if ok else 'MISSED'}"
           + (" (quick mode: reported, not enforced)" if args.quick else ""))
+    per_round = log.groupby("round")["rhat"].max()
+    print("worst max R-hat of the refits' log gaps, per round: "
+          + ", ".join(f"{r}: {v:.3f}" for r, v in per_round.items())
+          + f" (target <= 1.01 at every round: {'met' if (per_round <= 1.01).all() else 'MISSED'})")
     print(f"nominal coverage 0.90; {scoring}")
     print(f"total time {time.perf_counter() - t_start:.0f} s")
     return 0 if (ok or args.quick) else 1
