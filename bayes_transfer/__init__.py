@@ -31,6 +31,7 @@ _EXPORTS = {
     "use_host_devices": "bayes_transfer.runtime",
     "compare": "bayes_transfer.comparison",
     "select_model": "bayes_transfer.selection",
+    "ExtrapolationWarning": "bayes_transfer.extrapolation",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from bayes_transfer.extrapolation import warn_extrapolation
 from bayes_transfer.laws import get_law
 
 if TYPE_CHECKING:
@@ -169,7 +170,9 @@ def advise(
             advice lists the options the data cannot tell apart.
 
     Returns:
-        An :class:`Advice`; ``str(advice)`` is the advice in words.
+        An :class:`Advice`; ``str(advice)`` is the advice in words. Options outside the
+        fitted range of N, p or f raise one
+        :class:`~bayes_transfer.extrapolation.ExtrapolationWarning` saying how far.
     """
     if not 0 < ci < 1:
         raise ValueError(f"--ci must be between 0 and 1 (e.g. 0.9), not {ci}")
@@ -204,6 +207,10 @@ def advise(
                          "pre-training and one fine-tuning token; raise --budget")
     options["cost"] = run_cost(options)
     draws = post.predict_draws(options, kind="mean")  # (draw, option)
+    # The default sizes reach 10x the largest fitted N, and a budget above the table's
+    # compute buys more tokens than were fitted: say so, and by how much.
+    warn_extrapolation(options, post.runs, "options",
+                       advice="Their losses rest on the law's extrapolation")
     return _decide(options, draws, ci=ci, threshold=threshold, notes=tuple(notes))
 
 

@@ -485,10 +485,16 @@ class Posterior:
         """``rows`` with ``loss_median``, ``loss_lower`` and ``loss_upper`` added.
 
         The interval is the central ``ci`` credible interval of the loss (see
-        :meth:`predict_draws` for ``kind``).
+        :meth:`predict_draws` for ``kind``). Rows outside the fitted range of N, p or f
+        raise one :class:`~bayes_transfer.extrapolation.ExtrapolationWarning` saying how
+        many and how far (:meth:`predict_draws`, the internal workhorse, stays silent).
         """
+        from bayes_transfer.extrapolation import warn_extrapolation
+
         _check_ci(ci)
         draws = self.predict_draws(rows, kind=kind, seed=seed, name=name)
+        # After the draws: a row the law cannot explain is an error, not a warning.
+        warn_extrapolation(rows, self.runs, "prediction rows")
         lo, med, hi = np.quantile(draws, [(1 - ci) / 2, 0.5, (1 + ci) / 2], axis=0)
         out = (rows.df if isinstance(rows, RunTable) else rows).copy().reset_index(drop=True)
         out["loss_median"], out["loss_lower"], out["loss_upper"] = med, lo, hi

@@ -330,7 +330,8 @@ def test_cli_suggest_table_and_csv(posterior_file, tmp_path):
     assert res.exit_code == 0, res.output
     from io import StringIO
 
-    out = pd.read_csv(StringIO(res.output))
+    # stdout alone: the law has no size term, so a warning on stderr says N is held.
+    out = pd.read_csv(StringIO(res.stdout))
     assert 1 <= len(out) <= 5 and out["cost"].sum() <= 1e16
     assert {"cost", "expected_gain", "gain_per_cost", "reason"} <= set(out.columns)
     assert out["reason"].str.contains("code->prose").all()

@@ -122,6 +122,42 @@ def user_errors(kind: str | None = None) -> Iterator[None]:
         raise fail(msg, kind or kinds.get(type(exc).__name__, "error")) from None
 
 
+#: The package's warnings about an answer (not about the code): a command prints each
+#: once on stderr as ``warning: MESSAGE``, not in Python's ``file:line: Category`` form.
+#: Named, not imported, so that a light command does not load the modules defining them.
+ANSWER_WARNINGS = ("ExtrapolationWarning", "HeldSizeWarning")
+
+
+@contextlib.contextmanager
+def answer_warnings() -> Iterator[None]:
+    """Print the package's warnings about the answer (rows beyond the fitted range, a
+    model size held fixed) once each on stderr; any other warning passes on as it was.
+
+    Example:
+        >>> with answer_warnings():  # doctest: +SKIP
+        ...     post.predict(rows)
+    """
+    import warnings
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        # Entering resets Python's once-per-location registry, so a warning an earlier
+        # command in this process raised is recorded again; the filters stay the user's.
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        seen: set[str] = set()
+        err = console(stderr=True, soft_wrap=True)
+        for w in caught:
+            text = str(w.message)
+            if w.category.__name__ not in ANSWER_WARNINGS:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                       source=w.source)
+            elif text not in seen:
+                seen.add(text)
+                err.print(Text.assemble(("warning:", "bold yellow"), " ", text))
+
+
 class Format(StrEnum):
     """How a command prints its results: ``--format table|csv|json``."""
 

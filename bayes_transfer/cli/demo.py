@@ -16,7 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import PROGRESS_HELP, app, show_progress, user_errors
+from bayes_transfer.cli._app import (
+    PROGRESS_HELP,
+    answer_warnings,
+    app,
+    show_progress,
+    user_errors,
+)
 from bayes_transfer.cli._app import console as make_console
 from bayes_transfer.cli._app import table as titled_table
 
@@ -123,8 +129,10 @@ def demo(
     columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
     # A failed write (full disk) ends the progress display, then prints one line.
-    with user_errors(), Progress(*columns, console=console, transient=False,
-                                     disable=not show_progress(progress, stderr=False)) as bar:
+    # The advice and suggestions go beyond the table (a step up): said once on stderr.
+    with answer_warnings(), user_errors(), Progress(
+            *columns, console=console, transient=False,
+            disable=not show_progress(progress, stderr=False)) as bar:
         steps = bar.add_task("loading the run table", total=4 + len(PLOTS))
         console.print(Text.assemble("run table ", (table.name, "bold"), f": {len(table)} "
                                     f"fine-tuned rows, {len(table.sources)} sources x "

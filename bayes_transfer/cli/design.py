@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import app, console, fail, table, user_errors
+from bayes_transfer.cli._app import answer_warnings, app, console, fail, table, user_errors
 
 _CRITERIA = ("variance", "information")
 
@@ -37,7 +37,9 @@ def suggest_command(
 
     Runs are chosen greedily: each pick accounts for what the runs before it will teach
     and for the checkpoints they leave (a shared pre-training is paid once). Candidates
-    already in the posterior's run table are left out.
+    already in the posterior's run table are left out. For a law without a model-size
+    term the candidates are held at one N (the one nearest the largest fitted), and
+    suggestions beyond the fitted range of N, p or f are counted in one warning on stderr.
 
     Example:
 
@@ -54,7 +56,7 @@ def suggest_command(
         raise fail(f"--cost must be flops or tokens, not {cost!r}")
     if fmt not in ("table", "csv"):
         raise fail(f"--format must be table or csv, not {fmt!r}")
-    with user_errors():
+    with answer_warnings(), user_errors():
         post = Posterior.load(posterior)
         cands = candidates_from_spec(candidates, runs=post.runs)
         chosen = suggest(post, cands, batch=batch, budget=budget, criterion=criterion,

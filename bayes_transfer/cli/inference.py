@@ -24,6 +24,7 @@ from bayes_transfer.cli import _checks as checks
 from bayes_transfer.cli._app import (
     PROGRESS_HELP,
     Format,
+    answer_warnings,
     app,
     console,
     fail,
@@ -254,6 +255,8 @@ def predict_command(
     """Predict the loss of new runs: adds loss_median, loss_lower and loss_upper.
 
     Rows may be of pairs never run, if their source and target were in the fitted table.
+    Rows beyond the fitted range of N, p or f are counted in one warning on stderr,
+    saying by how many times.
 
     Example:
 
@@ -269,7 +272,7 @@ def predict_command(
         checks.output_file(out, inputs=[posterior, runs], force=force)
     checks.ci(ci)
     checks.seed(seed)
-    with _user_errors():
+    with answer_warnings(), _user_errors():
         # The run table's own reader (names such as "NA" stay names); rows are numbered
         # from 1 in messages, as `validate` numbers them.
         rows = read_table(runs)

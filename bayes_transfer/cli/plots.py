@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import app, console, user_errors
+from bayes_transfer.cli._app import answer_warnings, app, console, user_errors
 from bayes_transfer.cli._app import table as titled_table
 
 #: The image formats ``plot --out`` writes (matplotlib's, by extension).
@@ -128,7 +128,7 @@ def plot(
                        suffixes=IMAGE_SUFFIXES)
     checks.ci(ci)
     post = _load(posterior)
-    with user_errors():
+    with answer_warnings(), user_errors():
         fig = make_figure(post, kind.value, ci=ci, against=against.value,
                           candidates=candidates)
         save_figure(fig, out)
@@ -154,7 +154,8 @@ def advise(
     expected loss with its credible interval and the posterior probability
     that it is the best, and says plainly when the data cannot tell the
     top options apart. A law without a model-size term (transfer-gap)
-    advises only the split.
+    advises only the split. Options beyond the fitted range of N, p or f
+    are counted in one warning on stderr, saying by how many times.
 
     Example:
 
@@ -166,7 +167,7 @@ def advise(
     checks.ci(ci)
     checks.positive(top, "--top", integer=True)
     post = _load(posterior)
-    with user_errors():
+    with answer_warnings(), user_errors():
         adv = advise_fn(post, target, budget, source=source, unit=unit.value, ci=ci)
     out = console()
     out.print(advice_table(adv, top=top))

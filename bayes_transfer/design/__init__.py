@@ -26,10 +26,12 @@ from bayes_transfer.design.batch import score_candidates, suggest
 from bayes_transfer.design.candidates import (
     CANDIDATE_COLUMNS,
     CandidateSpecError,
+    HeldSizeWarning,
     candidate_costs,
     candidate_grid,
     candidates_from_spec,
     checkpoint_keys,
+    hold_model_size,
     initial_design,
     sequential_costs,
     training_flops,
@@ -38,6 +40,7 @@ from bayes_transfer.design.candidates import (
 __all__ = [
     "CANDIDATE_COLUMNS",
     "CandidateSpecError",
+    "HeldSizeWarning",
     "PosteriorDraws",
     "as_draws",
     "candidate_costs",
@@ -45,6 +48,7 @@ __all__ = [
     "candidates_from_spec",
     "checkpoint_keys",
     "ensemble_gains",
+    "hold_model_size",
     "initial_design",
     "log_mean_draws",
     "quantity_draws",

@@ -47,8 +47,10 @@ from bayes_transfer.design.candidates import (
     _keys,
     candidate_costs,
     checkpoint_keys,
+    hold_model_size,
     pretrained_mask,
 )
+from bayes_transfer.extrapolation import warn_extrapolation
 
 if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
@@ -60,9 +62,11 @@ _PAD = 512  # candidate columns are padded to a multiple of this: few compilatio
 _MIN_COST = 1.0  # FLOPs; an evaluation of an existing checkpoint is not quite free
 
 
-def _prepare(posterior, candidates, quantity, runs, exclude_existing, max_draws):
+def _prepare(posterior, candidates, quantity, runs, exclude_existing, max_draws,
+             params=None):
     draws = as_draws(posterior).thin(max_draws)
-    cands = _check_candidates(candidates)
+    cands = hold_model_size(_check_candidates(candidates), draws.spec.law, draws.runs,
+                            params)
     table = runs if runs is not None else draws.runs
     if table is not None and not isinstance(table, RunTable):
         from bayes_transfer.data import load_runs
@@ -136,6 +140,7 @@ def score_candidates(
     runs: RunTable | pd.DataFrame | None = None,
     exclude_existing: bool = False,
     max_draws: int | None = None,
+    params: float | None = None,
 ) -> pd.DataFrame:
     """Each candidate's expected gain, cost and gain per unit cost, best first.
 
@@ -150,13 +155,16 @@ def score_candidates(
         runs: whose checkpoints exist (default: the table the posterior was fit on).
         exclude_existing: drop candidates already in ``runs``.
         max_draws: thin the posterior to at most this many draws (faster, noisier).
+        params: for a law without a model-size term, the one N the candidates are held
+            at (see :func:`~bayes_transfer.design.candidates.hold_model_size`; default:
+            the size nearest the fitted table's largest N). Ignored by size-aware laws.
 
     Returns:
         The candidates with ``cost``, ``pretrained`` (a checkpoint is reused),
         ``expected_gain``, ``gain_per_cost`` and ``reason``, sorted by ``gain_per_cost``.
     """
     draws, cands, table, q, mu = _prepare(posterior, candidates, quantity, runs,
-                                          exclude_existing, max_draws)
+                                          exclude_existing, max_draws, params)
     n = len(cands)
     gain, terms = criterion_gains(anomalies(q.draws), _padded(np.asarray(anomalies(mu))),
                                   draws.noise_variance(), criterion)
@@ -181,6 +189,7 @@ def suggest(
     runs: RunTable | pd.DataFrame | None = None,
     exclude_existing: bool = True,
     max_draws: int | None = None,
+    params: float | None = None,
 ) -> pd.DataFrame:
     """A batch of runs, chosen greedily by expected gain per unit cost.
 
@@ -188,7 +197,12 @@ def suggest(
     makes its checkpoint available to the rest of the batch. Arguments are those of
     :func:`score_candidates`, plus ``batch`` (the most runs to choose) and ``budget`` (the
     most total cost). Candidates already in the run table are left out unless
-    ``exclude_existing=False`` (a replicate needs a new seed).
+    ``exclude_existing=False`` (a replicate needs a new seed). For a law without a
+    model-size term the candidates are held at one N (``params``; see
+    :func:`~bayes_transfer.design.candidates.hold_model_size`), and chosen runs outside
+    the fitted range of N, p or f raise one
+    :class:`~bayes_transfer.extrapolation.ExtrapolationWarning`: their expected gains rest
+    on the law's extrapolation.
 
     Returns:
         One row per chosen run, in the order chosen (``rank`` 1 first), with ``cost`` (given
@@ -201,7 +215,7 @@ def suggest(
     if budget is not None and not budget > 0:
         raise ValueError(f"budget must be positive, not {budget}")
     draws, cands, table, q, mu = _prepare(posterior, candidates, quantity, runs,
-                                          exclude_existing, max_draws)
+                                          exclude_existing, max_draws, params)
     n, noise = len(cands), draws.noise_variance()
     columns = [*CANDIDATE_COLUMNS, *[c for c in cands.columns if c not in CANDIDATE_COLUMNS]]
     if n == 0:
@@ -243,6 +257,9 @@ def suggest(
     for col in ("cost", "pretrained", "expected_gain", "gain_per_cost", "cumulative_cost",
                 "uncertainty_left", "reason"):
         out[col] = info[col].to_numpy()
+    # Against the table the posterior was fitted on (not ``runs``: whose checkpoints exist).
+    warn_extrapolation(out, draws.runs, "suggested runs",
+                       advice="Their expected gains rest on the law's extrapolation")
     return out
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ __all__ = [
     "CANDIDATE_COLUMNS",
     "CandidateSpecError",
     "CostFn",
+    "HeldSizeWarning",
     "candidate_grid",
+    "hold_model_size",
     "candidates_from_spec",
     "training_flops",
     "checkpoint_keys",
@@ -68,6 +71,60 @@ CheckpointKey = tuple[str, int, int]
 
 class CandidateSpecError(ValueError):
     """A candidates spec with a missing or bad key; the message names the key."""
+
+
+class HeldSizeWarning(UserWarning):
+    """Candidates at other model sizes were set aside: the law has no model-size term."""
+
+
+def hold_model_size(candidates: pd.DataFrame, law: str,
+                    fitted: RunTable | pd.DataFrame | None = None,
+                    params: float | None = None) -> pd.DataFrame:
+    """The candidates at one model size when ``law`` has no size term; else all of them.
+
+    A law without a size term (``get_law(law).has_size_term`` is False, e.g.
+    ``transfer-gap``) predicts the same loss at every N, so every N looks equally
+    informative and the cheapest would always win: a choice of N the law cannot make.
+    As :func:`~bayes_transfer.advise.advise` does, N is then held at ``params`` (default:
+    the candidates' size nearest, on a log scale, to the fitted table's largest N), and a
+    :class:`HeldSizeWarning` names the sizes set aside.
+
+    Example:
+        >>> cands = candidate_grid(["a"], ["x"], params=[1e6, 1e7], pretrain_tokens=[1e8],
+        ...                        finetune_tokens=[1e5])
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", HeldSizeWarning)
+        ...     hold_model_size(cands, "transfer-gap", params=1e7)["params"].tolist()
+        [10000000]
+        >>> hold_model_size(cands, "transfer-gap-size")["params"].tolist()
+        [1000000, 10000000]
+    """
+    from bayes_transfer.laws import get_law
+
+    spec_law = get_law(law)
+    sizes = np.unique(candidates["params"].to_numpy(dtype=np.float64))
+    if spec_law.has_size_term or (len(sizes) <= 1 and params is None):
+        return candidates
+    if params is not None:
+        if not np.isclose(sizes, float(params), rtol=1e-6).any():
+            raise ValueError(f"params={params:.3g} is not a model size of the candidates "
+                             f"({', '.join(f'{v:.3g}' for v in sizes)})")
+        held = sizes[np.argmin(np.abs(sizes - float(params)))]
+    else:
+        df = None if fitted is None else (fitted.df if isinstance(fitted, RunTable)
+                                          else fitted)
+        ref = float(df["params"].max()) if df is not None and len(df) else sizes.max()
+        held = sizes[np.argmin(np.abs(np.log(sizes) - np.log(ref)))]
+    keep = np.isclose(candidates["params"].to_numpy(dtype=np.float64), held, rtol=1e-6)
+    dropped = sizes[~np.isclose(sizes, held, rtol=1e-6)]
+    if len(dropped):
+        warnings.warn(
+            f"the law {spec_law.name} ({spec_law.formula}) has no model-size term, so it "
+            f"cannot choose N: candidates are held at N={held:.3g} (set aside: N="
+            f"{', '.join(f'{v:.3g}' for v in dropped)}; pass params= to hold another size)",
+            HeldSizeWarning, stacklevel=4)
+    return candidates[keep].reset_index(drop=True)
 
 
 def training_flops(params: Any, pretrain_tokens: Any, finetune_tokens: Any,
