@@ -43,6 +43,7 @@ from bayes_transfer.model import (
     ModelData,
     _group_size,
     at_rows,
+    centring,
     crossed,
     model_data,
     site_dims,
@@ -107,11 +108,11 @@ def param_effect(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> A
         # the NumPyro model.
         sd = pm.HalfNormal(f"{name}_sd_{p.level}", p.group_scale)
         n = _group_size(p.level, data)
-        has_rows = data.has_rows(p.level)
-        if has_rows.all():
+        centre = centring(p, data)
+        if centre.all():
             return pm.Normal(f"log_{name}", value, sd, shape=(n,),
                              dims=_dims(f"log_{name}", dims))
-        c = has_rows.astype(float)
+        c = centre.astype(float)
         value = value * np.ones(n)
         raw = pm.Normal(f"{name}_pc_{p.level}", c * value, sd**c, shape=(n,),
                         dims=_dims(f"{name}_pc_{p.level}", dims))

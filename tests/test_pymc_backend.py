@@ -20,13 +20,17 @@ from bayes_transfer.pymc_backend import PYTENSOR_XP, pymc_model, sample_pymc
 from bayes_transfer.spec import load_spec
 
 SPECS = ["transfer-gap", "transfer-gap-size", "chinchilla", "effective-data", "centred-gap",
-         "partly-centred-gap", "factor-gap"]
+         "partly-centred-gap", "factor-gap", "auto-centred-gap"]
 
 
 def _spec(spec_name: str):
     if spec_name in ("centred-gap", "partly-centred-gap"):  # params.G.centered
         d = load_spec("transfer-gap").to_dict()
         d["params"]["G"]["centered"] = True
+        return load_spec(d)
+    if spec_name == "auto-centred-gap":  # params.G.centered = "auto": decided per pair
+        d = load_spec("transfer-gap").to_dict()
+        d["params"]["G"]["centered"] = "auto"
         return load_spec(d)
     if spec_name == "factor-gap":  # params.G.factors: a rank-2 pair interaction
         d = load_spec("transfer-gap").to_dict()
@@ -46,6 +50,9 @@ def _design(spec_name: str) -> pd.DataFrame:
     scratch = scratch[scratch["source"] == scratch["target"]]
     if spec_name == "partly-centred-gap":  # pair b->y has no rows: partially centred G
         transfer = transfer[(transfer["source"] != "b") | (transfer["target"] != "y")]
+    if spec_name == "auto-centred-gap":  # a->x keeps 3 rows (non-centred), the rest 8
+        few = ((transfer["source"] == "a") & (transfer["target"] == "x")).to_numpy()
+        transfer = transfer[~few | (np.cumsum(few) <= 3)]
     return pd.concat([transfer, scratch], ignore_index=True)
 
 
