@@ -170,7 +170,9 @@ def _sampler(spec: ModelSpec, data: ModelData, *, rows: int, chains: int, warmup
     if parallel:
         fn = jax.pmap(one_chain, in_axes=(0, None, 0, None), devices=jax.devices("cpu")[:chains])
     else:
-        fn = jax.jit(jax.vmap(one_chain, in_axes=(0, None, 0, None)), device=device)
+        # Placed on ``device`` by the caller's jax.default_device (jit's device= is
+        # deprecated).
+        fn = jax.jit(jax.vmap(one_chain, in_axes=(0, None, 0, None)))
     with _lock:
         _compiled[key] = fn
         while len(_compiled) > _KEEP:
