@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import answer_warnings, app, console, user_errors
+from bayes_transfer.cli._app import answer_warnings, app, console, fail, user_errors
 from bayes_transfer.cli._app import table as titled_table
 
 #: The image formats ``plot --out`` writes (matplotlib's, by extension).
@@ -24,6 +24,7 @@ class PlotKind(StrEnum):
     heatmap = "heatmap"
     prior = "prior"
     acquisition = "acquisition"
+    all = "all"
 
 
 class Against(StrEnum):
@@ -94,6 +95,31 @@ def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
     raise ValueError(f"unknown plot kind {kind!r}; use one of {', '.join(plots.KINDS)}")
 
 
+def draw_all(post, out_dir: Path, *, ci: float = 0.9, against: str = "p",
+             candidates: Path | None = None) -> list[tuple[str, Path | None, str]]:
+    """Draw every plot kind of ``post`` into ``out_dir/KIND.png`` in one process.
+
+    A kind that does not apply to the posterior (forest and heatmap need a per-pair gap,
+    acquisition a gap to narrow) is skipped, not a failure: its row is
+    ``(kind, None, why)``; a drawn one is ``(kind, path, "")``.
+
+    Example:
+        >>> draw_all(post, Path("plots"))  # doctest: +SKIP
+        [('losses', PosixPath('plots/losses.png'), ''), ...]
+    """
+    from bayes_transfer.plots import KINDS, save_figure
+
+    done: list[tuple[str, Path | None, str]] = []
+    for kind in KINDS:
+        try:
+            fig = make_figure(post, kind, ci=ci, against=against, candidates=candidates)
+        except ValueError as exc:  # the plot's own "does not apply" (or a bad candidate)
+            done.append((kind, None, str(exc)))
+            continue
+        done.append((kind, save_figure(fig, out_dir / f"{kind}.png"), ""))
+    return done
+
+
 @app.command()
 def plot(
     posterior: Path = typer.Argument(..., help="Posterior file written by `fit` (.nc)."),
@@ -101,8 +127,11 @@ def plot(
                                     "predictive bands per pair), forest (gaps with "
                                     "intervals), heatmap (source x target gaps), prior "
                                     "(prior vs posterior), acquisition (value of candidate "
-                                    "runs)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Image to write (.png, .pdf, .svg)."),
+                                    "runs), or all (each kind as --out-dir/KIND.png)."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Image to write (.png, .pdf, .svg)."),
+    out_dir: Path | None = typer.Option(None, "--out-dir",
+                                        help="all: folder for one PNG per kind."),
     ci: float = typer.Option(0.9, help="Credible-interval width."),
     against: Against = typer.Option(Against.p, help="losses: x axis, pre-training (p) or "
                                     "fine-tuning (f) tokens."),
@@ -110,24 +139,50 @@ def plot(
                                            "default: the table's own values."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
-    """Draw one picture of a fitted posterior and write it atomically.
+    """Draw one picture of a fitted posterior (or all of them) and write it atomically.
 
     Every image is 1000 x 650 pixels (10 x 6.5 inches at 100 dpi).
     Pairs with no runs are drawn hollow, grey or hatched and marked
     "pred.": their gaps are predicted from their source's and target's
-    effects.
+    effects. `all` draws every kind in one process, as --out-dir/KIND.png;
+    a kind that does not apply to the posterior is skipped with a note.
 
     Example:
 
         bayes-transfer plot posterior.nc heatmap --out heatmap.png
+        bayes-transfer plot posterior.nc all --out-dir plots
     """
-    from bayes_transfer.plots import save_figure
+    from bayes_transfer.plots import KINDS, save_figure
 
     checks.input_file(candidates, "candidates file", "--candidates")
-    checks.output_file(out, inputs=[posterior, candidates], force=force,
-                       suffixes=IMAGE_SUFFIXES)
+    if kind is PlotKind.all:
+        if out is not None or out_dir is None:
+            raise fail("plot all writes one PNG per kind: give --out-dir DIR, not --out")
+        checks.output_dir(out_dir, inputs=[posterior, candidates], flag="--out-dir")
+        # Every file is checked before any is drawn: nothing is written on a refusal.
+        for name in KINDS:
+            checks.output_file(out_dir / f"{name}.png", inputs=[posterior, candidates],
+                               force=force, flag="--out-dir")
+    else:
+        if out is None or out_dir is not None:
+            raise fail(f"plot {kind.value} writes one image: give --out FILE "
+                       "(--out-dir is for `all`)")
+        checks.output_file(out, inputs=[posterior, candidates], force=force,
+                           suffixes=IMAGE_SUFFIXES)
     checks.ci(ci)
     post = _load(posterior)
+    if kind is PlotKind.all:
+        with answer_warnings(), user_errors():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            drawn = draw_all(post, out_dir, ci=ci, against=against.value,
+                             candidates=candidates)
+        con = console()
+        for name, path, why in drawn:
+            if path is None:
+                con.print(Text.assemble(("skipped", "yellow"), f" {name}: {why}"))
+            else:
+                con.print(f"wrote {path}")
+        return
     with answer_warnings(), user_errors():
         fig = make_figure(post, kind.value, ci=ci, against=against.value,
                           candidates=candidates)

@@ -1,0 +1,104 @@
+"""``bayes-transfer plot POST.nc all --out-dir DIR``: every kind in one process.
+
+One PNG per kind, written atomically with the user's umask; an existing file is replaced
+only with ``--force`` (checked for every kind before any is drawn); a kind that does not
+apply to the posterior is skipped with a one-line note. Known posteriors: no sampler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+
+import pytest
+from _posteriors import known_posterior, simulated
+from PIL import Image
+from typer.testing import CliRunner
+
+from bayes_transfer import plots, simulate
+from bayes_transfer.cli import app
+from bayes_transfer.spec import load_spec
+
+SIZE = (round(plots.FIGSIZE[0] * plots.DPI), round(plots.FIGSIZE[1] * plots.DPI))
+
+
+@pytest.fixture(scope="module")
+def post_file(tmp_path_factory):
+    post = known_posterior(simulated("transfer-gap-size"), spread=0.05)
+    return post.save(tmp_path_factory.mktemp("plot-all") / "post.nc")
+
+
+@pytest.fixture(scope="module")
+def gapless_file(tmp_path_factory):
+    """A chinchilla posterior: no per-pair gap, so no forest, heatmap or acquisition."""
+    design = simulate.design_grid(["web", "code"], ["math", "prose"], params=[1e5, 1e6],
+                                  pretrain_tokens=[1e6, 1e7, 1e8],
+                                  finetune_tokens=[1e4, 1e5, 1e6])
+    spec = dataclasses.replace(load_spec("chinchilla"), discrepancy=None)
+    post = known_posterior(simulate.simulate(spec, design, seed=1), spread=0.05)
+    return post.save(tmp_path_factory.mktemp("plot-all") / "chinchilla.nc")
+
+
+def _plot(*args):
+    return CliRunner().invoke(app, ["plot", *map(str, args)])
+
+
+def test_all_kinds_in_one_call_with_the_umask(post_file, tmp_path):
+    out = tmp_path / "plots"
+    old = os.umask(0o027)
+    try:
+        result = _plot(post_file, "all", "--out-dir", out)
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{k}.png" for k in plots.KINDS)
+    for kind in plots.KINDS:
+        path = out / f"{kind}.png"
+        assert f"wrote {path}" in result.stdout
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.size == SIZE
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0o666 & ~0o027
+    assert "skipped" not in result.output
+
+
+def test_existing_files_are_kept_without_force(post_file, tmp_path):
+    out = tmp_path / "plots"
+    out.mkdir()
+    (out / "heatmap.png").write_bytes(b"mine")
+    result = _plot(post_file, "all", "--out-dir", out)
+    assert result.exit_code == 1
+    assert "heatmap.png exists; pass --force to replace it (nothing was written)" in \
+        result.output
+    # Checked before drawing: no other kind was written either.
+    assert [p.name for p in out.iterdir()] == ["heatmap.png"]
+    assert (out / "heatmap.png").read_bytes() == b"mine"
+    result = _plot(post_file, "all", "--out-dir", out, "--force")
+    assert result.exit_code == 0, result.output
+    assert len(list(out.iterdir())) == len(plots.KINDS)
+    assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_kinds_that_do_not_apply_are_skipped_with_a_note(gapless_file, tmp_path):
+    out = tmp_path / "plots"
+    result = _plot(gapless_file, "all", "--out-dir", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["losses.png", "prior.png"]
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped")]
+    assert [line.split(":")[0] for line in skipped] == [
+        "skipped forest", "skipped heatmap", "skipped acquisition"]
+    assert "no per-pair gap" in skipped[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["all", "--out", "x.png"], "give --out-dir DIR, not --out"),
+    (["all"], "give --out-dir DIR"),
+    (["heatmap", "--out-dir", "d"], "plot heatmap writes one image: give --out FILE"),
+    (["heatmap"], "give --out FILE"),
+])
+def test_out_and_out_dir_are_not_mixed_up(post_file, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = _plot(post_file, *args)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
