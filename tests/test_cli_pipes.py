@@ -147,6 +147,13 @@ def test_plot(fitted):
                            cwd=post.parent), "wrote heat.png")
 
 
+def test_plot_all(fitted):
+    post, _ = fitted
+    assert_clean(run_piped("plot", post.name, "all", "--out-dir", "all-plots", "--force",
+                           cwd=post.parent), "wrote all-plots/losses.png",
+                 "wrote all-plots/acquisition.png")
+
+
 def test_advise(fitted):
     post, _ = fitted
     assert_clean(run_piped("advise", post.name, "--target", "x", "--budget", "1e13",

@@ -176,3 +176,17 @@ def test_cli_advise_and_suggest_warn_on_stderr(post_file, sizeless, tmp_path):
             "to 10x above the largest fitted (1e+08)") in result.stderr
     chosen = pd.read_csv(io.StringIO(result.stdout))
     assert set(chosen["params"]) == {10**6}
+
+
+def test_cli_prints_each_answer_warning_once_and_passes_others_on(capsys):
+    from bayes_transfer.cli._app import answer_warnings
+
+    with pytest.warns(DeprecationWarning, match="not ours"), answer_warnings():
+        for _ in range(2):  # the same warning from two calls: printed once
+            warnings.warn("5 of 5 rows lie beyond the fitted range", ExtrapolationWarning,
+                          stacklevel=1)
+            warnings.warn("held at N=1e+06", HeldSizeWarning, stacklevel=1)
+        warnings.warn("not ours", DeprecationWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["warning: 5 of 5 rows lie beyond the fitted range",
+                                "warning: held at N=1e+06"]
