@@ -412,6 +412,11 @@ def run_loop(
             exc.posterior.save(state.out / "posteriors" / f"round-{r:03d}.unconverged.nc")
         console.print(Text(message, style="red"))
         posterior = exc.posterior
+    finally:
+        if isinstance(fit_fn, _NutsRefit):
+            from bayes_transfer.refit import clear_compiled
+
+            clear_compiled()  # the warm sampler served the rounds; free it for other fits
     if posterior is None and logs:
         posterior = _posterior_of(state, len(logs) - 1, fit_round, True)
     return LoopResult(runs=load_runs(table, name="loop run table"), rounds=logs,
