@@ -112,9 +112,16 @@ def test_bad_candidate_specs_name_the_key(spec, match):
         candidates_from_spec({"candidates": spec})
 
 
-def test_example_candidates_file_loads():
+def test_example_candidates_file_loads_and_matches_the_bundled_table():
     cands = candidates_from_spec(ROOT / "models" / "candidates-example.toml")
     assert len(cands) > 100 and (cands["params"] > 0).all()
+    # The README runs `suggest POST.nc --candidates` on it with the demo's posterior:
+    # its pairs must be fine-tuned pairs of the bundled table and its N the trainer's.
+    runs = pd.read_csv(ROOT / "data" / "transfer_runs.csv")
+    tuned = runs[runs["finetune_tokens"] > 0]
+    assert set(cands["source"]) <= set(tuned["source"])
+    assert set(cands["target"]) <= set(tuned["target"])
+    assert set(cands["params"]) <= set(runs["params"])
 
 
 def test_initial_design_covers_every_source_and_target():

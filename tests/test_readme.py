@@ -107,14 +107,10 @@ def test_in_python_block(readme_dir, short_fits):
                                   "params": [590976], "pretrain_tokens": [196608],
                                   "finetune_tokens": [36864]}),
     }
-    # Not models/candidates-example.toml: its target python-tests is not one of the
-    # bundled table's targets (c-src, synth-b, synth-c), so suggest refuses it.
-    from bayes_transfer.design import candidate_grid
+    # The bundled example file, as the README's suggest line uses it.
+    from bayes_transfer.design import candidates_from_spec
 
-    preamble["candidates"] = candidate_grid(["python-src", "english"], ["c-src", "synth-b"],
-                                            params=[55776, 221568],
-                                            pretrain_tokens=[65536, 196608],
-                                            finetune_tokens=[36864, 110592])
+    preamble["candidates"] = candidates_from_spec(REPO / "models" / "candidates-example.toml")
     namespace: dict = dict(preamble)
     _run(code, namespace)
     assert (readme_dir / "posterior.nc").exists()
