@@ -89,7 +89,8 @@ def centred(spec: ModelSpec, how: bool | str = True) -> ModelSpec:
 SPEC_MODES = {"stock": False, "centred": True, "auto": "auto"}
 
 
-def one(pairs: int, rows: int, seed: int, draws: int, mode: str) -> dict:
+def one(pairs: int, rows: int, seed: int, draws: int, mode: str,
+        device: str | None = None) -> dict:
     """Fit one size in this process and return its figures (run in a subprocess)."""
     import resource
     import time
@@ -105,7 +106,8 @@ def one(pairs: int, rows: int, seed: int, draws: int, mode: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)  # short chains: timing only
         post = fit(runs, centred(spec, SPEC_MODES[mode]) if SPEC_MODES[mode] else spec,
-                   chains=CHAINS, warmup=draws, draws=draws, seed=seed, progress=False)
+                   chains=CHAINS, warmup=draws, draws=draws, seed=seed, progress=False,
+                   device=device)
     seconds = time.perf_counter() - start
     steps = post.idata.sample_stats["n_steps"]
     gaps = az.summary(post.idata, var_names=["log_G"], kind="diagnostics")
@@ -113,7 +115,7 @@ def one(pairs: int, rows: int, seed: int, draws: int, mode: str) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "max_rhat": post.diagnostics.max_rhat, "steps": float(steps.mean()),
             "gap_rhat": float(gaps["r_hat"].max()), "gap_ess": float(gaps["ess_bulk"].min()),
-            "spec": mode}
+            "spec": mode, "device": str(post.idata.posterior.attrs.get("device", device))}
 
 
 def run_size(pairs: int, rows: int, seed: int, draws: int, mode: str) -> dict:
@@ -137,11 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=list(SPEC_MODES), default="stock",
                    help="internal: with --one, the spec's centring (stock, centred, auto)")
     p.add_argument("--draws", type=int, default=DRAWS, help="warmup and kept draws per chain")
+    p.add_argument("--device", choices=["cpu", "gpu"], default=None,
+                   help="internal: with --one, the JAX device to sample on (default: GPU "
+                        "when present)")
     p.add_argument("--series", choices=["rows", "pairs", "both"], default="both",
                    help="which series to run (default both; the target is on rows)")
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(one(*args.one, seed=args.seed, draws=args.draws, mode=args.mode)))
+        print(json.dumps(one(*args.one, seed=args.seed, draws=args.draws, mode=args.mode,
+                             device=args.device)))
         return 0
 
     if args.quick:
