@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import arviz as az
 import numpy as np
+import pandas as pd
 
 from bayes_transfer import simulate
 from bayes_transfer.diagnostics import diagnose
@@ -51,3 +52,11 @@ def known_posterior(sim: simulate.Simulation, spread: float, *, draws: int = 300
     _annotate(idata, spec, runs, backend="known", left_out=0, units=sim.units)
     return Posterior(idata=idata, spec=spec, runs=runs,
                      diagnostics=diagnose(idata, warn=False))
+
+
+def loop_candidates() -> pd.DataFrame:
+    """The loop tests' candidate grid: 2 x 2 pairs at one N, 3 x 3 token sizes."""
+    from bayes_transfer.design import candidate_grid
+
+    return candidate_grid(["a", "b"], ["x", "y"], params=[1e6],
+                          pretrain_tokens=[1e7, 1e8, 1e9], finetune_tokens=[1e5, 1e6, 1e7])

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from _posteriors import loop_candidates
 from rich.console import Console
 
-from bayes_transfer.design import PosteriorDraws, candidate_grid
+from bayes_transfer.design import PosteriorDraws
 from bayes_transfer.loop import gap_widths, run_loop, simulated_runner
 from bayes_transfer.simulate import simulate
 from bayes_transfer.spec import load_spec
@@ -18,8 +19,7 @@ QUIET = Console(quiet=True)
 
 
 def _cands():
-    return candidate_grid(["a", "b"], ["x", "y"], params=[1e6],
-                          pretrain_tokens=[1e7, 1e8, 1e9], finetune_tokens=[1e5, 1e6, 1e7])
+    return loop_candidates()
 
 
 @pytest.fixture(scope="module")

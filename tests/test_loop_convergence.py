@@ -12,10 +12,10 @@ import warnings
 
 import numpy as np
 import pytest
+from _posteriors import loop_candidates
 from rich.console import Console
 
 import bayes_transfer.inference as inference
-from bayes_transfer.design import candidate_grid
 from bayes_transfer.diagnostics import diagnose, failing_parameters
 from bayes_transfer.loop import UnconvergedFit, run_loop, simulated_runner
 from bayes_transfer.simulate import simulate
@@ -25,8 +25,7 @@ QUIET = Console(quiet=True)
 
 
 def _cands():
-    return candidate_grid(["a", "b"], ["x", "y"], params=[1e6],
-                          pretrain_tokens=[1e7, 1e8, 1e9], finetune_tokens=[1e5, 1e6, 1e7])
+    return loop_candidates()
 
 
 @pytest.fixture(scope="module")
