@@ -67,7 +67,7 @@ def coords_for(table: RunTable, spec: ModelSpec | None = None) -> dict[str, list
         "row": [str(r) for r in table.df["run_id"].astype(str) + ":" +
                 table.df["target"].astype(str)],
     }
-    rank = max((p.factors for p in spec.params.values()), default=0) if spec else 0
+    rank = spec.factor_rank if spec else 0
     if rank:
         coords["factor"] = list(range(rank))
     return coords

@@ -263,7 +263,7 @@ def _check_structure(path: Path, groups: dict[str, xr.Dataset]) -> tuple[ModelSp
              "source": len(levels[0]), "target": len(levels[1]),
              "pair": len(levels[0]) * len(levels[1]), "knot": post.sizes.get("knot", 0),
              # The rank of the spec's pair interactions (spec.ParamSpec.factors).
-             "factor": max((p.factors for p in spec.params.values()), default=0)}
+             "factor": spec.factor_rank}
     _posterior_vars(path, post, spec, sizes)
     if "sample_stats" in groups:
         _sample_stats(path, groups["sample_stats"], sizes)

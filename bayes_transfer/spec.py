@@ -281,6 +281,11 @@ class ModelSpec:
                         for k, v in self.units.items()})
 
     @property
+    def factor_rank(self) -> int:
+        """Length of the ``factor`` dim: the largest ``factors`` of any parameter (0: none)."""
+        return max((p.factors for p in self.params.values()), default=0)
+
+    @property
     def gap(self) -> str | None:
         """The law's transfer-gap parameter (``G``, ``k``), if it has one."""
         return get_law(self.law).gap
