@@ -335,3 +335,14 @@ def test_cli_convert_help_shows_an_example():
     res = runner.invoke(app, ["convert", "--help"], terminal_width=100)
     assert res.exit_code == 0
     assert "Example" in res.output and "bayes-transfer convert rectified-scaling" in res.output
+
+
+def test_cli_convert_never_replaces_a_file_without_force(tmp_path):
+    out = tmp_path / "runs.csv"
+    out.write_text("keep me\n")
+    res = _convert("rectified-scaling", str(RECTIFIED / "flan.csv"), "--out", str(out))
+    _one_error(res, "exists; pass --force")
+    assert out.read_text() == "keep me\n"  # nothing lost
+    res = _convert("rectified-scaling", str(RECTIFIED / "flan.csv"), "--out", str(out), "--force")
+    assert res.exit_code == 0, res.output
+    assert len(load_runs(out)) == 450

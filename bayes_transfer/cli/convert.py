@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from bayes_transfer._io import atomic_path
 from bayes_transfer.cli._app import app, fail
-from bayes_transfer.data import RunTableError
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -42,6 +41,7 @@ def convert_command(
     tokens_per_example: float | None = typer.Option(
         None, help="rectified-scaling: tokens of one fine-tuning example (default: flan 35, "
         "gigaword 44, from the paper's code)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Convert a published table into a run table that `fit` and `validate` read.
 
@@ -56,7 +56,9 @@ def convert_command(
 
         bayes-transfer convert rectified-scaling flan.csv --out flan-runs.csv
     """
-    from bayes_transfer.cli._checks import input_file, same_file
+    # Imported here, not at the top: pandas would slow `bayes-transfer --help`.
+    from bayes_transfer.cli._checks import input_file, output_file, same_file
+    from bayes_transfer.data import RunTableError
     from bayes_transfer.public_data import convert
 
     input_file(src, "published table")
@@ -65,6 +67,7 @@ def convert_command(
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise fail(f"--out {out}: use a .csv or .parquet file name")
+    output_file(out, inputs=[src], force=force)
     try:
         conv = convert(fmt.value, src, target=target, metric=metric.value,
                        tokens_per_example=tokens_per_example)
