@@ -128,7 +128,9 @@ def loop_command(
         raise fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
     if executor not in EXECUTORS:
         raise fail(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
-    with user_errors():
+    # The rounds' fits, suggestions and refits warn about their answers (extrapolation, a
+    # held model size): each is printed once on stderr, as predict and suggest do.
+    with answer_warnings(), user_errors():
         from bayes_transfer import loop
         from bayes_transfer.trainer import load_grid
 
