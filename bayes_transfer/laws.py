@@ -106,6 +106,10 @@ class Law:
             ``[params.NAME]`` table (``{"G": {"level": "pair", "loc": -1.0}}``). A spec
             that leaves out a parameter, or a key of it, gets these; the baseline starts
             its optimiser within them. Parameters not named get the spec defaults.
+        compute_frontier: the law is ``E + A N^-alpha + B D^-beta`` in its parameters
+            ``E, A, alpha, B, beta``, so that at a fixed compute ``C = 6 N D`` the best
+            (N, D) has a closed form (Hoffmann et al. 2022, eq. 4): ``advise`` then gives
+            the compute-optimal frontier instead of transfer options.
     """
 
     name: str
@@ -118,6 +122,7 @@ class Law:
     size_term: str | None = None
     # hash=False: a dict is unhashable, and the name and params already identify a law.
     priors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    compute_frontier: bool = False
 
     def __post_init__(self) -> None:
         if self.gap is not None and self.gap not in self.params:
@@ -125,6 +130,9 @@ class Law:
         if self.rows not in ROW_RULES:
             raise ValueError(f"law {self.name}: unknown row rule {self.rows!r}; "
                              f"use one of {sorted(ROW_RULES)}")
+        if self.compute_frontier and not {"E", "A", "alpha", "B", "beta"} <= set(self.params):
+            raise ValueError(f"law {self.name}: compute_frontier needs the parameters E, A, "
+                             f"alpha, B and beta of E + A N^-alpha + B D^-beta")
         unknown = [p for p in self.priors if p not in self.params]
         if unknown:
             raise ValueError(f"law {self.name}: priors for {unknown}, which are not among "
@@ -369,7 +377,7 @@ def get_law(name: str) -> Law:
 # registered without a spec file.
 register_law(Law("chinchilla", ("E", "A", "alpha", "B", "beta"), chinchilla,
                  to_raw=_chinchilla_raw, formula="L = E + A N^-alpha + B D^-beta, D = p + f",
-                 size_term="A N^-alpha"))
+                 size_term="A N^-alpha", compute_frontier=True))
 register_law(Law("transfer-gap", ("A", "alpha", "G", "beta", "E"), transfer_gap,
                  gap="G", rows="finetuned", to_raw=_transfer_gap_raw,
                  formula="L = (A p^-alpha + G) f^-beta + E"))
