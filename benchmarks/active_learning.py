@@ -41,6 +41,7 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import arviz as az
 import jax
@@ -53,9 +54,13 @@ from numpyro.infer.util import initialize_model, potential_energy
 from bayes_transfer.data import load_runs
 from bayes_transfer.design import (
     PosteriorDraws,
+    as_draws,
     candidate_grid,
     checkpoint_keys,
     initial_design,
+    log_mean_draws,
+    pool_candidates,
+    pool_runner,
     score_candidates,
     sequential_costs,
     suggest,
@@ -292,6 +297,244 @@ def scoring_time(n_candidates: int = 10_000, n_draws: int = 1_000) -> tuple[floa
     return times[0], times[1]
 
 
+# ---- pool replay: suggestions tested on real runs (--pool) ---------------------------
+#
+# The candidates are the rows of a real table, the rectified-scaling fine-tuning curves
+# of Lin et al. 2024 (data/rectified-scaling/): one row per (pre-trained model,
+# fine-tuning size). "Running" a candidate reveals its row (bayes_transfer.design.
+# pool_runner). Each model's largest size (1,638,400 examples) is held out: its loss is
+# the truth to predict, never a candidate. The cost of a row is 6 N f FLOPs (N: the
+# model's parameters, f: fine-tuning tokens; the pre-training was paid by others).
+
+POOL_STRATEGIES = ("active", "random", "cheapest", "doubling")
+POOL_LARGEST = 1_638_400  # examples: the largest fine-tuning size of Lin et al.'s tables
+POOL_FIRST = (0, 200)  # examples: the shared initial design (zero-shot rows cost 0)
+POOL_WIDTH = 0.1  # nats: the stopping rule's 90% interval width of every largest loss
+
+
+def pool_cost(df: pd.DataFrame) -> np.ndarray:
+    """6 N f FLOPs of each row (``model_params``: N, kept apart from ``params``, below)."""
+    return 6.0 * df["model_params"].to_numpy(float) * df["finetune_tokens"].to_numpy(float)
+
+
+def pool_table(table: str, models: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pool rows, truth rows) of ``models`` models of a rectified-scaling table.
+
+    Models are taken evenly over the table's sizes (smallest and largest included) so a
+    reduced run still spans them. The rectified law has no model-size term, and
+    ``suggest`` then holds candidates at one N (``hold_model_size``), which here, where N
+    is a property of the source, would drop every model but one: the acquisition sees
+    one common ``params`` and the cost reads N from ``model_params``.
+    """
+    import warnings
+
+    from bayes_transfer.public_data import LeftOutWarning, load_public
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LeftOutWarning)
+        df = load_public(f"rectified-scaling-{table}").df
+    sizes = df.groupby("source")["params"].first().sort_values(kind="stable")
+    names = list(sizes.index)
+    if models is not None and models < len(names):
+        names = [names[i] for i in np.unique(np.linspace(0, len(names) - 1, models)
+                                            .round().astype(int))]
+    df = df[df["source"].isin(names)].assign(model_params=lambda d: d["params"])
+    df = df.assign(params=float(df["params"].max()))
+    truth = df[df["finetune_examples"] == POOL_LARGEST].reset_index(drop=True)
+    pool = df[df["finetune_examples"] != POOL_LARGEST].reset_index(drop=True)
+    return pool, truth
+
+
+def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, batch: int,
+                round_: int, rng: np.random.Generator) -> pd.DataFrame:
+    """The next batch of unrevealed pool rows under ``strategy``."""
+    if strategy == "active":
+        import warnings
+
+        from bayes_transfer.extrapolation import ExtrapolationWarning
+
+        quantity = truth.drop(columns=["loss", "loss_se"], errors="ignore")
+        with warnings.catch_warnings():
+            # Chosen sizes beyond the fitted range are the point of the exercise.
+            warnings.simplefilter("ignore", ExtrapolationWarning)
+            # suggest's checkpoint bookkeeping needs a number for p; the tables leave it
+            # unknown and the rectified law does not use it.
+            picked = suggest(post, left.assign(pretrain_tokens=0.0), batch=batch,
+                             quantity=quantity, cost=pool_cost, exclude_existing=False)
+        return left[left["run_id"].isin(picked["run_id"])]
+    if strategy == "random":
+        return left.iloc[rng.choice(len(left), size=min(batch, len(left)), replace=False)]
+    if strategy == "cheapest":
+        return left.iloc[np.argsort(pool_cost(left), kind="stable")[:batch]]
+    # The paper's protocol: every model fine-tuned on 1/512, 1/256, ... of the largest
+    # size, one doubling a round.
+    size = POOL_LARGEST // 2 ** (10 - round_)
+    return left[left["finetune_examples"] == size]
+
+
+def pool_intervals(post, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Width (nats) of each truth row's 90% interval of the law's loss, and coverage."""
+    mu = log_mean_draws(as_draws(post), truth.drop(columns=["loss"]))
+    lo, hi = np.exp(np.quantile(mu, [0.05, 0.95], axis=0))
+    loss = truth["loss"].to_numpy(float)
+    return hi - lo, (lo <= loss) & (loss <= hi)
+
+
+def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: int,
+               draws: int, warmup: int) -> pd.DataFrame:
+    """One record per (seed, strategy, round): FLOPs spent, widths, coverage, R-hat.
+
+    A strategy stops refitting once the stopping rule holds (every largest-size 90%
+    interval narrower than ``POOL_WIDTH`` and covering the truth), or after ``rounds``.
+    """
+    import dataclasses
+    import warnings
+
+    from bayes_transfer.inference import fit
+    from bayes_transfer.refit import clear_compiled
+
+    pool, truth = pool_table(table, models)
+    run = pool_runner(pool)
+    cands = pool_candidates(pool)
+    first = cands[cands["finetune_examples"].isin(POOL_FIRST)]
+    # No discrepancy term: its internal extrapolation fit doubles each refit, which
+    # 2 shared cores cannot pay for every round of every strategy and seed.
+    spec = dataclasses.replace(load_spec("finetune-curves"), discrepancy=None)
+    batch = pool["source"].nunique()
+    records = []
+
+    def refit(rows: pd.DataFrame, seed: int, previous):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # diagnostics are recorded, not printed
+            return fit(rows, spec, chains=chains, draws=draws, warmup=warmup, seed=seed,
+                       progress=False, warm_start=previous)
+
+    for s in range(seeds):
+        t0 = time.perf_counter()
+        shared = run(first)
+        post0 = refit(shared, 1000 * s, None)
+        for strategy in POOL_STRATEGIES:
+            rng = np.random.default_rng([s, POOL_STRATEGIES.index(strategy)])
+            rows, post, spent = shared, post0, float(pool_cost(first).sum())
+            for r in range(rounds + 1):
+                if r > 0:
+                    left = cands[~cands["run_id"].isin(rows["run_id"])]
+                    chosen = pool_choose(strategy, post, left, truth, batch, r, rng)
+                    if len(chosen) == 0:
+                        break
+                    spent += float(pool_cost(chosen).sum())
+                    rows = pd.concat([rows, run(chosen)], ignore_index=True)
+                    post = refit(rows, 1000 * s + r, post)
+                width, cover = pool_intervals(post, truth)
+                records.append({
+                    "seed": s, "strategy": strategy, "round": r, "rows": len(rows),
+                    "flops": spent, "max_width": float(width.max()),
+                    "median_width": float(np.median(width)),
+                    "coverage": float(cover.mean()),
+                    "rhat": float(post.diagnostics.max_rhat),
+                    "ess_bulk": float(post.diagnostics.min_ess_bulk)})
+                if width.max() <= POOL_WIDTH and cover.all():
+                    break
+        print(f"seed {s}: {time.perf_counter() - t0:.0f} s; " + ", ".join(
+            f"{g['strategy'].iat[0]} {len(g) - 1} rounds, {g['flops'].iat[-1]:.3g} FLOPs"
+            for _, g in pd.DataFrame([x for x in records if x["seed"] == s])
+            .groupby("strategy", sort=False)), flush=True)
+    clear_compiled()  # the warm sampler served every strategy's refits; free it
+    return pd.DataFrame(records)
+
+
+def pool_summary(log: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: FLOPs at the stopping rule (median over seeds), coverage there, R-hat.
+
+    Two stops per seed: ``narrow`` (every interval narrower than ``POOL_WIDTH``, what a
+    user can see) and ``stop`` (narrow and covering every truth: the issue's rule). A
+    seed that never stops counts the FLOPs it spent (a lower bound) and ``reached`` is
+    False.
+    """
+    rows = []
+    for (seed, strategy), g in log.groupby(["seed", "strategy"], sort=False):
+        g = g.sort_values("round")
+        narrow = g[g["max_width"] <= POOL_WIDTH]
+        stop = narrow[narrow["coverage"] >= 1.0]
+        at_narrow = narrow.iloc[0] if len(narrow) else g.iloc[-1]
+        at_stop = stop.iloc[0] if len(stop) else g.iloc[-1]
+        rows.append({"seed": seed, "strategy": strategy, "reached": bool(len(stop)),
+                     "flops": at_stop["flops"], "round": at_stop["round"],
+                     "narrow_reached": bool(len(narrow)), "narrow_flops": at_narrow["flops"],
+                     "coverage_at_narrow": at_narrow["coverage"],
+                     "max_rhat": g["rhat"].max()})
+    res = pd.DataFrame(rows)
+    return res.groupby("strategy", sort=False).agg(
+        seeds=("seed", "count"), reached=("reached", "sum"), flops=("flops", "median"),
+        stop_round=("round", "median"), narrow_reached=("narrow_reached", "sum"),
+        narrow_flops=("narrow_flops", "median"),
+        coverage_at_narrow=("coverage_at_narrow", "mean"),
+        max_rhat=("max_rhat", "max")).reindex(list(POOL_STRATEGIES))
+
+
+def pool_main(args: argparse.Namespace) -> int:
+    """``--pool``: the four strategies on a real table; prints, writes JSON, verdict."""
+    import json
+
+    # _common sets one XLA device per core (parallel chains) before JAX starts.
+    from _common import header, verdict
+
+    header("active learning, pool replay")
+
+    seeds = args.seeds or (1 if args.quick else 20)
+    models = args.models or (3 if args.quick else None)
+    rounds = args.rounds or (2 if args.quick else 9)
+    warmup = draws = args.draws or (40 if args.quick else 300)
+    t_start = time.perf_counter()
+    log = pool_study(args.table, models, seeds, rounds, chains=2, draws=draws,
+                     warmup=warmup)
+    summary = pool_summary(log)
+    n_models = int(log["rows"].iloc[0]) // len(POOL_FIRST)  # the initial design: 2 a model
+    ratio = {other: float(summary.loc["active", "flops"] / summary.loc[other, "flops"])
+             for other in ("cheapest", "random", "doubling")}
+    per_round = log.groupby("round")["rhat"].max()
+    cover = float(summary.loc["active", "coverage_at_narrow"])
+    ok = {"active <= 0.5 x cheapest-first": ratio["cheapest"] <= 0.5,
+          "active <= 0.3 x random": ratio["random"] <= 0.3,
+          "coverage at stopping >= 0.85": cover >= 0.85,
+          "every round's R-hat <= 1.01": bool((per_round <= 1.01).all())}
+    print()
+    print(f"pool replay: rectified-scaling {args.table}, {n_models} models, {seeds} seeds, "
+          f"batch {n_models} a round, up to {rounds} rounds, NUTS 2 chains x {draws} "
+          f"(+{warmup} warmup, warm-started); stopping rule: every model's 90% interval of "
+          f"its loss at {POOL_LARGEST:,} examples narrower than {POOL_WIDTH} nats and "
+          "covering the measured loss")
+    print(f"{'strategy':9} {'stopped':>8} {'median FLOPs':>13} {'round':>6} "
+          f"{'narrow':>7} {'FLOPs narrow':>13} {'coverage@narrow':>16} {'max R-hat':>10}")
+    for strategy, row in summary.iterrows():
+        print(f"{strategy:9} {int(row.reached):>5}/{seeds:<2} {row.flops:>13.3g} "
+              f"{row.stop_round:>6.1f} {int(row.narrow_reached):>4}/{seeds:<2} "
+              f"{row.narrow_flops:>13.3g} {row.coverage_at_narrow:>16.2f} "
+              f"{row.max_rhat:>10.3f}")
+    print("(FLOPs include the shared initial design; a seed that never stopped counts "
+          "the FLOPs it spent: a lower bound)")
+    print("active / cheapest-first " + f"{ratio['cheapest']:.3g}, active / random "
+          f"{ratio['random']:.3g}, active / doubling {ratio['doubling']:.3g}")
+    print("worst refit R-hat per round: " + ", ".join(f"{r}: {v:.3f}"
+                                                       for r, v in per_round.items()))
+    out = {"table": args.table, "models": n_models, "seeds": seeds, "rounds": rounds,
+           "draws": draws, "warmup": warmup, "width": POOL_WIDTH,
+           "strategies": {k: {c: (float(v) if c != "reached" else int(v))
+                              for c, v in row.items()}
+                          for k, row in summary.iterrows()},
+           "ratios": ratio, "rhat_per_round": {int(k): float(v) for k, v in
+                                               per_round.items()},
+           "targets": ok, "seconds": time.perf_counter() - t_start}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    if args.out:
+        log.to_csv(args.out, index=False)
+    print(f"total time {time.perf_counter() - t_start:.0f} s")
+    return verdict(all(ok.values()), "; ".join(f"{k}: {'met' if v else 'MISSED'}"
+                                               for k, v in ok.items()),
+                   enforce=not args.quick)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="4 seeds, fewer draws; the 2x "
@@ -309,7 +552,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tree-depth", type=int, default=8)
     ap.add_argument("--target", type=float, default=2.0,
                     help="target mean 90%% interval width of the 16 log gaps")
+    ap.add_argument("--pool", action="store_true", help="replay a real table (the "
+                    "rectified-scaling curves): active vs random vs cheapest-first vs the "
+                    "paper's subset doubling; --quick: 3 models, 1 seed, 2 rounds")
+    ap.add_argument("--table", default="flan", choices=["flan", "gigaword"],
+                    help="--pool: which rectified-scaling table (default flan)")
+    ap.add_argument("--models", type=int, help="--pool: this many models, evenly over "
+                    "the table's sizes (default: all 30)")
+    ap.add_argument("--json", help="--pool: write the summary to this JSON file")
     args = ap.parse_args(argv)
+    if args.pool:
+        return pool_main(args)
     t_start = time.perf_counter()
     first, warm = scoring_time()
     scoring = (f"scoring 10,000 candidates x 1,000 posterior draws on the CPU: "

@@ -8,6 +8,8 @@ of the transfer gaps per FLOP? (DESIGN.md, "Choosing the next experiments".)
 * :mod:`.acquisition` -- the expected gain of a run, from the posterior draws (the
   linear-Gaussian ensemble estimator, its two criteria, and its error).
 * :mod:`.batch` -- :func:`score_candidates` and the greedy batch :func:`suggest`.
+* :mod:`.pool` -- replaying a finished table: :func:`pool_runner` "runs" a candidate by
+  revealing its measured row (suggestions tested on real losses).
 
 Example:
     >>> from bayes_transfer.design import candidates_from_spec, suggest
@@ -36,11 +38,13 @@ from bayes_transfer.design.candidates import (
     sequential_costs,
     training_flops,
 )
+from bayes_transfer.design.pool import PoolRunner, pool_candidates, pool_runner
 
 __all__ = [
     "CANDIDATE_COLUMNS",
     "CandidateSpecError",
     "HeldSizeWarning",
+    "PoolRunner",
     "PosteriorDraws",
     "as_draws",
     "candidate_costs",
@@ -51,6 +55,8 @@ __all__ = [
     "hold_model_size",
     "initial_design",
     "log_mean_draws",
+    "pool_candidates",
+    "pool_runner",
     "quantity_draws",
     "score_candidates",
     "sequential_costs",
