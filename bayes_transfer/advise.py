@@ -26,12 +26,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from bayes_transfer.extrapolation import warn_extrapolation
 from bayes_transfer.laws import get_law
@@ -39,7 +40,8 @@ from bayes_transfer.laws import get_law
 if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
 
-__all__ = ["Advice", "advise", "budget_options", "run_cost", "DEFAULT_FRACTIONS"]
+__all__ = ["Advice", "advise", "budget_options", "run_cost", "DEFAULT_FRACTIONS", "Frontier",
+           "compute_frontier", "default_compute", "optimal_allocation"]
 
 Unit = Literal["flops", "tokens"]
 # Share of the tokens given to pre-training (the rest fine-tunes).
@@ -266,3 +268,218 @@ def _decide(options: pd.DataFrame, draws: np.ndarray, *, ci: float, threshold: f
                    "committing the budget.")
     return Advice(options=options, decisive=decisive, tied=tied.reset_index(drop=True),
                   message=message, ci=ci, notes=notes)
+
+
+# ---- the compute-optimal frontier (laws with ``Law.compute_frontier``) ------------------
+
+
+def optimal_allocation(log_params: Mapping[str, ArrayLike], compute: ArrayLike
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, D) that minimise ``E + A N^-alpha + B D^-beta`` at compute ``C = 6 N D``.
+
+    Hoffmann et al. 2022, eq. (4): ``N_opt = G (C/6)^a`` and ``D_opt = G^-1 (C/6)^b`` with
+    ``a = beta / (alpha + beta)``, ``b = alpha / (alpha + beta)`` and
+    ``G = (alpha A / (beta B))^(1 / (alpha + beta))``. Setting the derivative of
+    ``A N^-alpha + B (N / (C/6))^beta`` in N to zero gives it. ``log_params`` holds
+    ``log`` of ``A, alpha, B, beta`` in raw units (parameters and tokens of 1); arrays
+    broadcast against ``compute`` (FLOPs), e.g. draws ``(draws, 1)`` with budgets ``(k,)``.
+
+    Returns:
+        ``(log N_opt, log D_opt)``, natural logs, broadcast.
+
+    Example:
+        >>> lp = {k: np.log(v) for k, v in
+        ...       {"A": 482.01, "alpha": 0.3478, "B": 2085.43, "beta": 0.3658}.items()}
+        >>> log_n, log_d = optimal_allocation(lp, 5.76e23)  # Chinchilla's budget
+        >>> f"N={np.exp(log_n):.3g}, D={np.exp(log_d):.3g}"
+        'N=7.22e+10, D=1.33e+12'
+    """
+    from bayes_transfer.design import training_flops
+
+    alpha, beta = np.exp(log_params["alpha"]), np.exp(log_params["beta"])
+    total = alpha + beta
+    log_g = (log_params["alpha"] + log_params["A"] - log_params["beta"]
+             - log_params["B"]) / total
+    # C / 6: the cost model's FLOPs per parameter and token (6 N D), from its one home.
+    log_c = np.log(np.asarray(compute, dtype=np.float64) / float(training_flops(1, 1, 0)))
+    return log_g + beta / total * log_c, -log_g + alpha / total * log_c
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """What :func:`compute_frontier` found.
+
+    Attributes:
+        table: one row per group and budget: ``source``, ``target`` (``*``: every pair
+            shares the law), ``compute`` (FLOPs), then ``median``, ``lower`` and ``upper``
+            of ``params`` (N_opt, parameters), ``tokens`` (D_opt), ``tokens_per_param``
+            and ``loss`` (the loss at the optimum, nats).
+        exponents: per group, the exponents of ``N_opt ~ C^a`` and ``D_opt ~ C^b`` with
+            their intervals (``a_median``, ``a_lower``, ... ``b_upper``).
+        ci: width of the credible intervals.
+        law: the law's name.
+        notes: caveats in words.
+    """
+
+    table: pd.DataFrame
+    exponents: pd.DataFrame
+    ci: float
+    law: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        lines = list(self.notes)
+        for r in self.table.itertuples(index=False):
+            lines.append(f"C={r.compute:.3g} FLOPs: N={r.params_median:.3g} "
+                         f"[{r.params_lower:.3g}, {r.params_upper:.3g}], "
+                         f"D={r.tokens_median:.3g} [{r.tokens_lower:.3g}, "
+                         f"{r.tokens_upper:.3g}], loss {r.loss_median:.4g}")
+        return "\n".join(lines)
+
+
+def default_compute(post: Posterior, points: int = 5) -> np.ndarray:
+    """Budgets log-spaced from the fitted table's cheapest run to 100 times its dearest.
+
+    Example:
+        >>> default_compute(post)  # doctest: +SKIP
+        array([1.2e+18, ...])
+    """
+    cost = run_cost(post.runs.df)
+    cost = cost[cost > 0]
+    return np.geomspace(cost.min(), 100 * cost.max(), points)
+
+
+def compute_frontier(
+    post: Posterior,
+    compute: Sequence[float] | None = None,
+    *,
+    ci: float = 0.9,
+    source: str | None = None,
+    target: str | None = None,
+    seed: int = 0,
+) -> Frontier:
+    """The posterior of the compute-optimal model size and data, budget by budget.
+
+    For each posterior draw, the closed form of :func:`optimal_allocation` gives its
+    ``N_opt(C)`` and ``D_opt(C)``; the law (plus its learned discrepancy, where the spec
+    has one) gives the loss there. Medians and central ``ci`` intervals over the draws
+    are reported in raw units: parameters, tokens and FLOPs. A law whose parameters are
+    all global has one frontier (``source = target = "*"``); otherwise each observed
+    (source, target) pair has its own. This is the Chinchilla toolkit's allocation with
+    a posterior instead of a point.
+
+    Args:
+        post: a posterior of a law with :attr:`~bayes_transfer.laws.Law.compute_frontier`.
+        compute: budgets in training FLOPs (``6 N D``); default :func:`default_compute`.
+        ci: width of the credible intervals.
+        source, target: only the pairs with this source / target.
+        seed: seed of the discrepancy draws.
+
+    Returns:
+        A :class:`Frontier`. Optima outside the fitted range of N or D raise one
+        :class:`~bayes_transfer.extrapolation.ExtrapolationWarning` saying how far.
+
+    Example:
+        >>> post = Posterior.load("chinchilla.nc")  # doctest: +SKIP
+        >>> compute_frontier(post, [5.76e23]).table[["params_median", "tokens_median"]]
+        ... # doctest: +SKIP
+    """
+    from bayes_transfer.laws import Units, features_from_arrays
+    from bayes_transfer.model import at_rows
+
+    if not 0 < ci < 1:
+        raise ValueError(f"--ci must be between 0 and 1 (e.g. 0.9), not {ci}")
+    law = get_law(post.spec.law)
+    if not law.compute_frontier:
+        raise ValueError(f"the law {law.name} ({law.formula}) has no compute-optimal "
+                         "frontier; advise it with --target and --budget")
+    budgets = np.asarray(default_compute(post) if compute is None else compute,
+                         dtype=np.float64).reshape(-1)
+    if budgets.size == 0 or not (np.all(np.isfinite(budgets)) and np.all(budgets > 0)):
+        raise ValueError(f"--compute must be positive FLOPs, not {budgets.tolist()}")
+    groups, labels = _frontier_groups(post, source, target)
+    runs = post.runs
+    src = np.array([runs.sources.index(s) for s, _ in groups])
+    tgt = np.array([runs.targets.index(t) for _, t in groups])
+    # Reference-unit draws at each group, (draws, groups), then raw units: the papers'.
+    lp_ref = {name: at_rows(p.level, draws, src, tgt, len(runs.targets))
+              for (name, p), draws in zip(post.spec.params.items(),
+                                          post.flat_log_params().values(), strict=True)}
+    lp = {k: np.broadcast_to(v, (post.n_draws, len(groups)))[:, :, None]
+          for k, v in law.to_raw(lp_ref, post.units, np).items()}  # (draws, groups, 1)
+    log_n, log_d = optimal_allocation(lp, budgets)  # (draws, groups, budgets)
+    n_opt, d_opt = np.exp(log_n), np.exp(log_d)
+    # The law at each draw's own optimum, through the one evaluation of the law.
+    log_loss = np.asarray(law.log_loss(features_from_arrays(n_opt, d_opt, 0.0, False,
+                                                            Units()), lp, xp=np))
+    shape = (len(groups), len(budgets))
+    rows = pd.DataFrame({  # the median optimum of each (group, budget), as run-table rows
+        "source": np.repeat([s for s, _ in groups], len(budgets)),
+        "target": np.repeat([t for _, t in groups], len(budgets)),
+        "params": np.median(n_opt, axis=0).reshape(-1).round().astype(np.int64),
+        "pretrain_tokens": np.median(d_opt, axis=0).reshape(-1).round().astype(np.int64),
+        "finetune_tokens": 0,
+    })
+    if post.spec.discrepancy is not None:
+        log_loss = log_loss + _discrepancy_at(post, law, rows, seed).reshape(
+            (post.n_draws, *shape))
+    lo_q, hi_q = (1 - ci) / 2, (1 + ci) / 2
+    out = pd.DataFrame({"source": np.repeat([s for s, _ in labels], len(budgets)),
+                        "target": np.repeat([t for _, t in labels], len(budgets)),
+                        "compute": np.tile(budgets, len(groups))})
+    for name, draws in (("params", n_opt), ("tokens", d_opt), ("tokens_per_param",
+                                                                 d_opt / n_opt),
+                        ("loss", np.exp(log_loss))):
+        lo, med, hi = np.quantile(draws, [lo_q, 0.5, hi_q], axis=0)
+        out[f"{name}_median"], out[f"{name}_lower"], out[f"{name}_upper"] = (
+            med.reshape(-1), lo.reshape(-1), hi.reshape(-1))
+    warn_extrapolation(rows, runs, "compute-optimal points",
+                       advice="The frontier there rests on the law's extrapolation")
+    alpha, beta = np.exp(lp["alpha"][..., 0]), np.exp(lp["beta"][..., 0])
+    exps = pd.DataFrame({"source": [s for s, _ in labels], "target": [t for _, t in labels]})
+    for name, draws in (("a", beta / (alpha + beta)), ("b", alpha / (alpha + beta))):
+        lo, med, hi = np.quantile(draws, [lo_q, 0.5, hi_q], axis=0)
+        exps[f"{name}_median"], exps[f"{name}_lower"], exps[f"{name}_upper"] = med, lo, hi
+    notes = (f"{law.formula}; at compute C = 6 N D the optimum is N ~ C^a, D ~ C^b "
+             f"(Hoffmann et al. 2022, eq. 4), per posterior draw.",)
+    return Frontier(table=out, exponents=exps, ci=ci, law=law.name, notes=notes)
+
+
+def _frontier_groups(post: Posterior, source: str | None, target: str | None
+                     ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (source, target) pairs with their own frontier, and their labels: one pair,
+    labelled ``("*", "*")``, when every pair shares the law (all of it global)."""
+    runs = post.runs
+    for flag, value, names in (("--source", source, runs.sources),
+                               ("--target", target, runs.targets)):
+        if value is not None and value not in names:
+            raise ValueError(f"{flag} {value!r} is not in this posterior; "
+                             f"{flag[2:]}s: {', '.join(names)}")
+    pairs = [(s, t) for (s, t), o in zip(runs.pairs, runs.observed_pairs, strict=True)
+             if o and source in (None, s) and target in (None, t)]
+    if not pairs:
+        raise ValueError(f"no observed pair has source {source!r} and target {target!r}")
+    disc = post.spec.discrepancy
+    if (all(p.level == "global" for p in post.spec.params.values())
+            and (disc is None or disc.level == "global")):
+        return [pairs[0]], [("*", "*")]
+    return pairs, pairs
+
+
+def _discrepancy_at(post: Posterior, law, rows: pd.DataFrame, seed: int) -> np.ndarray:
+    """Draws ``(draws, rows)`` of the learned discrepancy's log drift at ``rows``.
+
+    ``predict_draws`` adds the drift to the law; taking the law back out leaves the drift.
+    It is read at the median optimum: the loss is flat in the allocation at its minimum,
+    and the drift depends on how far the point lies beyond the fitted N and D.
+    """
+    from bayes_transfer.model import at_rows
+
+    runs = post.runs
+    src = np.array([runs.sources.index(s) for s in rows["source"]])
+    tgt = np.array([runs.targets.index(t) for t in rows["target"]])
+    lp = {name: at_rows(p.level, draws, src, tgt, len(runs.targets))
+          for (name, p), draws in zip(post.spec.params.items(),
+                                      post.flat_log_params().values(), strict=True)}
+    law_only = np.asarray(law.log_loss(post.features(rows), lp, xp=np))
+    return np.log(post.predict_draws(rows, kind="mean", seed=seed)) - law_only

@@ -1,16 +1,30 @@
-"""``bayes-transfer suggest`` and ``bayes-transfer loop``: choose and run the next experiments."""
+"""``bayes-transfer suggest`` and ``loop`` (choose and run the next experiments), and the
+compute-optimal frontier that ``bayes-transfer advise`` prints for the chinchilla law."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import answer_warnings, app, console, fail, table, user_errors
+from bayes_transfer.cli._app import (
+    Format,
+    answer_warnings,
+    app,
+    console,
+    fail,
+    table,
+    user_errors,
+)
 
 _CRITERIA = ("variance", "information")
+#: The largest compute budget the frontier takes (FLOPs): far beyond any training run, and
+#: small enough that N_opt and D_opt stay exact as 64-bit integers.
+MAX_FLOPS = 1e32
 
 
 @app.command("suggest")
@@ -152,3 +166,70 @@ def loop_command(
     console().print(f"stopped ({result.stopped}) after round {last['round']}: "
                     f"{len(result.runs)} rows, {last['cumulative_cost']:.3g} FLOPs, "
                     f"mean 90% log-gap width {last['mean_width']:.3f}; state in {out}")
+
+
+def show_frontier(post, *, compute: str | None, compute_range: str | None, points: int,
+                  budget: float | None, unit: str, source: str | None, target: str | None,
+                  ci: float, fmt: Format) -> None:
+    """``bayes-transfer advise`` for a law with a compute frontier: print the frontier.
+
+    The budgets are ``--compute``'s list, ``--compute-range``'s log-spaced points and
+    ``--budget``, together; none of them: :func:`bayes_transfer.advise.default_compute`.
+
+    Example:
+
+        bayes-transfer advise chinchilla.nc --compute-range 1e20,1e24 --points 5
+    """
+    import numpy as np
+
+    from bayes_transfer.advise import compute_frontier
+    from bayes_transfer.cli.inference import _emit
+
+    if unit != "flops":
+        raise fail("the compute frontier trades N against D at fixed FLOPs: --unit tokens "
+                   "does not apply; give --compute in FLOPs")
+    budgets: list[float] = []
+    if compute is not None:
+        budgets += checks.numbers(compute, "--compute", strict=True, maximum=MAX_FLOPS)
+    if compute_range is not None:
+        ends = checks.numbers(compute_range, "--compute-range", strict=True,
+                              maximum=MAX_FLOPS)
+        if len(ends) != 2 or not ends[0] < ends[1]:
+            raise fail(f"--compute-range: give LOW,HIGH with LOW < HIGH, not {compute_range!r}")
+        budgets += np.geomspace(ends[0], ends[1], points).tolist()
+    if budget is not None:
+        budgets.append(budget)
+    with answer_warnings(), user_errors():
+        front = compute_frontier(post, budgets or None, ci=ci, source=source, target=target)
+    df = front.table
+    where = "raw units: N in parameters, D in tokens, C in FLOPs (C = 6 N D)"
+    if fmt is not Format.table:
+        _emit(df, fmt, "compute-optimal frontier",
+              extra={"law": front.law, "ci": ci, "units": "raw", "units_note": where,
+                     "exponents": json.loads(front.exponents.to_json(orient="records")),
+                     "notes": list(front.notes)})
+        return
+    shared = df["source"].eq("*").all()
+    grid = table(f"compute-optimal frontier of {front.law}: medians and {ci:.0%} intervals, "
+                 f"{where}", title_justify="left")
+    cols = ([] if shared else ["source", "target"]) + [
+        "C (FLOPs)", "N_opt", f"N {ci:.0%} CI", "D_opt", f"D {ci:.0%} CI", "tokens/param",
+        "loss", f"loss {ci:.0%} CI"]
+    for col in cols:
+        grid.add_column(col, justify="left" if col in ("source", "target") else "right",
+                        no_wrap=True)
+    for r in df.itertuples(index=False):
+        cells = [] if shared else [str(r.source), str(r.target)]
+        grid.add_row(*cells, f"{r.compute:.3g}", f"{r.params_median:.3g}",
+                     f"{r.params_lower:.3g}-{r.params_upper:.3g}", f"{r.tokens_median:.3g}",
+                     f"{r.tokens_lower:.3g}-{r.tokens_upper:.3g}",
+                     f"{r.tokens_per_param_median:.3g}", f"{r.loss_median:.4g}",
+                     f"{r.loss_lower:.4g}-{r.loss_upper:.4g}")
+    out = console()
+    out.print(grid)
+    for e in front.exponents.itertuples(index=False):
+        who = "" if shared else f"{e.source}->{e.target}: "
+        out.print(f"{who}N_opt ~ C^{e.a_median:.3f} [{e.a_lower:.3f}, {e.a_upper:.3f}], "
+                  f"D_opt ~ C^{e.b_median:.3f} [{e.b_lower:.3f}, {e.b_upper:.3f}]")
+    for note in front.notes:
+        out.print(Text.assemble(("note:", "yellow"), f" {note}"))

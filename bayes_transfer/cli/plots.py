@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import answer_warnings, app, console, fail, user_errors
+from bayes_transfer.cli._app import Format, answer_warnings, app, console, fail, user_errors
 from bayes_transfer.cli._app import table as titled_table
 
 #: The image formats ``plot --out`` writes (matplotlib's, by extension).
@@ -193,14 +193,23 @@ def plot(
 @app.command()
 def advise(
     posterior: Path = typer.Argument(..., help="Posterior file written by `fit` (.nc)."),
-    target: str = typer.Option(..., help="Target distribution to do well on."),
-    budget: float = typer.Option(..., help="Budget of the run, in --unit (e.g. 1e18)."),
+    target: str | None = typer.Option(None, help="Target distribution to do well on "
+                                      "(required, except for the compute frontier)."),
+    budget: float | None = typer.Option(None, help="Budget of the run, in --unit (e.g. "
+                                        "1e18; required, except for the compute frontier)."),
     source: str | None = typer.Option(None, help="Pre-training source; default: every "
                                       "source with runs on the target."),
     unit: Unit = typer.Option(Unit.flops, help="flops: training FLOPs 6 N (p + f), advising "
                               "N and the split; tokens: p + f, advising the split."),
     ci: float = typer.Option(0.9, help="Credible-interval width of the losses."),
     top: int = typer.Option(10, help="How many options to list."),
+    compute: str | None = typer.Option(None, help="Compute frontier (chinchilla law): "
+                                       "budgets in FLOPs, comma-separated (e.g. 1e21,1e23)."),
+    compute_range: str | None = typer.Option(None, help="Compute frontier: LOW,HIGH FLOPs, "
+                                             "--points budgets log-spaced between them."),
+    points: int = typer.Option(5, min=2, max=1000, help="Budgets in --compute-range."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Compute frontier: "
+                               "table, csv or json."),
 ) -> None:
     """Advise how to spend a budget: model size and pre-training vs fine-tuning.
 
@@ -212,16 +221,34 @@ def advise(
     advises only the split. Options beyond the fitted range of N, p or f
     are counted in one warning on stderr, saying by how many times.
 
+    A law with a compute trade-off (chinchilla: L = E + A N^-alpha + B D^-beta)
+    gives the compute-optimal frontier instead: for each budget C (--compute,
+    --compute-range, or --budget), the posterior median and interval of the
+    best N and D at C = 6 N D and of the loss there, in parameters, tokens
+    and FLOPs.
+
     Example:
 
         bayes-transfer advise posterior.nc --target c-src --budget 1e15 --unit flops
+
+        bayes-transfer advise chinchilla.nc --compute 1e21,5.76e23 --format json
     """
     from bayes_transfer.advise import advise as advise_fn
+    from bayes_transfer.laws import get_law
 
     checks.positive(budget, "--budget")
     checks.ci(ci)
     checks.positive(top, "--top", integer=True)
     post = _load(posterior)
+    if get_law(post.spec.law).compute_frontier:
+        from bayes_transfer.cli.design import show_frontier
+
+        show_frontier(post, compute=compute, compute_range=compute_range, points=points,
+                      budget=budget, unit=unit.value, source=source, target=target, ci=ci,
+                      fmt=fmt)
+        return
+    if target is None or budget is None:
+        raise fail(f"the law {post.spec.law} advises on transfer: give --target and --budget")
     with answer_warnings(), user_errors():
         adv = advise_fn(post, target, budget, source=source, unit=unit.value, ci=ci)
     out = console()
