@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from bayes_transfer.inference import Posterior
 
-__all__ = ["log_likelihood", "add_log_likelihood", "compare", "OBSERVED"]
+__all__ = ["log_likelihood", "add_log_likelihood", "compare", "row_labels", "OBSERVED"]
 
 OBSERVED = "log_loss"  # the name of the observed variable in every group
 # Draw-by-row elements evaluated at once: the model is vectorised over draws, and a table
@@ -79,7 +79,24 @@ def log_likelihood(post: Posterior) -> xr.DataArray:
     return xr.DataArray(values, dims=("chain", "draw", "row"), name=OBSERVED,
                         coords={"chain": posterior["chain"].values,
                                 "draw": posterior["draw"].values,
-                                "row": np.arange(data.n_rows)})
+                                "row": row_labels(post)})
+
+
+def row_labels(post: Posterior) -> np.ndarray:
+    """The fitted rows' coordinate as ``observed_data`` has it (``run_id:target``).
+
+    Every row-wise group (``log_likelihood``, ``posterior_predictive``) takes it, so that
+    ArviZ, which aligns groups by coordinate (``az.loo_pit``), matches row with row.
+
+    Example:
+        >>> row_labels(post)[:2]  # doctest: +SKIP
+        array(['r1:x', 'r2:x'], dtype=object)
+    """
+    if "observed_data" in post.idata.groups() and "row" in post.idata.observed_data.coords:
+        return post.idata.observed_data["row"].values
+    from bayes_transfer.inference import coords_for
+
+    return np.asarray(coords_for(post.runs)["row"], dtype=object)
 
 
 def add_log_likelihood(post: Posterior, *, overwrite: bool = False) -> Posterior:

@@ -113,6 +113,7 @@ def fit(
     progress: bool = True,
     units: Units | None = None,
     warm_start: Posterior | None = None,
+    prior_draws: int = 0,
 ) -> Posterior:
     """Sample the posterior of ``spec`` given ``runs`` with NUTS.
 
@@ -150,6 +151,10 @@ def fit(
             (see :mod:`bayes_transfer.refit`). Units default to its units. Ignored (a
             cold fit) when its parameters do not match the new table's (a new source,
             target or observed pair), and with ``backend="pymc"``.
+        prior_draws: with a positive number, also draw that many times from the prior
+            into the groups ``prior`` and ``prior_predictive``. The ``posterior_predictive``
+            group is added either way, unless it would be huge (see
+            :mod:`bayes_transfer.predictive`).
 
     Returns:
         A :class:`Posterior`; its ``diagnostics`` are computed, and any failure is
@@ -200,6 +205,9 @@ def fit(
                 "dense_mass": dense_mass, "init": init if backend == "numpyro" else "pymc"}
     _annotate(idata, spec, table, backend=backend, left_out=left_out, units=units,
               settings=settings)
+    from bayes_transfer.predictive import add_predictive
+
+    add_predictive(idata, spec, table, prior_draws=prior_draws, seed=seed, backend=backend)
     if spec.discrepancy is not None:
         _learn_discrepancy(idata, spec, table, units, chains=chains, draws=draws,
                            warmup=warmup, seed=seed, backend=backend, device=device)
@@ -481,18 +489,37 @@ class Posterior:
         return total
 
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",
-                seed: int = 0, name: str = "prediction rows") -> pd.DataFrame:
+                seed: int = 0, name: str = "prediction rows",
+                inplace: bool = False) -> pd.DataFrame:
         """``rows`` with ``loss_median``, ``loss_lower`` and ``loss_upper`` added.
 
-        The interval is the central ``ci`` credible interval of the loss (see
-        :meth:`predict_draws` for ``kind``). Rows outside the fitted range of N, p or f
-        raise one :class:`~bayes_transfer.extrapolation.ExtrapolationWarning` saying how
-        many and how far (:meth:`predict_draws`, the internal workhorse, stays silent).
+        The interval is the central ``ci`` credible interval of the loss. ``kind``, with
+        Bambi's names: ``"response_params"`` (alias ``"mean"``, the default) the law's
+        mean loss, the uncertainty of the curve; ``"response"`` (alias
+        ``"observation"``) a measured loss, with the likelihood's noise. Rows outside the
+        fitted range of N, p or f raise one
+        :class:`~bayes_transfer.extrapolation.ExtrapolationWarning` saying how many and
+        how far (:meth:`predict_draws`, the internal workhorse, stays silent).
+
+        With ``inplace=True`` the draws are also written into :attr:`idata` as the groups
+        ``predictions`` (``loss`` or ``loss_mean``, dims ``chain, draw, row``: MCSE and
+        R-hat of predictions work) and ``predictions_constant_data`` (the rows), replacing
+        earlier ones, as Bambi's ``predict(..., inplace=True)`` does; see
+        :func:`bayes_transfer.predictive.predictions` for a copy instead.
+
+        Example:
+            >>> post.predict(rows, kind="response", inplace=True)  # doctest: +SKIP
+            >>> az.summary(post.idata.predictions)  # doctest: +SKIP
         """
         from bayes_transfer.extrapolation import warn_extrapolation
+        from bayes_transfer.predictive import draws_kind
 
         _check_ci(ci)
-        draws = self.predict_draws(rows, kind=kind, seed=seed, name=name)
+        draws = self.predict_draws(rows, kind=draws_kind(kind), seed=seed, name=name)
+        if inplace:
+            from bayes_transfer.predictive import prediction_groups, set_groups
+
+            set_groups(self.idata, prediction_groups(self, rows, draws, kind=kind, name=name))
         # After the draws: a row the law cannot explain is an error, not a warning.
         warn_extrapolation(rows, self.runs, "prediction rows")
         lo, med, hi = np.quantile(draws, [(1 - ci) / 2, 0.5, (1 + ci) / 2], axis=0)

@@ -12,6 +12,8 @@ Every function takes a :class:`~bayes_transfer.inference.Posterior` (or, for
 :func:`plot_gap_heatmap`          source x target gap medians, interval widths annotated
 :func:`plot_prior_posterior`      prior vs posterior of the population-level parameters
 :func:`plot_acquisition`          value per unit cost of candidate runs
+:func:`plot_ppc`                  posterior predictive check of the fitted rows
+:func:`plot_loo_pit`              LOO-PIT calibration of the fitted rows
 ================================  ===========================================================
 
 Unobserved pairs (no rows in the table) get their gap from the crossed source and target
@@ -47,11 +49,11 @@ if TYPE_CHECKING:
 
 __all__ = ["FIGSIZE", "DPI", "KINDS", "plot_losses", "plot_gap_forest", "plot_gap_heatmap",
            "plot_prior_posterior", "plot_acquisition", "plot_calibration", "prior_draws",
-           "save_figure"]
+           "plot_ppc", "plot_loo_pit", "save_figure"]
 
 FIGSIZE = (10.0, 6.5)
 DPI = 100
-KINDS = ("losses", "forest", "heatmap", "prior", "acquisition")
+KINDS = ("losses", "forest", "heatmap", "prior", "acquisition", "ppc", "loo-pit")
 
 _OBSERVED = "#1f4e79"
 _PREDICTED = "#8c8c8c"
@@ -411,6 +413,90 @@ def plot_acquisition(scores: pd.DataFrame, *, value: str | None = None, top: int
         if picked:
             title += " (highlighted: chosen for the next batch)"
         ax.set_title(title)
+    return fig
+
+
+# ---- (6) posterior predictive checks ---------------------------------------------------------
+
+def plot_ppc(post: Posterior, *, ci: float = 0.9, num_pp_samples: int = 100,
+             seed: int = 0) -> Figure:
+    """Posterior predictive check of the fitted rows' log losses, in two panels.
+
+    Left, ``az.plot_ppc``: the density of the observed log losses over that of
+    ``num_pp_samples`` replicated tables. Right: every row's observed log loss against
+    the central ``ci`` interval of its posterior predictive (rows sorted by the
+    predictive median; a row outside its interval is drawn in the prior colour). About
+    ``ci`` of the rows inside is a noise model that fits; far fewer, an overconfident
+    one. The replicates are the posterior's ``posterior_predictive`` group, computed
+    from its draws when it has none (see :mod:`bayes_transfer.predictive`).
+
+    Example:
+        >>> fig = plot_ppc(post, ci=0.9)  # doctest: +SKIP
+    """
+    import arviz as az
+
+    from bayes_transfer.comparison import OBSERVED
+    from bayes_transfer.predictive import ppc_idata
+
+    idata = ppc_idata(post, seed=seed, log_likelihood=False)
+    observed = idata.observed_data[OBSERVED].values
+    pp = idata.posterior_predictive[OBSERVED].transpose("chain", "draw", "row").values
+    lo, med, hi = _quantiles(pp.reshape(-1, pp.shape[-1]), ci)
+    inside = (observed >= lo) & (observed <= hi)
+    order = np.argsort(med)
+    with _style():
+        fig, axes = _figure(1, 2)
+        az.plot_ppc(idata, var_names=[OBSERVED], ax=axes[0, 0],
+                    num_pp_samples=min(num_pp_samples, pp.shape[0] * pp.shape[1]),
+                    random_seed=seed)
+        axes[0, 0].set_xlabel("log loss (nats/token, log)")
+        axes[0, 0].set_title("density of the log losses: observed vs replicated tables")
+        ax = axes[0, 1]
+        x = np.arange(len(order))
+        ax.vlines(x, lo[order], hi[order], color=_OBSERVED, alpha=0.5, linewidth=2,
+                  label=f"{ci:.0%} predictive interval")
+        colors = np.where(inside[order], _OBSERVED, _PRIOR)
+        ax.scatter(x, observed[order], c=colors, s=14, zorder=3, edgecolor="black",
+                   linewidth=0.4, label="observed")
+        ax.set_xlabel("fitted rows, by predictive median")
+        ax.set_ylabel("log loss")
+        ax.legend(loc="upper left")
+        ax.set_title(f"{int(inside.sum())} of {len(inside)} rows ({inside.mean():.0%}) "
+                     f"inside their {ci:.0%} interval")
+        fig.suptitle(f"{post.spec.law}: posterior predictive check of the fitted rows")
+    return fig
+
+
+def plot_loo_pit(post: Posterior, *, seed: int = 0) -> Figure:
+    """LOO-PIT of the fitted rows: the leave-one-out predictive CDF at each observed row.
+
+    Calibrated predictions give uniform LOO-PIT values. Left, ``az.plot_loo_pit``: their
+    density against uniform ones; right, their ECDF minus the uniform CDF with its
+    simultaneous band. A U shape (values piled at 0 and 1) is an overconfident model, a
+    hump an underconfident one, a slope a biased one. Needs the log likelihood, computed
+    from the draws when the posterior has no ``log_likelihood`` group.
+
+    Example:
+        >>> fig = plot_loo_pit(post)  # doctest: +SKIP
+    """
+    import warnings
+
+    import arviz as az
+
+    from bayes_transfer.comparison import OBSERVED
+    from bayes_transfer.predictive import ppc_idata
+
+    idata = ppc_idata(post, seed=seed)
+    with _style(), warnings.catch_warnings():
+        # PSIS's Pareto-k notes: the figure is the check; ppc --format json reports k.
+        warnings.simplefilter("ignore", UserWarning)
+        fig, axes = _figure(1, 2)
+        az.plot_loo_pit(idata, y=OBSERVED, ax=axes[0, 0])
+        az.plot_loo_pit(idata, y=OBSERVED, ecdf=True, ax=axes[0, 1])
+        axes[0, 0].set_title("LOO-PIT density vs uniform")
+        axes[0, 1].set_title("LOO-PIT ECDF minus uniform CDF, with its band")
+        fig.suptitle(f"{post.spec.law}: leave-one-out PIT of the "
+                     f"{idata.observed_data.sizes['row']} fitted rows (uniform if calibrated)")
     return fig
 
 

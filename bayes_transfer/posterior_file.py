@@ -6,7 +6,9 @@ names it; anything else that goes wrong is a bug of ours and surfaces as one.
 
 1. **HDF5 layout, before any data is read** (with h5py): the root holds only the ArviZ
    groups the format uses (``posterior`` and ``constant_data``, optionally
-   ``sample_stats`` and ``observed_data``), each holding only datasets by hard links.
+   ``sample_stats``, ``observed_data``, ``log_likelihood``, ``posterior_predictive``,
+   ``prior``, ``prior_predictive``, ``predictions`` and ``predictions_constant_data``),
+   each holding only datasets by hard links.
    Refused: external links, soft links, nested groups, HDF5 external storage (a dataset
    whose bytes live in another file, e.g. ``/etc/passwd``), virtual datasets, filters
    other than deflate/shuffle/fletcher32 (no plugin is ever loaded), dtypes other than
@@ -20,7 +22,12 @@ names it; anything else that goes wrong is a bug of ours and surfaces as one.
    least one chain and one draw; ``sigma`` and ``log_<p>`` for every parameter ``p`` of
    the spec, at the spec's level; the run table's columns of the right dtypes, and the
    table itself valid (:func:`~bayes_transfer.data.load_runs`). Extra float variables
-   with known dims are accepted (sites a newer model adds).
+   with known dims are accepted (sites a newer model adds). The optional groups of draws
+   (see :mod:`bayes_transfer.predictive`): float variables only, with dims exactly
+   ``(chain, draw, row)`` (``prior``: as the posterior's), as many chains and draws as
+   the posterior (``prior`` and ``prior_predictive``: as each other), as many rows as the
+   run table (``predictions``: as ``predictions_constant_data``, which it comes with),
+   and only dimension coordinates.
 
 Example:
     >>> idata, spec, runs = read_posterior("posterior.nc")  # doctest: +SKIP
@@ -46,7 +53,11 @@ from bayes_transfer.spec import ModelSpec, SpecError
 __all__ = ["read_posterior", "REQUIRED_GROUPS", "OPTIONAL_GROUPS", "LEVEL_DIMS"]
 
 REQUIRED_GROUPS = ("posterior", "constant_data")
-OPTIONAL_GROUPS = ("sample_stats", "observed_data")
+OPTIONAL_GROUPS = ("sample_stats", "observed_data", "log_likelihood", "posterior_predictive",
+                   "prior", "prior_predictive", "predictions", "predictions_constant_data")
+#: Groups of draws over the fitted rows, dims exactly (chain, draw, row): the posterior's
+#: chains and draws (``prior_predictive``: the ``prior`` group's).
+_ROW_DRAW_GROUPS = ("log_likelihood", "posterior_predictive", "prior_predictive")
 #: The dims a posterior variable may have after ``(chain, draw)``.
 LEVEL_DIMS = ("source", "target", "pair", "row", "factor")
 _POSTERIOR_COORDS = {"chain", "draw", *LEVEL_DIMS, "pair_source", "pair_target",
@@ -269,6 +280,7 @@ def _check_structure(path: Path, groups: dict[str, xr.Dataset]) -> tuple[ModelSp
         _sample_stats(path, groups["sample_stats"], sizes)
     if "observed_data" in groups:
         _numeric_group(path, groups["observed_data"], "observed_data", sizes)
+    _draw_groups(path, groups, sizes)
     return spec, table
 
 
@@ -429,6 +441,71 @@ def _numeric_group(path: Path, ds: xr.Dataset, group: str, sizes: dict[str, int]
             raise _error(path, f"{group} variable {name} has dtype {da.dtype}")
         if not _dims_ok(da, ()) or any(da.sizes[d] != sizes[d] for d in da.dims):
             raise _error(path, f"{group} variable {name} has dims {dict(da.sizes)}")
+
+
+def _draw_groups(path: Path, groups: dict[str, xr.Dataset], sizes: dict[str, int]) -> None:
+    """The optional groups of draws (bayes_transfer.predictive, comparison): see step 3."""
+    if "prior" in groups or "prior_predictive" in groups:
+        # The prior has its own chains and draws; its two groups share them.
+        prior = next(groups[g] for g in ("prior", "prior_predictive") if g in groups)
+        prior_sizes = {**sizes, **{d: prior.sizes.get(d, 0) for d in ("chain", "draw")}}
+    if "prior" in groups:
+        _draws(path, groups["prior"], "prior", prior_sizes, None)
+    for group in _ROW_DRAW_GROUPS:
+        if group in groups:
+            _draws(path, groups[group], group,
+                   prior_sizes if group == "prior_predictive" else sizes,
+                   ("chain", "draw", "row"))
+    if ("predictions" in groups) != ("predictions_constant_data" in groups):
+        raise _error(path, "the groups predictions and predictions_constant_data come "
+                           "together (the predicted rows' draws and their columns)")
+    if "predictions" in groups:
+        constant = groups["predictions_constant_data"]
+        n_rows = constant.sizes.get("row", 0)
+        _draws(path, groups["predictions"], "predictions", {**sizes, "row": n_rows},
+               ("chain", "draw", "row"))
+        _coords(path, constant, "predictions_constant_data", ("row",))
+        for var, da in constant.data_vars.items():
+            values = da.values
+            if not str(var).startswith("run_") or da.dims != ("row",) or not (
+                    values.dtype.kind in "fiub" or (values.dtype.kind in "OU" and all(
+                        isinstance(v, str) for v in values.tolist()))):
+                raise _error(path, f"predictions_constant_data variable {var} is not a "
+                                   "run-table column (run_<name>, dims (row,), numbers or "
+                                   "text)")
+
+
+def _draws(path: Path, ds: xr.Dataset, group: str, sizes: dict[str, int],
+           dims: tuple[str, ...] | None) -> None:
+    """Float draws with ``dims`` (None: (chain, draw) then level dims) of ``sizes``."""
+    if not ds.data_vars:
+        raise _error(path, f"the group {group} holds no variables")
+    for d in ("chain", "draw"):
+        if sizes[d] < 1:
+            raise _error(path, f"the group {group} has no {d}s (at least one is needed)")
+    for name, da in ds.data_vars.items():
+        if da.dtype.kind != "f":
+            raise _error(path, f"{group} variable {name} has dtype {da.dtype}; draws are "
+                               "floating-point numbers")
+        if (da.dims != dims) if dims else not _dims_ok(da, ("chain", "draw")):
+            want = ", ".join(dims) if dims else "chain, draw, then any of " + \
+                ", ".join(LEVEL_DIMS)
+            raise _error(path, f"{group} variable {name} has dims {da.dims}; expected "
+                               f"({want})")
+        for dim in da.dims:
+            if da.sizes[dim] != sizes[dim]:
+                raise _error(path, f"{group} variable {name} has {da.sizes[dim]} {dim}s, "
+                                   f"not {sizes[dim]}")
+    _coords(path, ds, group, ("chain", "draw", *LEVEL_DIMS))
+
+
+def _coords(path: Path, ds: xr.Dataset, group: str, allowed: tuple[str, ...]) -> None:
+    """Only dimension coordinates of ``allowed`` dims; chain and draw integer."""
+    for name, coord in ds.coords.items():
+        if name not in allowed or coord.dims != (name,):
+            raise _error(path, f"unexpected {group} coordinate {name}")
+        if name in ("chain", "draw", "factor") and coord.dtype.kind not in "iu":
+            raise _error(path, f"the {group} group's {name} coordinate is not integer")
 
 
 def _run_table(path: Path, ds: xr.Dataset, name: str) -> RunTable:

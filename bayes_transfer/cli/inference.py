@@ -159,6 +159,9 @@ def fit_command(
         InitName.auto, help="Chain starts: laplace (at the mode, with its curvature), prior "
         "(NumPyro's default), auto (laplace from 2,000 rows on). NumPyro only."),
     device: DeviceName = typer.Option(DeviceName.auto, help="JAX device (numpyro only)."),
+    prior_draws: int = typer.Option(
+        0, min=0, max=100_000, help="Also save this many prior draws (groups prior and "
+        "prior_predictive); posterior_predictive is saved either way."),
     ci: float = typer.Option(0.9, help="Credible-interval mass of the printed table."),
     strict: bool = typer.Option(False, help="Exit with status 1 when a diagnostic fails."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress",
@@ -191,7 +194,8 @@ def fit_command(
             post = fit(runs, spec, chains=chains, draws=draws, warmup=warmup, seed=seed,
                        target_accept=target_accept, max_tree_depth=max_tree_depth,
                        dense_mass=dense_mass, init=init.value, backend=backend.value,
-                       device=device.value, progress=show_progress(progress))
+                       device=device.value, progress=show_progress(progress),
+                       prior_draws=prior_draws)
         post.save(out)
         _err.print(f"wrote posterior to {out} ({len(post.runs)} rows, "
                    f"{post.idata.posterior.attrs.get('rows_left_out', 0)} left out)")

@@ -1,4 +1,4 @@
-"""``bayes-transfer plot`` and ``bayes-transfer advise``: pictures and allocation advice."""
+"""``bayes-transfer plot``, ``ppc`` and ``advise``: pictures, predictive checks, advice."""
 
 from __future__ import annotations
 
@@ -24,7 +24,14 @@ class PlotKind(StrEnum):
     heatmap = "heatmap"
     prior = "prior"
     acquisition = "acquisition"
+    ppc = "ppc"
+    loo_pit = "loo-pit"
     all = "all"
+
+
+class CheckKind(StrEnum):
+    ppc = "ppc"
+    loo_pit = "loo-pit"
 
 
 class Against(StrEnum):
@@ -92,6 +99,10 @@ def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
                  if candidates is not None else default_candidates(post))
         return plots.plot_acquisition(design.score_candidates(post, cands,
                                                               exclude_existing=True))
+    if kind == "ppc":
+        return plots.plot_ppc(post, ci=ci)
+    if kind == "loo-pit":
+        return plots.plot_loo_pit(post)
     raise ValueError(f"unknown plot kind {kind!r}; use one of {', '.join(plots.KINDS)}")
 
 
@@ -127,7 +138,9 @@ def plot(
                                     "predictive bands per pair), forest (gaps with "
                                     "intervals), heatmap (source x target gaps), prior "
                                     "(prior vs posterior), acquisition (value of candidate "
-                                    "runs), or all (each kind as --out-dir/KIND.png)."),
+                                    "runs), ppc (posterior predictive check), loo-pit "
+                                    "(LOO-PIT calibration), or all (each kind as "
+                                    "--out-dir/KIND.png)."),
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="Image to write (.png, .pdf, .svg)."),
     out_dir: Path | None = typer.Option(None, "--out-dir",
@@ -188,6 +201,83 @@ def plot(
                           candidates=candidates)
         save_figure(fig, out)
     console().print(f"wrote {out}")
+
+
+#: What each number of ``ppc``'s check says (its table's third column).
+CHECK_MEANINGS = {
+    "rows": "fitted rows checked",
+    "ci": "interval mass",
+    "coverage": "rows inside their posterior predictive interval (about ci if calibrated)",
+    "loo_pit_coverage": "the same, leave-one-out (LOO-PIT inside the central ci)",
+    "loo_pit_ks": "Kolmogorov-Smirnov distance of the LOO-PIT values from uniform",
+    "loo_pit_ks_pvalue": "its p-value (small: miscalibrated)",
+    "loo_pit_mean": "mean LOO-PIT (about 0.5; below: losses predicted too high)",
+    "pareto_k_max": "largest PSIS Pareto k (above 0.7: LOO-PIT unreliable for that row)",
+}
+
+
+@app.command("ppc")
+def ppc_command(
+    posterior: Path = typer.Argument(..., help="Posterior file written by `fit` (.nc)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Image to write (.png, .pdf, "
+                                    ".svg); without it only the check is printed."),
+    kind: CheckKind = typer.Option(CheckKind.ppc, help="The picture: ppc (observed vs "
+                                   "replicated log losses) or loo-pit (LOO-PIT "
+                                   "calibration)."),
+    ci: float = typer.Option(0.9, help="Interval mass of the coverage check."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format of the "
+                               "check."),
+    seed: int = typer.Option(0, help="Seed of the replicates, when the file has none."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+) -> None:
+    """Posterior predictive check of a fit: numbers, and a picture with --out.
+
+    Replicates every fitted row's log loss from the posterior (the file's
+    posterior_predictive group, computed from its draws when it has none)
+    and prints: the fraction of rows inside their --ci predictive interval
+    (coverage), the same with leave-one-out predictives (LOO-PIT), the
+    LOO-PIT's distance from uniform (Kolmogorov-Smirnov, with p-value) and
+    the largest Pareto k. With --out, draws the check (--kind ppc or
+    loo-pit), as `plot POST ppc` and `plot POST loo-pit` do.
+
+    Example:
+
+        bayes-transfer ppc posterior.nc --out ppc.png --kind loo-pit --format json
+    """
+    import json
+    import sys
+
+    from bayes_transfer.cli._app import finite_json
+
+    if out is not None:
+        checks.output_file(out, inputs=[posterior], force=force, suffixes=IMAGE_SUFFIXES)
+    checks.ci(ci)
+    checks.seed(seed)
+    post = _load(posterior)
+    with answer_warnings(), user_errors():
+        from bayes_transfer.plots import save_figure
+        from bayes_transfer.predictive import ppc_check
+
+        check = ppc_check(post, ci=ci, seed=seed)
+        if out is not None:
+            fig = make_figure(post, kind.value, ci=ci)
+            save_figure(fig, out)
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(finite_json({"posterior": str(posterior), **check}),
+                                    indent=2, allow_nan=False) + "\n")
+    elif fmt is Format.csv:
+        sys.stdout.write(",".join(check) + "\n" + ",".join(f"{v:.6g}" for v in
+                                                           check.values()) + "\n")
+    else:
+        grid = titled_table(f"{posterior.name}: posterior predictive check of the "
+                            f"{check['rows']} fitted rows (log loss)", title_justify="left")
+        for col, justify in (("check", "left"), ("value", "right"), ("meaning", "left")):
+            grid.add_column(col, justify=justify)
+        for name, value in check.items():
+            grid.add_row(name, f"{value:.4g}", CHECK_MEANINGS[name])
+        console().print(grid)
+    if out is not None:
+        console(stderr=True, soft_wrap=True).print(f"wrote {out}")
 
 
 @app.command()
