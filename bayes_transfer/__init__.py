@@ -28,6 +28,7 @@ _EXPORTS = {
     "ModelSpec": "bayes_transfer.spec",
     "fit": "bayes_transfer.inference",
     "Posterior": "bayes_transfer.inference",
+    "summary": "bayes_transfer.report",
     "use_host_devices": "bayes_transfer.runtime",
     "compare": "bayes_transfer.comparison",
     "select_model": "bayes_transfer.selection",

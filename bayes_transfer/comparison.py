@@ -58,7 +58,9 @@ def log_likelihood(post: Posterior) -> xr.DataArray:
                            ).get_trace(data)
     sites = [name for name, site in trace.items()
              if site["type"] == "sample" and not site["is_observed"]]
-    posterior = post.idata.posterior
+    from bayes_transfer.named_params import all_draws
+
+    posterior = all_draws(post.idata)  # offsets live in unconstrained_posterior
     missing = [name for name in sites if name not in posterior]
     if missing:
         raise ValueError(f"the posterior has no draws of the model's sample sites {missing}"

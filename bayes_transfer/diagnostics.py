@@ -83,7 +83,9 @@ def diagnose(idata: az.InferenceData, var_names: list[str] | None = None,
         >>> d.ok  # doctest: +SKIP
         False
     """
-    post = idata.posterior
+    from bayes_transfer.named_params import all_draws
+
+    post = all_draws(idata)  # the sampler's offsets too, kept in unconstrained_posterior
     chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
     names = var_names or [v for v in post.data_vars if post[v].size > 0]
     max_rhat, rhat_var = (_worst(az.rhat(post, var_names=names), np.max)
@@ -136,7 +138,9 @@ def failing_parameters(idata: az.InferenceData, var_names: list[str] | None = No
     its R-hat and bulk / tail ESS, so that a stopped loop can say *what* did not
     converge rather than only that something did not. At most ``limit`` lines.
     """
-    post = idata.posterior
+    from bayes_transfer.named_params import all_draws
+
+    post = all_draws(idata)
     chains = int(post.sizes["chain"])
     names = var_names or [v for v in post.data_vars if post[v].size > 0]
     rhat = az.rhat(post, var_names=names) if chains > 1 else None

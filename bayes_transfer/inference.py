@@ -18,82 +18,48 @@ Example:
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import arviz as az
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from bayes_transfer._io import atomic_path
+from bayes_transfer.backends import chain_method as _chain_method  # noqa: F401 (tests)
+from bayes_transfer.backends import get_backend
 from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs
 from bayes_transfer.diagnostics import Diagnostics, diagnose
+from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import Units, features, get_law
-from bayes_transfer.model import at_rows, hierarchical_model, model_data, select_rows, site_dims
+from bayes_transfer.model import select_rows
+
+# Re-exported here, where users found them; their home is bayes_transfer.sampling.
+from bayes_transfer.sampling import (  # noqa: F401
+    LAPLACE_FROM_ROWS,
+    Init,
+    SamplerSettings,
+    coords_for,
+    pick_device,
+)
 from bayes_transfer.spec import ModelSpec, load_spec
 
 __all__ = ["fit", "Posterior", "PosteriorFileError", "coords_for", "FORMAT_VERSION",
            "pick_device"]
 
 FORMAT_VERSION = 1
-Backend = Literal["numpyro", "pymc"]
-Init = Literal["auto", "laplace", "prior"]
-# init="auto" starts from the Laplace approximation from this many fitted rows on: below
-# it, the extra compilation (~6 s on 2 CPU cores) costs more than the warmup it saves.
-LAPLACE_FROM_ROWS = 2000
+# A registered back end's name (bayes_transfer.backends.BACKENDS): "numpyro" or "pymc".
+BackendName = str
 
 
 class PosteriorFileError(ValueError):
     """A posterior file that is missing, truncated, corrupted or not ours."""
-
-
-def coords_for(table: RunTable, spec: ModelSpec | None = None) -> dict[str, list]:
-    """Coordinates of the named dims, shared by both back ends.
-
-    With ``spec``, also ``factor`` (0 .. K-1) when a parameter has a rank-K interaction.
-    """
-    coords: dict[str, list] = {
-        "source": list(table.sources),
-        "target": list(table.targets),
-        "pair": table.pair_labels,
-        "row": [str(r) for r in table.df["run_id"].astype(str) + ":" +
-                table.df["target"].astype(str)],
-    }
-    rank = spec.factor_rank if spec else 0
-    if rank:
-        coords["factor"] = list(range(rank))
-    return coords
-
-
-def pick_device(device: str | None = None) -> jax.Device:
-    """The JAX device to sample on: ``"gpu"``, ``"cpu"``, or None for GPU when present."""
-    if device in (None, "auto"):
-        for platform in ("gpu", "cpu"):
-            try:
-                return jax.devices(platform)[0]
-            except RuntimeError:
-                continue
-    try:
-        return jax.devices(device)[0]
-    except RuntimeError as exc:
-        raise ValueError(f"no JAX device of kind {device!r}: {exc}") from None
-
-
-def _chain_method(device: jax.Device, chains: int) -> str:
-    # One accelerator: vectorise the chains in one program. On the CPU, one XLA host
-    # device per chain runs them in parallel (the CLI asks JAX for one per core at its
-    # entry point; a Python user calls bt.use_host_devices()); with too few, vectorise.
-    if device.platform != "cpu":
-        return "vectorized"
-    return "parallel" if len(jax.devices("cpu")) >= chains > 1 else "vectorized"
 
 
 def fit(
@@ -108,7 +74,7 @@ def fit(
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     init: Init = "auto",
-    backend: Backend = "numpyro",
+    backend: BackendName = "numpyro",
     device: str | None = None,
     progress: bool = True,
     units: Units | None = None,
@@ -116,6 +82,10 @@ def fit(
     prior_draws: int = 0,
 ) -> Posterior:
     """Sample the posterior of ``spec`` given ``runs`` with NUTS.
+
+    The sampler keywords (``chains`` .. ``progress``) are the fields of a
+    :class:`~bayes_transfer.sampling.SamplerSettings`, which checks them (a bad value
+    is a ``ValueError`` naming it) and which the file records as ``sampler_settings``.
 
     Args:
         runs: a run table (path, DataFrame or loaded table).
@@ -138,7 +108,8 @@ def fit(
             ``"laplace"`` from 2,000 fitted rows on, ``"prior"`` below (the Laplace
             start costs a few seconds of compilation that small tables do not repay).
             PyMC starts its own way.
-        backend: ``"numpyro"`` (JAX, GPU when present) or ``"pymc"`` (cross-check).
+        backend: a registered back end (:mod:`bayes_transfer.backends`): ``"numpyro"``
+            (JAX, GPU when present) or ``"pymc"`` (cross-check).
         device: ``"cpu"``, ``"gpu"`` or None (GPU when present); NumPyro only.
         progress: show a progress bar.
         units: reference scales of N and tokens (default: the spec's, ``auto`` from the
@@ -161,125 +132,54 @@ def fit(
         raised as a :class:`~bayes_transfer.diagnostics.SamplingWarning` with advice.
     """
     spec = load_spec(spec)
+    settings = SamplerSettings(chains=chains, draws=draws, warmup=warmup, seed=seed,
+                               target_accept=target_accept, max_tree_depth=max_tree_depth,
+                               dense_mass=dense_mass, init=init, device=device,
+                               progress=progress)
+    sampler = get_backend(backend)
     table = load_runs(runs)
     table, left_out = select_rows(spec, table)
     if len(table) == 0:
         raise RunTableError(table.name, [Problem(None, None, "the table has no rows to fit")])
-    if warm_start is not None and backend == "numpyro":
+    # A back end that can start from a previous posterior offers sample_warm (NumPyro).
+    warm = getattr(sampler, "sample_warm", None) if warm_start is not None else None
+    if warm is not None:
         # The previous posterior's coefficients are in its units: keep them, so that its
         # draws are a start point of the same parameters.
         units = units or warm_start.units
     units = units or spec.resolve_units(table.df)
-    if init not in ("auto", "laplace", "prior"):
-        raise ValueError(f"unknown init {init!r}; use 'auto', 'laplace' or 'prior'")
-    if init == "auto":
-        init = "laplace" if len(table) >= LAPLACE_FROM_ROWS else "prior"
-    idata = None
-    if warm_start is not None and backend == "numpyro":
-        from bayes_transfer.refit import sample_warm, warm_warmup
+    settings = settings.for_rows(len(table))
+    idata, started = None, settings.init if sampler.uses_init else sampler.name
+    if warm is not None:
+        from bayes_transfer.refit import warm_warmup
 
-        idata = sample_warm(spec, table, units, warm_start, chains=chains, draws=draws,
-                            warmup=warm_warmup(warmup), seed=seed,
-                            target_accept=target_accept, max_tree_depth=max_tree_depth,
-                            dense_mass=dense_mass, device=pick_device(device))
+        short = settings.replace(warmup=warm_warmup(settings.warmup))
+        idata = warm(spec, table, units, short, warm_start)
         if idata is not None:
-            init, warmup = "warm", warm_warmup(warmup)
-    if idata is not None:  # warm-started (above)
-        pass
-    elif backend == "numpyro":
-        idata = _sample_numpyro(spec, table, chains=chains, draws=draws, warmup=warmup,
-                                seed=seed, target_accept=target_accept,
-                                max_tree_depth=max_tree_depth, dense_mass=dense_mass,
-                                init=init, device=device, progress=progress, units=units)
-    elif backend == "pymc":
-        from bayes_transfer.pymc_backend import sample_pymc
-
-        idata = sample_pymc(spec, table, chains=chains, draws=draws, warmup=warmup,
-                            seed=seed, target_accept=target_accept, progress=progress,
-                            max_tree_depth=max_tree_depth, dense_mass=dense_mass,
-                            units=units)
-    else:
-        raise ValueError(f"unknown backend {backend!r}; use 'numpyro' or 'pymc'")
-    settings = {"chains": chains, "draws": draws, "warmup": warmup, "seed": seed,
-                "target_accept": target_accept, "max_tree_depth": max_tree_depth,
-                "dense_mass": dense_mass, "init": init if backend == "numpyro" else "pymc"}
+            settings, started = short, "warm"
+    if idata is None:
+        idata = sampler.sample(spec, table, units, settings)
+    settings = settings.to_dict() | {"init": started}  # what the file records
     _annotate(idata, spec, table, backend=backend, left_out=left_out, units=units,
               settings=settings)
     from bayes_transfer.predictive import add_predictive
 
     add_predictive(idata, spec, table, prior_draws=prior_draws, seed=seed, backend=backend)
     if spec.discrepancy is not None:
-        _learn_discrepancy(idata, spec, table, units, chains=chains, draws=draws,
-                           warmup=warmup, seed=seed, backend=backend, device=device)
+        _learn_discrepancy(idata, spec, table, units, SamplerSettings(
+            chains=chains, draws=draws, warmup=warmup, seed=seed, device=device),
+            backend=backend)
     return Posterior(idata=idata, spec=spec, runs=table,
                      diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec, idata)))
 
 
-def _sample_numpyro(spec, table, *, chains, draws, warmup, seed, target_accept,
-                    max_tree_depth, dense_mass, init, device, progress,
-                    units) -> az.InferenceData:
-    from numpyro import __version__ as numpyro_version
-    from numpyro.infer import MCMC, NUTS
-
-    dev = pick_device(device)
-    with jax.default_device(dev):
-        data = model_data(spec, table, units)
-        # The chains' key is the seed's own (a "prior" start draws as it always did); the
-        # Laplace start takes a key folded from it.
-        key = jax.random.key(seed)
-        init_key = jax.random.fold_in(key, 1)
-        init_params, inverse_mass = None, None
-        if init == "laplace":
-            from bayes_transfer.laplace import laplace_start
-
-            init_params, inverse_mass = laplace_start(hierarchical_model, (data,), init_key,
-                                                      chains)
-            gc.collect()  # its compiled program, lest it slow the sampler (see below)
-            if chains == 1:
-                init_params = jax.tree.map(lambda v: v[0], init_params)
-            if dense_mass:
-                inverse_mass = jnp.diag(inverse_mass)
-        kernel = NUTS(hierarchical_model, target_accept_prob=target_accept,
-                      max_tree_depth=max_tree_depth, dense_mass=dense_mass,
-                      inverse_mass_matrix=inverse_mass)
-        mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
-                    chain_method=_chain_method(dev, chains), progress_bar=progress)
-        with warnings.catch_warnings():
-            # NumPyro warns when there are fewer devices than chains; we chose for that.
-            warnings.filterwarnings("ignore", message=".*There are not enough devices.*")
-            mcmc.run(key, data, init_params=init_params, extra_fields=(
-                "diverging", "energy", "potential_energy", "num_steps"))
-        extra = mcmc.get_extra_fields(group_by_chain=True)
-        samples = mcmc.get_samples(group_by_chain=True)
-    # The sampler's compiled program sits in reference cycles that outlive this call, and
-    # while it lives the next fit in this process runs ~1.7x slower per leapfrog step
-    # (bundled table, same seed, same trajectories: 70 s of CPU instead of 41).
-    # Collect it now: every refit of the loop, the notebook and the benchmarks gain.
-    del mcmc, kernel
-    gc.collect()
-    # Built directly rather than by az.from_numpyro, which traces the model again op by op
-    # to find the observed sites (3 s of JAX dispatch per fit on the bundled table).
-    return az.from_dict(
-        posterior={k: np.asarray(v) for k, v in samples.items()},
-        sample_stats={
-            "diverging": np.asarray(extra["diverging"]),
-            "energy": np.asarray(extra["energy"]),
-            # Log density of each draw (for the non-finite check), as PyMC's lp.
-            "lp": -np.asarray(extra["potential_energy"]),
-            # Leapfrog steps per draw, as PyMC calls them: 2^max_tree_depth - 1 means
-            # the trajectory was cut at the maximum tree depth.
-            "n_steps": np.asarray(extra["num_steps"]),
-        },
-        observed_data={"log_loss": np.asarray(data.log_loss)},
-        coords=coords_for(table, spec), dims=site_dims(spec),
-        attrs={"inference_library": "numpyro", "inference_library_version": numpyro_version},
-    )
-
-
-def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units, *, chains: int,
-                       draws: int, warmup: int, seed: int, backend: str, device) -> None:
+def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
+                       settings: SamplerSettings, *, backend: str) -> None:
     """Learn the discrepancy's tau per axis by an internal extrapolation (see
-    :mod:`bayes_transfer.discrepancy`) and store its draws as ``disc_tau_<axis>``."""
+    :mod:`bayes_transfer.discrepancy`) and store its draws as ``disc_tau_<axis>``.
+
+    The inner fits are short (at most 2 chains x 400 draws after 400 warmup) with the
+    default NUTS options; ``settings`` gives their seed, device and upper bounds."""
     from bayes_transfer import discrepancy as dsc
     from bayes_transfer.diagnostics import SamplingWarning
 
@@ -292,17 +192,20 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units, *,
         inner = table.subset(fit_mask)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SamplingWarning)
-            post = fit(inner, bare, chains=min(chains, 2), draws=min(draws, 400),
-                       warmup=min(warmup, 400), seed=seed, backend=backend, device=device,
-                       progress=False, units=units)
+            short = SamplerSettings(
+                chains=min(settings.chains, 2), draws=min(settings.draws, 400),
+                warmup=min(settings.warmup, 400), seed=settings.seed,
+                device=settings.device, progress=False)
+            post = fit(inner, bare, backend=backend, units=units, **short.fit_kwargs())
         held = table.subset(test_mask)
-        log_draws = np.log(post.predict_draws(held, kind="observation", seed=seed))
+        log_draws = np.log(post.predict_draws(held, kind="observation",
+                                              seed=settings.seed))
         return (np.median(log_draws, axis=0), log_draws.std(axis=0),
                 np.log(held.df["loss"].to_numpy(np.float64)))
 
     n_chain, n_draw = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
     learned = dsc.calibrate(disc, features(table.df, units), group, n, predict_holdout,
-                            draws=n_chain * n_draw, seed=seed)
+                            draws=n_chain * n_draw, seed=settings.seed)
     feats = features(table.df, units)
     stored = {}
     for axis, result in learned.items():
@@ -322,7 +225,10 @@ def _diagnosed_vars(spec: ModelSpec, idata: az.InferenceData) -> list[str]:
         names += [s for s in p.site_names if s not in p.factor_sites or "_sd_" in s]
         names.append(f"log_{p.name}")
     # A centred parameter has a partially centred site only when some group has no rows.
-    return sorted(n for n in set(names) if n in idata.posterior)
+    # Offsets and loadings live in unconstrained_posterior (named_params.organise).
+    from bayes_transfer.named_params import draw_names
+
+    return sorted(set(names) & draw_names(idata))
 
 
 def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out: int,
@@ -338,6 +244,11 @@ def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out
         ds.coords["pair_source"] = ("pair", [s for s, _ in table.pairs])
         ds.coords["pair_target"] = ("pair", [t for _, t in table.pairs])
         ds.coords["pair_observed"] = ("pair", table.observed_pairs)
+    # The law's parameters under their own names (G over source x target), and the
+    # sampler's offsets out of the default views (see bayes_transfer.named_params).
+    from bayes_transfer.named_params import organise
+
+    organise(idata, spec)
     idata.posterior.attrs.update({
         "bayes_transfer_format": FORMAT_VERSION,
         "spec": spec.to_json(),
@@ -445,15 +356,12 @@ class Posterior:
         # Every row must be one the law explains (a zero-shot row has log f = -inf).
         select_rows(replace(self.spec, rows="all"), table)
         feats = {k: jnp.asarray(v) for k, v in self.features(table.df).items()}
-        lp = {
-            name: at_rows(p.level, jnp.asarray(draws), table.source_idx, table.target_idx,
-                          len(self.runs.targets))
-            for (name, p), draws in zip(self.spec.params.items(),
-                                        self.flat_log_params().values(), strict=True)
-        }
         if kind not in ("mean", "observation"):
             raise ValueError(f"kind must be 'mean' or 'observation', not {kind!r}")
-        log_mean = np.asarray(get_law(self.spec.law).log_loss(feats, lp))
+        log_mean = np.asarray(log_loss_at_rows(
+            self.spec.law, feats, {k: jnp.asarray(v) for k, v in self.flat_log_params().items()},
+            levels=levels_of(self.spec), source_idx=table.source_idx,
+            target_idx=table.target_idx, n_targets=len(self.runs.targets)))
         log_mean = np.broadcast_to(log_mean, (self.n_draws, len(table)))
         rng = np.random.default_rng(seed)
         if self.spec.discrepancy is not None:

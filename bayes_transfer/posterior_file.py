@@ -27,7 +27,11 @@ names it; anything else that goes wrong is a bug of ours and surfaces as one.
    ``(chain, draw, row)`` (``prior``: as the posterior's), as many chains and draws as
    the posterior (``prior`` and ``prior_predictive``: as each other), as many rows as the
    run table (``predictions``: as ``predictions_constant_data``, which it comes with),
-   and only dimension coordinates.
+   and only dimension coordinates. The law parameters under their own names
+   (:mod:`bayes_transfer.named_params`): natural dims, and equal to ``exp(log_<p>)``;
+   ``unconstrained_posterior``: only the spec's sampler sites (offsets, loadings), each
+   with its dims and the posterior's coordinates, none also in the posterior. A file
+   without them (written before) gains them as it is read.
 
 Example:
     >>> idata, spec, runs = read_posterior("posterior.nc")  # doctest: +SKIP
@@ -47,6 +51,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayes_transfer import named_params
 from bayes_transfer.data import REQUIRED_COLUMNS, RunTable, RunTableError, load_runs
 from bayes_transfer.spec import ModelSpec, SpecError
 
@@ -54,7 +59,8 @@ __all__ = ["read_posterior", "REQUIRED_GROUPS", "OPTIONAL_GROUPS", "LEVEL_DIMS"]
 
 REQUIRED_GROUPS = ("posterior", "constant_data")
 OPTIONAL_GROUPS = ("sample_stats", "observed_data", "log_likelihood", "posterior_predictive",
-                   "prior", "prior_predictive", "predictions", "predictions_constant_data")
+                   "prior", "prior_predictive", "predictions", "predictions_constant_data",
+                   "unconstrained_posterior")
 #: Groups of draws over the fitted rows, dims exactly (chain, draw, row): the posterior's
 #: chains and draws (``prior_predictive``: the ``prior`` group's).
 _ROW_DRAW_GROUPS = ("log_likelihood", "posterior_predictive", "prior_predictive")
@@ -94,7 +100,10 @@ def read_posterior(path: str | os.PathLike[str]) -> tuple[Any, ModelSpec, RunTab
     names = _check_layout(path)
     groups = _read_groups(path, names)
     spec, table = _check_structure(path, groups)
-    return az.InferenceData(**groups), spec, table
+    idata = az.InferenceData(**groups)
+    # A file written before the named parameters gains them (validated files only).
+    named_params.organise(idata, spec)
+    return idata, spec, table
 
 
 # ---- 0. a regular file -----------------------------------------------------------------
@@ -275,7 +284,7 @@ def _check_structure(path: Path, groups: dict[str, xr.Dataset]) -> tuple[ModelSp
              "pair": len(levels[0]) * len(levels[1]), "knot": post.sizes.get("knot", 0),
              # The rank of the spec's pair interactions (spec.ParamSpec.factors).
              "factor": spec.factor_rank}
-    _posterior_vars(path, post, spec, sizes)
+    _posterior_vars(path, post, spec, sizes, groups.get(named_params.UNCONSTRAINED))
     if "sample_stats" in groups:
         _sample_stats(path, groups["sample_stats"], sizes)
     if "observed_data" in groups:
@@ -400,7 +409,7 @@ def _dims_ok(da: xr.DataArray, leading: tuple[str, ...]) -> bool:
 
 
 def _posterior_vars(path: Path, post: xr.Dataset, spec: ModelSpec,
-                    sizes: dict[str, int]) -> None:
+                    sizes: dict[str, int], unconstrained: xr.Dataset | None = None) -> None:
     for name, da in post.data_vars.items():
         if da.dtype.kind != "f":
             raise _error(path, f"posterior variable {name} has dtype {da.dtype}; draws are "
@@ -423,6 +432,70 @@ def _posterior_vars(path: Path, post: xr.Dataset, spec: ModelSpec,
         if post[name].dims != dims:
             raise _error(path, f"posterior variable {name} has dims {post[name].dims}, "
                                f"not {dims}")
+    _named_vars(path, post, spec)
+    if unconstrained is not None:
+        _unconstrained_vars(path, post, unconstrained, spec, sizes)
+
+
+def _named_vars(path: Path, post: xr.Dataset, spec: ModelSpec) -> None:
+    """The pair coordinates name each pair's own source and target, and each law
+    parameter stored under its own name (bayes_transfer.named_params) has its natural
+    dims and is ``exp(log_<name>)``: a file cannot say two things about one parameter."""
+    sources, targets = post["source"].values.tolist(), post["target"].values.tolist()
+    grid = {"pair_source": [s for s in sources for _ in targets],
+            "pair_target": [t for _ in sources for t in targets]}
+    for coord, expected in grid.items():
+        if coord in post.coords and _texts(path, post[coord], f"the posterior's {coord} "
+                                           "coordinate") != expected:
+            raise _error(path, f"the posterior's {coord} coordinate does not match its "
+                               "pair coordinate")
+    if "pair_observed" in post.coords and post["pair_observed"].dtype.kind != "b":
+        raise _error(path, "the posterior's pair_observed coordinate is not true/false")
+    for name, p in spec.params.items():
+        if name not in post.data_vars:
+            continue  # a file written before the named parameters; the reader adds them
+        dims = ("chain", "draw", *named_params.natural_dims(p.level))
+        if post[name].dims != dims:
+            raise _error(path, f"posterior variable {name} has dims {post[name].dims}, "
+                               f"not {dims}")
+        with np.errstate(over="ignore"):
+            expected = named_params.natural_param(post, name, p.level).values
+        if not np.allclose(post[name].values, expected, rtol=1e-5, atol=0.0,
+                           equal_nan=True):
+            raise _error(path, f"posterior variable {name} is not exp(log_{name})")
+
+
+def _unconstrained_vars(path: Path, post: xr.Dataset, ds: xr.Dataset, spec: ModelSpec,
+                        sizes: dict[str, int]) -> None:
+    """The sampler-only sites (bayes_transfer.named_params.sampler_sites): only the
+    spec's, each with its dims and the posterior's sizes and coordinates, none of them
+    also in the posterior."""
+    group = named_params.UNCONSTRAINED
+    sites = named_params.sampler_sites(spec)
+    unknown = sorted(set(map(str, ds.coords)) - _POSTERIOR_COORDS)
+    if unknown:
+        raise _error(path, f"unexpected {group} coordinate(s) {unknown}")
+    for name, coord in ds.coords.items():
+        if name not in post.coords or coord.dims != post[name].dims or \
+                coord.shape != post[name].shape or \
+                not np.array_equal(coord.values, post[name].values):
+            raise _error(path, f"the {group} coordinate {name} is not the posterior's")
+    for name, da in ds.data_vars.items():
+        if name not in sites:
+            raise _error(path, f"unexpected {group} variable {name}: the spec's sampler "
+                               f"sites are {sorted(sites)}")
+        if name in post.data_vars:
+            raise _error(path, f"{name} is both a posterior and an {group} variable")
+        if da.dtype.kind != "f":
+            raise _error(path, f"{group} variable {name} has dtype {da.dtype}; draws are "
+                               "floating-point numbers")
+        dims = ("chain", "draw", *sites[name])
+        if da.dims != dims:
+            raise _error(path, f"{group} variable {name} has dims {da.dims}, not {dims}")
+        for dim in dims:
+            if da.sizes[dim] != sizes[dim]:
+                raise _error(path, f"{group} variable {name} has {da.sizes[dim]} {dim}s, "
+                                   f"not {sizes[dim]}")
 
 
 def _sample_stats(path: Path, stats: xr.Dataset, sizes: dict[str, int]) -> None:

@@ -110,7 +110,9 @@ def _warm_init(previous: Posterior, sites: dict[str, Any], chains: int, dense: b
     previous posterior's draws; None when its sites do not match the new model's."""
     from numpyro.distributions.transforms import biject_to
 
-    post = previous.idata.posterior
+    from bayes_transfer.named_params import all_draws
+
+    post = all_draws(previous.idata)  # the offsets live in unconstrained_posterior
     n_chain, n_draw = int(post.sizes["chain"]), int(post.sizes["draw"])
     flat_draws, starts = {}, {}
     for name, (shape, support) in sites.items():

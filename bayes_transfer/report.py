@@ -1,22 +1,39 @@
 """Credible-interval tables: gaps per pair, and every parameter at every group.
 
-Intervals are central (equal-tailed) credible intervals of the posterior draws. They are
-computed on the log scale and exponentiated, which gives the same quantiles as computing
-them on the natural scale (the exponential is monotone).
+Every number comes from ArviZ's ``az.summary`` with ``stat_focus="median"``: the median,
+the central (equal-tailed) credible interval (the ``(1 - ci) / 2`` and ``(1 + ci) / 2``
+quantiles of the draws, on the parameter's natural scale), the Monte Carlo standard
+error of the median, R-hat and the tail ESS; plus the bulk ESS (``az.ess``) and the sd
+of the log-scale draws. :func:`summary` is ``az.summary`` of a posterior's named law
+parameters (see :mod:`bayes_transfer.named_params`) with these choices.
+
+Example:
+    >>> import bayes_transfer as bt  # doctest: +SKIP
+    >>> bt.summary(post, ci=0.9)  # doctest: +SKIP
+    >>> param_table(post)[["param", "source", "median", "mcse_median", "ess_tail"]]  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import arviz as az
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
 
-__all__ = ["gap_table", "param_table", "format_table", "raw_units_available"]
+__all__ = ["gap_table", "param_table", "format_table", "raw_units_available", "summary",
+           "SUMMARY_COLUMNS"]
+
+#: The statistics columns of :func:`param_table` (after its group columns), in order.
+SUMMARY_COLUMNS = ("median", "lower", "upper", "log_sd", "r_hat", "ess_bulk", "ess_tail",
+                   "mcse_median")
 
 
 def raw_units_available(post: Posterior) -> bool:
@@ -33,14 +50,20 @@ def raw_units_available(post: Posterior) -> bool:
 
 def param_table(post: Posterior, ci: float = 0.9, params: list[str] | None = None,
                 units: str = "reference") -> pd.DataFrame:
-    """One row per (parameter, group): median, interval, log-scale sd, R-hat and ESS.
+    """One row per (parameter, group): median, interval and diagnostics, by az.summary.
 
     ``units``: ``"reference"`` (as fitted, N and tokens in the posterior's reference
     units) or ``"raw"`` (the papers' units; see :func:`raw_units_available`).
 
-    Columns: ``param``, ``level``, ``source``, ``target``, ``observed``, ``median``,
-    ``lower``, ``upper``, ``log_sd``, ``r_hat``, ``ess_bulk``. ``observed`` is False for
-    a pair with no rows in the table: its interval is the crossed-effects predictive.
+    Columns: ``param``, ``level``, ``source``, ``target``, ``observed``, then
+    :data:`SUMMARY_COLUMNS`: ``median``, ``lower``, ``upper`` (the central ``ci``
+    interval), ``log_sd`` (sd of the log-scale draws), ``r_hat``, ``ess_bulk``,
+    ``ess_tail`` and ``mcse_median`` (Monte Carlo standard error of the median, in the
+    parameter's units). ``observed`` is False for a pair with no rows in the table: its
+    interval is the crossed-effects predictive. R-hat is NaN for a single chain.
+
+    Example:
+        >>> param_table(post, ci=0.9, params=["G"])  # doctest: +SKIP
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci must be between 0 and 1, not {ci}")
@@ -48,28 +71,69 @@ def param_table(post: Posterior, ci: float = 0.9, params: list[str] | None = Non
     frames = []
     for name in params or list(post.spec.params):
         level = post.spec.params[name].level
-        da = post.log_param(name, units=units)
-        q = da.quantile([(1 - ci) / 2, 0.5, (1 + ci) / 2], dim=("chain", "draw")).values
-        flat = da.values.reshape((-1,) + da.shape[2:])
-        rhat = az.rhat(da.to_dataset(name="x"))["x"].values if da.sizes["chain"] > 1 else \
-            np.full(flat.shape[1:], np.nan)
-        ess = az.ess(da.to_dataset(name="x"), method="bulk")["x"].values
-        groups = _group_labels(posterior, level, flat.shape[1:])
-        frame = pd.DataFrame({
-            "param": name,
-            "level": level,
-            "source": groups[0],
-            "target": groups[1],
-            "observed": groups[2],
-            "median": np.exp(q[1]).reshape(-1),
-            "lower": np.exp(q[0]).reshape(-1),
-            "upper": np.exp(q[2]).reshape(-1),
-            "log_sd": flat.std(axis=0).reshape(-1),
-            "r_hat": np.asarray(rhat).reshape(-1),
-            "ess_bulk": np.asarray(ess).reshape(-1),
-        })
+        # Over the level's own groups (pair, not source x target), in the order of the
+        # group labels below; exp is monotone, so the quantiles are the natural ones.
+        log = post.log_param(name, units=units)
+        stats = _summary_metrics(xr.Dataset({name: np.exp(log)}), ci)[name]
+        groups = _group_labels(posterior, level, log.shape[2:])
+        frame = pd.DataFrame({"param": name, "level": level, "source": groups[0],
+                              "target": groups[1], "observed": groups[2]})
+        for col in SUMMARY_COLUMNS:
+            values = log.std(("chain", "draw")) if col == "log_sd" else stats.sel(metric=col)
+            frame[col] = np.asarray(values, dtype=np.float64).reshape(-1)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _summary_metrics(ds: xr.Dataset, ci: float) -> xr.Dataset:
+    """``az.summary`` of ``ds`` (median focus: equal-tailed intervals) with the metrics
+    renamed to our columns, plus the bulk ESS, over a ``metric`` dim."""
+    with _quiet_arviz():
+        stats = az.summary(ds, fmt="xarray", stat_focus="median", hdi_prob=ci,
+                           round_to="none")
+        bulk = az.ess(ds, method="bulk").expand_dims(metric=["ess_bulk"])
+    # The interval ends by position: az.summary labels them with a rounded ci.
+    lo, hi = (str(m) for m in stats["metric"].values if str(m).startswith("eti_"))
+    renamed = {"median": "median", lo: "lower", hi: "upper", "mcse_median": "mcse_median",
+               "ess_tail": "ess_tail", "r_hat": "r_hat"}
+    stats = stats.sel(metric=list(renamed)).assign_coords(metric=list(renamed.values()))
+    return xr.concat([stats, bulk], dim="metric")
+
+
+@contextmanager
+def _quiet_arviz() -> Iterator[None]:
+    # ArviZ logs "Shape validation failed" for the R-hat of a single chain, which it
+    # reports as NaN (as we do): the log line would only be noise on a report's stderr.
+    logger = logging.getLogger("arviz")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def summary(post: Posterior, var_names: Sequence[str] | None = None, ci: float = 0.9
+            ) -> pd.DataFrame:
+    """``az.summary`` of a posterior: by default its law parameters under their own
+    names, on their natural scale, and the noise ``sigma``.
+
+    The statistics are ArviZ's with ``stat_focus="median"``: ``median``, ``mad``, the
+    equal-tailed interval of mass ``ci`` (``eti_5%``, ``eti_95%`` at 0.9), ``mcse_median``,
+    ``ess_median``, ``ess_tail`` and ``r_hat``; a pair-level parameter has one row per
+    ``(source, target)``, e.g. ``G[web, math]``. ``var_names`` takes any posterior
+    variable (``"G_mu"``, ``"log_G"``) as ``az.summary`` does.
+
+    Example:
+        >>> import bayes_transfer as bt  # doctest: +SKIP
+        >>> bt.summary(post, ci=0.9).loc["G[web, math]", ["median", "eti_5%", "eti_95%"]]  # doctest: +SKIP
+    """
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be between 0 and 1, not {ci}")
+    names = list(var_names) if var_names is not None else [*post.spec.params, "sigma"]
+    with _quiet_arviz():
+        return az.summary(post.idata, var_names=names, stat_focus="median", hdi_prob=ci,
+                          round_to="none")
 
 
 def _group_labels(posterior, level: str, shape: tuple[int, ...]):

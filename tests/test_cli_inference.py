@@ -50,7 +50,8 @@ def test_report_formats(fitted, fmt):
     if fmt == "csv":
         df = pd.read_csv(pd.io.common.StringIO(result.stdout))
         assert list(df.columns) == ["param", "source", "target", "observed", "median",
-                                    "lower", "upper", "r_hat", "ess_bulk"]
+                                    "lower", "upper", "r_hat", "ess_bulk", "ess_tail",
+                                    "mcse_median"]
         assert len(df) == 4 and df["observed"].tolist() == [True, True, True, False]
     elif fmt == "json":
         doc = json.loads(result.stdout)

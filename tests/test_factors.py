@@ -97,6 +97,7 @@ def test_a_rank_one_interaction_predicts_never_run_pairs(tmp_path):
     assert errors[1] <= 0.25 * errors[0], errors
     post.save(tmp_path / "f.nc")
     again = Posterior.load(tmp_path / "f.nc")
-    assert again.idata.posterior["E_a_source"].dims == ("chain", "draw", "source", "factor")
+    assert again.idata.unconstrained_posterior["E_a_source"].dims == ("chain", "draw",
+                                                                     "source", "factor")
     np.testing.assert_allclose(again.predict(df[never], ci=0.9)["loss_median"],
                                pred["loss_median"], rtol=1e-6)

@@ -43,9 +43,11 @@ def _stuck(posterior):
     """``posterior`` with its chains pulled apart: log_G and G_z_pair fail R-hat."""
     idata = posterior.idata.copy()
     for name in ("G_z_pair", "log_G"):
-        values = idata.posterior[name].values.copy()
+        # The offsets live in unconstrained_posterior (bayes_transfer.named_params).
+        group = idata.posterior if name in idata.posterior else idata.unconstrained_posterior
+        values = group[name].values.copy()
         values[1] += 5.0  # chain 1 elsewhere: R-hat far above 1.01
-        idata.posterior[name] = (idata.posterior[name].dims, values)
+        group[name] = (group[name].dims, values)
     return idata
 
 

@@ -118,14 +118,14 @@ def _report_frame(post, ci: float, params: bool, units: str = "reference"
             units = "reference"
         df = post.param_table(ci=ci, units=units)
         cols = ["param", "level", "source", "target", "observed", "median", "lower",
-                "upper", "r_hat", "ess_bulk"]
+                "upper", "r_hat", "ess_bulk", "ess_tail", "mcse_median"]
         where = ("raw units (parameters and tokens of 1)" if units == "raw" else
                  f"reference units (N in {post.units.params:g} parameters, tokens in "
                  f"{post.units.tokens:g} tokens)")
         return df[cols], f"parameters, {ci:.0%} credible intervals, {where}"
     df = post.gap_table(ci=ci)
     cols = ["param", "source", "target", "observed", "median", "lower", "upper", "r_hat",
-            "ess_bulk"]
+            "ess_bulk", "ess_tail", "mcse_median"]
     return df[cols], f"transfer gap {post.spec.gap} per pair, {ci:.0%} credible intervals"
 
 
@@ -224,7 +224,9 @@ def report_command(
     reference units otherwise.
 
     One row per pair: source, target, observed (False: a pair with no runs, whose
-    interval is the crossed-effects predictive), median, lower, upper, r_hat, ess_bulk.
+    interval is the crossed-effects predictive), median, lower, upper (equal-tailed),
+    r_hat, ess_bulk, ess_tail and mcse_median (Monte Carlo error of the median), all
+    from ArviZ's az.summary.
 
     Example:
 
