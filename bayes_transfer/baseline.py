@@ -35,6 +35,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.evaluate import log_loss_at_rows
 from bayes_transfer.laws import ROW_RULES, Law, features, get_law
 from bayes_transfer.spec import ModelSpec, SpecError, load_spec
 
@@ -269,7 +270,7 @@ def _log_loss(law: Law, feats: Mapping[str, np.ndarray], log_params: np.ndarray)
     """Log loss at rows for log params ``(..., rows?, params)``, in float64 numpy."""
     lp = {p: np.asarray(log_params)[..., j] for j, p in enumerate(law.params)}
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        return np.asarray(law.log_loss(feats, lp, xp=np))
+        return np.asarray(log_loss_at_rows(law, feats, lp, xp=np))
 
 
 class _Objective:
@@ -287,7 +288,7 @@ class _Objective:
 
         def value(theta, weights):
             lp = {p: theta[j] for j, p in enumerate(law.params)}
-            return jnp.sum(weights * huber(law.log_loss(x, lp) - obs, delta))
+            return jnp.sum(weights * huber(log_loss_at_rows(law, x, lp) - obs, delta))
 
         # The rows are constants of the compiled function: a call costs ~0.1 ms, which is
         # what thousands of L-BFGS steps (bootstrap included) spend their time on.

@@ -69,8 +69,9 @@ from bayes_transfer.design import (
     suggest,
 )
 from bayes_transfer.design.candidates import CostFn
+from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import ROW_RULES, Units, features, get_law
-from bayes_transfer.model import at_rows
+from bayes_transfer.sampling import SamplerSettings
 from bayes_transfer.spec import ModelSpec, load_spec
 
 if TYPE_CHECKING:
@@ -137,20 +138,21 @@ class _NutsRefit:
 
     def __init__(self, spec: ModelSpec, fit_kwargs: Mapping[str, Any]) -> None:
         self.spec = spec
-        self.options = {"chains": 2, "draws": 300, "warmup": 300, "progress": False,
-                        **fit_kwargs}
+        sampler = {k: v for k, v in fit_kwargs.items() if k in SamplerSettings.names()}
+        # Checked now, not after round 0's runs have been trained.
+        self.sampler = SamplerSettings(chains=2, draws=300, warmup=300,
+                                       progress=False).replace(**sampler)
+        self.options = {k: v for k, v in fit_kwargs.items() if k not in sampler}
 
-    def settings(self, longer: int = 1) -> dict[str, Any]:
-        """The fit options of a try ``longer`` times the configured length."""
-        opts = dict(self.options)
-        opts["warmup"] = int(opts["warmup"]) * longer
-        opts["draws"] = int(opts["draws"]) * longer
-        return opts
+    def settings(self, longer: int = 1) -> SamplerSettings:
+        """The sampler settings of a try ``longer`` times the configured length."""
+        return self.sampler.replace(warmup=self.sampler.warmup * longer,
+                                    draws=self.sampler.draws * longer)
 
     def __call__(self, table: RunTable, previous: Any = None, longer: int = 1) -> Posterior:
         from bayes_transfer.inference import Posterior, fit
 
-        opts = self.settings(longer)
+        opts = {**self.options, **self.settings(longer).fit_kwargs()}
         if longer == 1 and isinstance(previous, Posterior) and previous.spec == self.spec:
             opts["warm_start"] = previous
         with warnings.catch_warnings():
@@ -183,8 +185,8 @@ def _unconverged_message(r: int, posterior: Any, tries: int, fit_fn: Any,
     lines += [p for p in diagnostics.problems if not p.startswith(("R-hat", "ESS"))]
     if isinstance(fit_fn, _NutsRefit):
         o = fit_fn.settings(2 ** tries)
-        how = (f"after {tries} longer refit(s), the last with {o['chains']} chains x "
-               f"{o['draws']} draws after {o['warmup']} warmup")
+        how = (f"after {tries} longer refit(s), the last with {o.chains} chains x "
+               f"{o.draws} draws after {o.warmup} warmup")
     else:
         how = "(the loop's fit_fn cannot be asked to sample longer)"
     return (f"round {r}: the fit did not converge {how}, so no runs were chosen from it.\n"
@@ -532,8 +534,7 @@ def simulated_runner(truth: Simulation, seed: int = 0) -> RunFn:
     law = get_law(spec.law)
     sigma = float(np.asarray(truth.truth["sigma"]))
     units = getattr(truth, "units", Units())  # the units the true coefficients are in
-    levels = {name: (p.level, np.asarray(truth.true_log(name))) for name, p in
-              spec.params.items()}
+    true_log = {name: np.asarray(truth.true_log(name)) for name in spec.params}
 
     def run_fn(chosen: pd.DataFrame) -> pd.DataFrame:
         rows = chosen[[c for c in ("run_id", *_KEY) if c in chosen.columns]].copy()
@@ -544,9 +545,10 @@ def simulated_runner(truth: Simulation, seed: int = 0) -> RunFn:
         if len(bad):
             raise ValueError(f"run {rows['run_id'].iloc[bad[0]]!r}: the simulated truth's "
                              f"law {law.name} {words}")
-        lp = {name: at_rows(level, value, table.source_idx, table.target_idx,
-                            len(truth.runs.targets)) for name, (level, value) in levels.items()}
-        mean = np.asarray(law.log_loss(features(table.df, units), lp, xp=np))
+        mean = np.asarray(log_loss_at_rows(
+            law, features(table.df, units), true_log, levels=levels_of(spec),
+            source_idx=table.source_idx, target_idx=table.target_idx,
+            n_targets=len(truth.runs.targets), xp=np))
         rng = np.random.default_rng([seed, zlib.crc32("|".join(map(str, rows["run_id"]))
                                                       .encode())])
         eps = rng.standard_normal(len(rows)) if spec.likelihood.family == "normal" else \

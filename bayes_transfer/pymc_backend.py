@@ -6,7 +6,7 @@ sampler, and so that the samplers' speeds can be compared on equal terms
 :func:`~bayes_transfer.model.model_data`, the rows from
 :func:`~bayes_transfer.model.select_rows`, the indexing from
 :func:`~bayes_transfer.model.at_rows`, the dims from
-:func:`~bayes_transfer.model.site_dims` and :func:`~bayes_transfer.inference.coords_for`,
+:func:`~bayes_transfer.model.site_dims` and :func:`~bayes_transfer.sampling.coords_for`,
 and the mean function is the law's own formula, evaluated with PyTensor instead of JAX.
 :func:`pymc_model` mirrors :func:`~bayes_transfer.model.hierarchical_model` function for
 function (``param_effect``, ``_offsets``, ``_likelihood``), so the two read side by side.
@@ -37,7 +37,6 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_transfer.data import RunTable
-from bayes_transfer.inference import coords_for
 from bayes_transfer.laws import Units, get_law
 from bayes_transfer.model import (
     ModelData,
@@ -48,6 +47,7 @@ from bayes_transfer.model import (
     model_data,
     site_dims,
 )
+from bayes_transfer.sampling import SamplerSettings, coords_for
 from bayes_transfer.spec import ModelSpec, ParamSpec
 
 __all__ = ["pymc_model", "sample_pymc", "PYTENSOR_XP", "NutsSampler"]
@@ -176,28 +176,26 @@ def _likelihood(spec: ModelSpec, mean: Any, scale: Any, observed: Any) -> Any:
 def sample_pymc(
     spec: ModelSpec,
     table: RunTable,
+    settings: SamplerSettings | None = None,
     *,
-    chains: int = 4,
-    draws: int = 1000,
-    warmup: int = 1000,
-    seed: int = 0,
-    target_accept: float = 0.9,
-    max_tree_depth: int = 10,
-    dense_mass: bool = False,
-    progress: bool = True,
-    nuts_sampler: NutsSampler = "pymc",
     units: Units | None = None,
+    nuts_sampler: NutsSampler = "pymc",
+    **changes: Any,
 ) -> az.InferenceData:
     """Sample :func:`pymc_model` with NUTS; InferenceData shaped like the NumPyro back end's.
 
+    ``settings`` (default :class:`~bayes_transfer.sampling.SamplerSettings`) say how to
+    sample; keywords named as its fields change them (``chains=2, draws=100``).
+    ``init`` and ``device`` are NumPyro's and ignored here.
     ``nuts_sampler="pymc"`` is PyMC's own NUTS; ``"nutpie"`` is the Rust NUTS of the
     ``nutpie`` package (``pip install nutpie``). Sample stats include ``diverging``,
     ``energy`` and ``lp`` (the log density) for :func:`bayes_transfer.diagnostics.diagnose`.
     ``max_tree_depth`` caps each NUTS trajectory at ``2**max_tree_depth - 1`` steps, as
     in NumPyro (PyMC's ``max_treedepth``, nutpie's ``maxdepth``); ``dense_mass`` adapts a
     dense mass matrix (PyMC's ``init="jitter+adapt_full"``, nutpie's low-rank modified
-    mass matrix). Called by ``bayes_transfer.inference.fit(..., backend="pymc")``.
+    mass matrix). The ``"pymc"`` back end of ``bayes_transfer.inference.fit`` calls it.
     """
+    s = (settings or SamplerSettings()).replace(**changes)
     if nuts_sampler not in ("pymc", "nutpie"):
         raise ValueError(f"nuts_sampler must be 'pymc' or 'nutpie', not {nuts_sampler!r}")
     if nuts_sampler == "nutpie":
@@ -215,11 +213,11 @@ def sample_pymc(
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
                                 category=RuntimeWarning)
         idata = pm.sample(
-            draws=draws, tune=warmup, chains=chains,
-            cores=max(1, min(chains, os.cpu_count() or 1)),
-            target_accept=target_accept, random_seed=seed, progressbar=progress,
+            draws=s.draws, tune=s.warmup, chains=s.chains,
+            cores=max(1, min(s.chains, os.cpu_count() or 1)),
+            target_accept=s.target_accept, random_seed=s.seed, progressbar=s.progress,
             nuts_sampler=nuts_sampler, compute_convergence_checks=False,
-            **_sampler_kwargs(nuts_sampler, max_tree_depth, dense_mass),
+            **_sampler_kwargs(nuts_sampler, s.max_tree_depth, s.dense_mass),
         )
     return _like_numpyro(idata, model)
 

@@ -30,6 +30,7 @@ from jax.flatten_util import ravel_pytree
 from bayes_transfer.data import RunTable
 from bayes_transfer.laws import Units
 from bayes_transfer.model import ModelData, hierarchical_model, model_data, site_dims
+from bayes_transfer.sampling import SamplerSettings, coords_for, pick_device
 from bayes_transfer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ MIN_ROWS_BUCKET = 32
 # lets the chains move from the old posterior's typical set to the new one's.
 MIN_WARM_WARMUP = 50
 # Compiled samplers kept in this process: one, the loop's current one. A live compiled
-# sampler was seen to slow other fits in the process (see inference._sample_numpyro), so
+# sampler was seen to slow other fits in the process (see backends.NumPyroBackend.sample), so
 # the loop drops it when it ends (clear_compiled).
 _KEEP = 1
 _compiled: OrderedDict[tuple, Callable] = OrderedDict()
@@ -205,32 +206,32 @@ def _sampler(spec: ModelSpec, data: ModelData, *, rows: int, chains: int, warmup
     return fn
 
 
-def sample_warm(spec: ModelSpec, table: RunTable, units: Units, previous: Posterior, *,
-                chains: int, draws: int, warmup: int, seed: int, target_accept: float,
-                max_tree_depth: int, dense_mass: bool, device: jax.Device
-                ) -> az.InferenceData | None:
+def sample_warm(spec: ModelSpec, table: RunTable, units: Units, previous: Posterior,
+                settings: SamplerSettings) -> az.InferenceData | None:
     """NUTS on ``table`` warm-started from ``previous`` (see module docs), as
     InferenceData laid out as :func:`~bayes_transfer.inference.fit`'s; None when the
     previous posterior's sites do not match the new model's.
 
-    ``warmup`` is the number of (step-size only) warmup steps to run.
+    ``settings.warmup`` is the number of (step-size only) warmup steps to run (``fit``
+    passes :func:`warm_warmup` of its own); ``init`` and ``progress`` are not used.
     """
     from numpyro import __version__ as numpyro_version
 
-    from bayes_transfer.inference import coords_for
-
+    chains, draws, seed = settings.chains, settings.draws, settings.seed
+    device = pick_device(settings.device)
     with jax.default_device(device):
         data = model_data(spec, table, units)
-        start = _warm_init(previous, _latent_sites(data), chains, dense_mass)
+        start = _warm_init(previous, _latent_sites(data), chains, settings.dense_mass)
         if start is None:
             return None
         z0, inv_mass = start
         rows = bucket_rows(data.n_rows)
         parallel = (device.platform == "cpu" and chains > 1
                     and len(jax.devices("cpu")) >= chains)
-        run = _sampler(spec, data, rows=rows, chains=chains, warmup=warmup, draws=draws,
-                       target_accept=target_accept, max_tree_depth=max_tree_depth,
-                       dense_mass=dense_mass, parallel=parallel, device=device)
+        run = _sampler(spec, data, rows=rows, chains=chains, warmup=settings.warmup,
+                       draws=draws, target_accept=settings.target_accept,
+                       max_tree_depth=settings.max_tree_depth,
+                       dense_mass=settings.dense_mass, parallel=parallel, device=device)
         keys = jax.random.split(jax.random.key(seed), chains)
         values, stats = run(keys, _padded(data, rows),
                             {k: jnp.asarray(v) for k, v in z0.items()}, jnp.asarray(inv_mass))

@@ -185,17 +185,20 @@ def fit_command(
     checks.ci(ci)
     checks.seed(seed)
     with _user_errors():
+        from bayes_transfer.sampling import SamplerSettings
         from bayes_transfer.spec import load_spec
 
         load_spec(spec)  # a bad spec fails now, not after loading JAX
+        settings = SamplerSettings(  # so do bad sampler settings
+            chains=chains, draws=draws, warmup=warmup, seed=seed,
+            target_accept=target_accept, max_tree_depth=max_tree_depth,
+            dense_mass=dense_mass, init=init.value, device=device.value,
+            progress=show_progress(progress))
         with warnings.catch_warnings():
             # Diagnostics are printed below, once, with advice.
             warnings.simplefilter("ignore", SamplingWarning)
-            post = fit(runs, spec, chains=chains, draws=draws, warmup=warmup, seed=seed,
-                       target_accept=target_accept, max_tree_depth=max_tree_depth,
-                       dense_mass=dense_mass, init=init.value, backend=backend.value,
-                       device=device.value, progress=show_progress(progress),
-                       prior_draws=prior_draws)
+            post = fit(runs, spec, backend=backend.value, prior_draws=prior_draws,
+                       **settings.fit_kwargs())
         post.save(out)
         _err.print(f"wrote posterior to {out} ({len(post.runs)} rows, "
                    f"{post.idata.posterior.attrs.get('rows_left_out', 0)} left out)")

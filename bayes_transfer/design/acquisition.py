@@ -65,8 +65,8 @@ import numpy as np
 import pandas as pd
 
 from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import ROW_RULES, Units, features, get_law
-from bayes_transfer.model import at_rows
 from bayes_transfer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -160,14 +160,14 @@ _LOG_MEAN_CACHE: dict[str, Any] = {}
 def _log_mean_fn(spec: ModelSpec, n_targets: int) -> Any:
     key = f"{spec.to_json()}|{n_targets}"
     if key not in _LOG_MEAN_CACHE:
-        law = get_law(spec.law)
-        levels = {name: p.level for name, p in spec.params.items()}
+        law, levels = get_law(spec.law), levels_of(spec)
 
         @jax.jit
         def log_mean(feats, log_params, source_idx, target_idx):
-            lp = {name: at_rows(levels[name], v, source_idx, target_idx, n_targets)
-                  for name, v in log_params.items()}
-            return law.log_loss(feats, lp) + jnp.zeros((1, source_idx.shape[0]))
+            out = log_loss_at_rows(law, feats, log_params, levels=levels,
+                                   source_idx=source_idx, target_idx=target_idx,
+                                   n_targets=n_targets)
+            return out + jnp.zeros((1, source_idx.shape[0]))
 
         _LOG_MEAN_CACHE[key] = log_mean
     return _LOG_MEAN_CACHE[key]

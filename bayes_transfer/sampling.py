@@ -1,0 +1,226 @@
+"""What every back end shares: the sampler settings, the back-end protocol, the layout.
+
+:class:`SamplerSettings` holds how to sample (chains, draws, warmup, seed, NUTS options,
+device, progress), validated once. A back end is any object with a name and a
+``sample(spec, table, units, settings) -> az.InferenceData`` method (:class:`Backend`);
+:mod:`bayes_transfer.backends` keeps the registry (NumPyro and PyMC) that
+:func:`bayes_transfer.inference.fit` picks from. :func:`coords_for` gives the named
+coordinates both back ends lay their draws out in.
+
+This module imports neither JAX nor a back end, so that a back end can import it without
+importing the orchestrator (no import cycle), and the CLI can check settings cheaply.
+
+Example:
+    >>> s = SamplerSettings(chains=2, draws=200, warmup=200, progress=False)
+    >>> s.to_dict()["draws"], s.replace(seed=3).seed
+    (200, 3)
+    >>> SamplerSettings(chains=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: chains must be a whole number >= 1, not 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import arviz as az
+    import jax
+
+    from bayes_transfer.data import RunTable
+    from bayes_transfer.laws import Units
+    from bayes_transfer.spec import ModelSpec
+
+__all__ = ["SamplerSettings", "Backend", "coords_for", "pick_device", "INITS",
+           "LAPLACE_FROM_ROWS", "MAX_SEED"]
+
+Init = Literal["auto", "laplace", "prior"]
+INITS = ("auto", "laplace", "prior")
+# init="auto" starts from the Laplace approximation from this many fitted rows on: below
+# it, the extra compilation (~6 s on 2 CPU cores) costs more than the warmup it saves.
+LAPLACE_FROM_ROWS = 2000
+MAX_SEED = 2**32 - 1  # what every sampler's seed accepts (PyMC's through numpy)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample a posterior with NUTS; every field is checked when it is built.
+
+    Attributes:
+        chains, draws, warmup: NUTS chains, kept draws per chain, and warmup steps.
+        seed: the random seed (0 .. 2**32 - 1); the same seed, data and spec give the
+            same draws.
+        target_accept: NUTS target acceptance, between 0 and 1 (exclusive).
+        max_tree_depth: trajectories stop at ``2**max_tree_depth - 1`` leapfrog steps.
+        dense_mass: adapt a dense mass matrix instead of a diagonal one.
+        init: how NumPyro's chains start: ``"auto"``, ``"laplace"`` or ``"prior"`` (see
+            :func:`bayes_transfer.inference.fit`); a back end that starts its own way
+            ignores it.
+        device: ``"cpu"``, ``"gpu"`` or None / ``"auto"`` (GPU when present); NumPyro only.
+        progress: show a progress bar.
+
+    Example:
+        >>> SamplerSettings(target_accept=1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: target_accept must be a number between 0 and 1 (e.g. 0.9 or 0.99), not 1.0
+    """
+
+    chains: int = 4
+    draws: int = 1000
+    warmup: int = 1000
+    seed: int = 0
+    target_accept: float = 0.9
+    max_tree_depth: int = 10
+    dense_mass: bool = False
+    init: Init = "auto"
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("chains", 1, None), ("draws", 1, None), ("warmup", 0, None),
+                                ("seed", 0, MAX_SEED), ("max_tree_depth", 1, 30)):
+            self._set(name, _whole(name, getattr(self, name), low, high))
+        ta = self.target_accept
+        if (isinstance(ta, bool) or not isinstance(ta, numbers.Real)
+                or not 0 < float(ta) < 1):
+            raise ValueError(f"target_accept must be a number between 0 and 1 (e.g. 0.9 or "
+                             f"0.99), not {ta!r}")
+        self._set("target_accept", float(ta))
+        for name in ("dense_mass", "progress"):
+            value = getattr(self, name)
+            if not isinstance(value, bool | _np_bool()):
+                raise ValueError(f"{name} must be True or False, not {value!r}")
+            self._set(name, bool(value))
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; use 'auto', 'laplace' or 'prior'")
+        if self.device is not None and (not isinstance(self.device, str) or not self.device):
+            raise ValueError(f"device must be 'cpu', 'gpu', 'auto' or None, "
+                             f"not {self.device!r}")
+
+    def _set(self, name: str, value: Any) -> None:
+        # Frozen: normalised values (numpy ints to int) are set once, at construction.
+        object.__setattr__(self, name, value)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The settings' names, which are also :func:`~bayes_transfer.inference.fit`'s
+        sampler keywords."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> SamplerSettings:
+        """A copy with ``changes`` (validated); an unknown name is an error naming the
+        known ones.
+
+        Example:
+            >>> SamplerSettings().replace(draws=50).draws
+            50
+        """
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise TypeError(f"unknown sampler setting(s) {', '.join(unknown)}; the settings "
+                            f"are {', '.join(self.names())}")
+        return dataclasses.replace(self, **changes)
+
+    def for_rows(self, n_rows: int) -> SamplerSettings:
+        """``init="auto"`` made concrete for a table of ``n_rows`` fitted rows:
+        ``"laplace"`` from :data:`LAPLACE_FROM_ROWS` rows on, ``"prior"`` below."""
+        if self.init != "auto":
+            return self
+        return self.replace(init="laplace" if n_rows >= LAPLACE_FROM_ROWS else "prior")
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """Every setting as keywords of :func:`~bayes_transfer.inference.fit`."""
+        return {name: getattr(self, name) for name in self.names()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings that decide the draws, as JSON-ready data: what a posterior file
+        records (``sampler_settings``) so that it says how to reproduce it. ``progress``
+        is left out: it changes what is shown, not what is drawn."""
+        out = self.fit_kwargs()
+        del out["progress"]
+        return out
+
+
+def _np_bool() -> type:
+    import numpy as np
+
+    return np.bool_
+
+
+def _whole(name: str, value: Any, low: int, high: int | None) -> int:
+    ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool | _np_bool())
+          and value >= low and (high is None or value <= high))
+    if not ok:
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be a whole number {bound}, not {value!r}")
+    return int(value)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A sampler of the hierarchical model: how :func:`~bayes_transfer.inference.fit`
+    sees a back end.
+
+    ``sample`` returns InferenceData with a ``posterior`` of the model's sites (dims
+    from :func:`bayes_transfer.model.site_dims`, coords from :func:`coords_for`),
+    ``sample_stats`` with ``diverging``, ``energy``, ``lp`` and ``n_steps``, and
+    ``observed_data`` ``log_loss``; ``fit`` adds the rest. ``uses_init`` says whether
+    ``settings.init`` chooses its chains' starts (a file records the back end's name as
+    ``init`` otherwise). A back end may also offer
+    ``sample_warm(spec, table, units, settings, previous) -> InferenceData | None``
+    (a refit started from a previous posterior; None when it cannot be).
+
+    Example:
+        >>> class Toy:
+        ...     name, uses_init = "toy", False
+        ...     def sample(self, spec, table, units, settings):
+        ...         ...
+        >>> isinstance(Toy(), Backend)
+        True
+    """
+
+    name: str
+    uses_init: bool
+
+    def sample(self, spec: ModelSpec, table: RunTable, units: Units,
+               settings: SamplerSettings) -> az.InferenceData:
+        ...
+
+
+def coords_for(table: RunTable, spec: ModelSpec | None = None) -> dict[str, list]:
+    """Coordinates of the named dims, shared by both back ends.
+
+    With ``spec``, also ``factor`` (0 .. K-1) when a parameter has a rank-K interaction.
+    """
+    coords: dict[str, list] = {
+        "source": list(table.sources),
+        "target": list(table.targets),
+        "pair": table.pair_labels,
+        "row": [str(r) for r in table.df["run_id"].astype(str) + ":" +
+                table.df["target"].astype(str)],
+    }
+    rank = spec.factor_rank if spec else 0
+    if rank:
+        coords["factor"] = list(range(rank))
+    return coords
+
+
+def pick_device(device: str | None = None) -> jax.Device:
+    """The JAX device to sample on: ``"gpu"``, ``"cpu"``, or None for GPU when present."""
+    import jax
+
+    if device in (None, "auto"):
+        for platform in ("gpu", "cpu"):
+            try:
+                return jax.devices(platform)[0]
+            except RuntimeError:
+                continue
+    try:
+        return jax.devices(device)[0]
+    except RuntimeError as exc:
+        raise ValueError(f"no JAX device of kind {device!r}: {exc}") from None
