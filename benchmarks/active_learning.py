@@ -381,11 +381,13 @@ def pool_intervals(post, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: int,
-               draws: int, warmup: int) -> pd.DataFrame:
+               draws: int, warmup: int, out: str | None = None) -> pd.DataFrame:
     """One record per (seed, strategy, round): FLOPs spent, widths, coverage, R-hat.
 
     A strategy stops refitting once the stopping rule holds (every largest-size 90%
     interval narrower than ``POOL_WIDTH`` and covering the truth), or after ``rounds``.
+    The records so far are written to the CSV ``out`` after each strategy (a long run
+    cut short keeps its finished seeds).
     """
     import dataclasses
     import warnings
@@ -435,6 +437,13 @@ def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: 
                     "ess_bulk": float(post.diagnostics.min_ess_bulk)})
                 if width.max() <= POOL_WIDTH and cover.all():
                     break
+            last = records[-1]
+            print(f"  seed {s} {strategy}: {last['round']} rounds, {last['flops']:.3g} "
+                  f"FLOPs, widest interval {last['max_width']:.3f} nats, coverage "
+                  f"{last['coverage']:.2f}, R-hat {last['rhat']:.3f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            if out:
+                pd.DataFrame(records).to_csv(out, index=False)
         print(f"seed {s}: {time.perf_counter() - t0:.0f} s; " + ", ".join(
             f"{g['strategy'].iat[0]} {len(g) - 1} rounds, {g['flops'].iat[-1]:.3g} FLOPs"
             for _, g in pd.DataFrame([x for x in records if x["seed"] == s])
@@ -482,12 +491,12 @@ def pool_main(args: argparse.Namespace) -> int:
     header("active learning, pool replay")
 
     seeds = args.seeds or (1 if args.quick else 20)
-    models = args.models or (3 if args.quick else None)
-    rounds = args.rounds or (2 if args.quick else 9)
-    warmup = draws = args.draws or (40 if args.quick else 300)
+    models = args.models or (2 if args.quick else None)
+    rounds = args.rounds or (1 if args.quick else 9)
+    warmup = draws = args.draws or (30 if args.quick else 300)
     t_start = time.perf_counter()
     log = pool_study(args.table, models, seeds, rounds, chains=2, draws=draws,
-                     warmup=warmup)
+                     warmup=warmup, out=args.out)
     summary = pool_summary(log)
     n_models = int(log["rows"].iloc[0]) // len(POOL_FIRST)  # the initial design: 2 a model
     ratio = {other: float(summary.loc["active", "flops"] / summary.loc[other, "flops"])
@@ -527,8 +536,6 @@ def pool_main(args: argparse.Namespace) -> int:
            "targets": ok, "seconds": time.perf_counter() - t_start}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
-    if args.out:
-        log.to_csv(args.out, index=False)
     print(f"total time {time.perf_counter() - t_start:.0f} s")
     return verdict(all(ok.values()), "; ".join(f"{k}: {'met' if v else 'MISSED'}"
                                                for k, v in ok.items()),
@@ -554,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="target mean 90%% interval width of the 16 log gaps")
     ap.add_argument("--pool", action="store_true", help="replay a real table (the "
                     "rectified-scaling curves): active vs random vs cheapest-first vs the "
-                    "paper's subset doubling; --quick: 3 models, 1 seed, 2 rounds")
+                    "paper's subset doubling; --quick: 2 models, 1 seed, 1 round, 2 x 30 draws")
     ap.add_argument("--table", default="flan", choices=["flan", "gigaword"],
                     help="--pool: which rectified-scaling table (default flan)")
     ap.add_argument("--models", type=int, help="--pool: this many models, evenly over "

@@ -37,3 +37,34 @@ def test_benchmark_runs_quick_and_prints_its_figures(script: Path, tmp_path: Pat
 def test_benchmarks_are_discovered():
     names = {p.stem for p in SCRIPTS}
     assert {"fit_scaling", "calibration", "extrapolation"} <= names
+
+
+@pytest.mark.slow
+def test_active_learning_pool_quick_reports_every_strategy(tmp_path: Path):
+    """``active_learning.py --pool --quick``: four strategies replayed on the FLAN table."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "active_learning.py"),
+                          "--pool", "--quick", "--json", "out.json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    out = json.loads((tmp_path / "out.json").read_text())
+    strategies = out["strategies"]
+    assert list(strategies) == ["active", "random", "cheapest", "doubling"]
+    for row in strategies.values():
+        assert row["flops"] > 0 and 0 <= row["coverage_at_narrow"] <= 1
+        assert row["max_rhat"] >= 1.0
+    # --quick: 2 models, 1 round after the shared design (f = 0 and 200 examples of 35
+    # tokens). Doubling then fine-tunes both on 1/512 of the largest size (3,200
+    # examples): 6 N f FLOPs summed over the two models, from the table's own sizes.
+    import pandas as pd
+
+    flan = pd.read_csv(REPO / "data" / "rectified-scaling" / "flan.csv")
+    sizes = flan["size"].sort_values().to_numpy()[[0, -1]].astype(float)
+    expected = 6 * sizes.sum() * 35 * (200 + 3200)
+    assert strategies["doubling"]["flops"] == pytest.approx(expected, rel=1e-9)
+    # Cheapest-first spends least on one round of the same batch size.
+    assert strategies["cheapest"]["flops"] <= min(strategies[s]["flops"] for s in
+                                                  ("active", "random", "doubling"))
+    assert set(out["rhat_per_round"]) == {"0", "1"}
