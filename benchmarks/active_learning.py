@@ -33,6 +33,24 @@ is 1000 nats (a flat likelihood: they carry no information).
 Run: ``python benchmarks/active_learning.py`` (full: 20 seeds, must beat random by 2x;
 exits 1 if not), ``--quick`` (4 seeds, reports without enforcing), ``--scoring`` (only the
 timing of scoring 10,000 candidates with 1,000 posterior draws).
+
+``--pool`` (issue 16) replays a real table instead of a simulated truth: the candidates
+are the (pre-trained model, fine-tuning size) rows of Lin et al.'s rectified-scaling
+curves (``--table flan`` or ``gigaword``; ``--models K`` of the 30, evenly over their
+sizes), each model's largest size (1,638,400 examples) is held out as the truth, a run
+reveals its row (:func:`bayes_transfer.design.pool_runner`) and costs 6 N f FLOPs. From a
+shared start (every model's zero-shot row and its 200-example fine-tuning), four
+strategies add one row a model a round: ``active`` (:func:`~bayes_transfer.design.suggest`
+on the variance of the log losses at the largest size, per FLOP), ``random``,
+``cheapest`` (cheapest first) and ``doubling`` (the paper's protocol: every model on
+1/512, 1/256, ... of the largest size). Each refit is the ``finetune-curves`` spec
+without its discrepancy term (NUTS, 2 chains, warm-started from the previous round). The
+stopping rule: every model's 90% interval of its loss at the largest size (the law's
+mean) narrower than 0.1 nats and covering the measured loss. Reported per strategy: the
+median FLOPs at stopping, the FLOPs and coverage where the intervals first became narrow
+(the part of the rule a user can see), the worst R-hat of any round's refit; the ratios
+active / cheapest-first and active / random (targets 0.5 and 0.3), coverage >= 0.85 and
+R-hat <= 1.01. ``--pool --quick``: 2 models, 1 seed, 1 round, 2 x 30 draws.
 """
 
 from __future__ import annotations
@@ -495,8 +513,16 @@ def pool_main(args: argparse.Namespace) -> int:
     rounds = args.rounds or (1 if args.quick else 9)
     warmup = draws = args.draws or (30 if args.quick else 300)
     t_start = time.perf_counter()
-    log = pool_study(args.table, models, seeds, rounds, chains=2, draws=draws,
-                     warmup=warmup, out=args.out)
+    if args.summarise:
+        # A saved log (--out of an earlier run, perhaps cut short): its complete seeds.
+        log = pd.read_csv(args.summarise)
+        complete = log.groupby("seed")["strategy"].nunique() == len(POOL_STRATEGIES)
+        log = log[log["seed"].isin(complete[complete].index)]
+        seeds = log["seed"].nunique()
+        print(f"summary of {args.summarise}: {seeds} complete seeds")
+    else:
+        log = pool_study(args.table, models, seeds, rounds, chains=2, draws=draws,
+                         warmup=warmup, out=args.out)
     summary = pool_summary(log)
     n_models = int(log["rows"].iloc[0]) // len(POOL_FIRST)  # the initial design: 2 a model
     ratio = {other: float(summary.loc["active", "flops"] / summary.loc[other, "flops"])
@@ -567,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, help="--pool: this many models, evenly over "
                     "the table's sizes (default: all 30)")
     ap.add_argument("--json", help="--pool: write the summary to this JSON file")
+    ap.add_argument("--summarise", metavar="CSV", help="--pool: summarise the log an "
+                    "earlier run wrote with --out (its complete seeds) instead of running; give "
+                    "that run's --draws and --rounds for the header")
     args = ap.parse_args(argv)
     if args.pool:
         return pool_main(args)
