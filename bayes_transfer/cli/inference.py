@@ -298,8 +298,8 @@ def _names(text: str) -> list[str]:
 
 @app.command("simulate")
 def simulate_command(
-    spec: str = typer.Argument(..., help="Model spec: a TOML path or a bundled name."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run table to write (.csv)."),
+    spec: str | None = typer.Argument(None, help="Model spec: a TOML path or a bundled name."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run table to write (.csv)."),
     design: Path | None = typer.Option(None, "--design", "-d",
                                        help="Design CSV: run-table columns without loss."),
     sources: str = typer.Option("s1,s2,s3,s4", help="Grid: comma-separated sources."),
@@ -312,19 +312,44 @@ def simulate_command(
     loss_se: float = typer.Option(0.0, min=0.0, help="loss_se written to every row."),
     force: bool = typer.Option(False, "--force", help="Replace --out (and its .truth.json) "
                                "if they exist."),
+    from_prior: bool = typer.Option(
+        False, "--from-prior", help="Draw the population means and sds from the spec's "
+        "prior too (calibration studies; losses may reach thousands of nats), instead of "
+        "a typical table around the prior centres."),
+    check: Path | None = typer.Option(
+        None, "--check", help="Score this posterior (a fit of a simulated table) against "
+        "--truth: does each 50% and 90% interval hold the true value?"),
+    truth: Path | None = typer.Option(None, "--truth",
+                                      help="With --check: the OUT.truth.json to score."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f",
+                               help="With --check: table, csv or json."),
 ) -> None:
-    """Draw a run table from a spec's prior; the true values go to OUT.truth.json.
+    """Draw a run table from a spec; the true values, with their units, go to OUT.truth.json.
 
     The design is a CSV (--design) or the grid of the --sources, --targets, --params,
-    --pretrain-tokens, --finetune-tokens and --seeds values.
+    --pretrain-tokens, --finetune-tokens and --seeds values. By default the table is
+    typical: population means at the prior centres, group effects of sd 0.2 and 2%
+    noise, so losses are a few nats; --from-prior draws everything from the prior.
+
+    With --check POST.nc --truth OUT.truth.json, scores the coverage of a posterior
+    fitted to the table instead: per parameter and group, whether the 50% and 90%
+    intervals hold the truth, and the share of intervals that do.
 
     Example:
 
         bayes-transfer simulate transfer-gap --sources web,code --targets math --out sim.csv --seed 1
+
+        bayes-transfer simulate --check post.nc --truth sim.truth.json --format json
     """
     from bayes_transfer.data import read_table
     from bayes_transfer.simulate import design_grid, simulate
 
+    if check is not None:
+        _check_truth(check, truth, fmt)
+        return
+    if spec is None or out is None:
+        raise fail("give a SPEC and --out to simulate a table, or --check POST.nc --truth "
+                   "TRUTH.json to score a posterior")
     truth_path = out.with_suffix(".truth.json")
     checks.input_file(design, "design table", "--design")
     for path in (out, truth_path):
@@ -349,8 +374,41 @@ def simulate_command(
             rows = read_table(design)
         else:
             rows = design_grid(_names(sources), _names(targets), **grid)
-        sim = simulate(spec, rows, seed=seed, loss_se=loss_se)
+        sim = simulate(spec, rows, seed=seed, loss_se=loss_se, typical=not from_prior)
         with atomic_path(out, suffix=".csv") as tmp:
             sim.runs.df.to_csv(tmp, index=False)
-        atomic_write_text(truth_path, json.dumps(sim.truth_dict(seed=seed), indent=2) + "\n")
+        atomic_write_text(truth_path, json.dumps(
+            sim.truth_dict(seed=seed, drawn="prior" if from_prior else "typical"),
+            indent=2) + "\n")
         _err.print(f"wrote {len(sim.runs)} rows to {out} and the true values to {truth_path}")
+
+
+def _check_truth(posterior: Path, truth: Path | None, fmt: Format) -> None:
+    """``simulate --check``: the coverage of ``posterior``'s intervals of the truths."""
+    from bayes_transfer.inference import Posterior
+    from bayes_transfer.simulate import coverage, coverage_fractions
+
+    if truth is None:
+        raise fail("--check needs --truth TRUTH.json (written by `simulate` beside its table)")
+    checks.input_file(posterior, "posterior file", "--check")
+    checks.input_file(truth, "truth file", "--truth")
+    try:
+        values = json.loads(truth.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise fail(f"{truth}: not a truth file written by `simulate` ({exc})",
+                   "bad truth file") from None
+    if not isinstance(values, dict):
+        raise fail(f"{truth}: not a truth file written by `simulate`", "bad truth file")
+    with _user_errors():
+        post = Posterior.load(posterior)
+        df = coverage(post, values)
+    fractions = coverage_fractions(df)
+    title = (f"coverage of the truths by {posterior.name}'s intervals (natural scale, "
+             f"reference units {post.units.params:g} parameters, {post.units.tokens:g} "
+             "tokens)")
+    _emit(df, fmt, title, extra={"posterior": str(posterior), "truth": str(truth),
+                                 "units": post.units.to_dict(), "coverage": fractions})
+    if fmt is Format.table:
+        console().print(f"{fractions['50%']:.0%} of the 50% intervals and "
+                        f"{fractions['90%']:.0%} of the 90% intervals hold the truth "
+                        f"({fractions['n']} parameters and groups)")
