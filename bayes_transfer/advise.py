@@ -384,6 +384,7 @@ def compute_frontier(
         >>> compute_frontier(post, [5.76e23]).table[["params_median", "tokens_median"]]
         ... # doctest: +SKIP
     """
+    from bayes_transfer.evaluate import log_loss_at_rows
     from bayes_transfer.laws import Units, features_from_arrays
     from bayes_transfer.model import at_rows
 
@@ -409,9 +410,10 @@ def compute_frontier(
           for k, v in law.to_raw(lp_ref, post.units, np).items()}  # (draws, groups, 1)
     log_n, log_d = optimal_allocation(lp, budgets)  # (draws, groups, budgets)
     n_opt, d_opt = np.exp(log_n), np.exp(log_d)
-    # The law at each draw's own optimum, through the one evaluation of the law.
-    log_loss = np.asarray(law.log_loss(features_from_arrays(n_opt, d_opt, 0.0, False,
-                                                            Units()), lp, xp=np))
+    # The law at each draw's own optimum, through the one evaluation of the law (the
+    # parameters are already at these points: level "row").
+    log_loss = np.asarray(log_loss_at_rows(
+        law, features_from_arrays(n_opt, d_opt, 0.0, False, Units()), lp, xp=np))
     shape = (len(groups), len(budgets))
     rows = pd.DataFrame({  # the median optimum of each (group, budget), as run-table rows
         "source": np.repeat([s for s, _ in groups], len(budgets)),
@@ -473,13 +475,12 @@ def _discrepancy_at(post: Posterior, law, rows: pd.DataFrame, seed: int) -> np.n
     It is read at the median optimum: the loss is flat in the allocation at its minimum,
     and the drift depends on how far the point lies beyond the fitted N and D.
     """
-    from bayes_transfer.model import at_rows
+    from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 
     runs = post.runs
-    src = np.array([runs.sources.index(s) for s in rows["source"]])
-    tgt = np.array([runs.targets.index(t) for t in rows["target"]])
-    lp = {name: at_rows(p.level, draws, src, tgt, len(runs.targets))
-          for (name, p), draws in zip(post.spec.params.items(),
-                                      post.flat_log_params().values(), strict=True)}
-    law_only = np.asarray(law.log_loss(post.features(rows), lp, xp=np))
+    law_only = np.asarray(log_loss_at_rows(
+        law, post.features(rows), post.flat_log_params(), levels=levels_of(post.spec),
+        source_idx=np.array([runs.sources.index(s) for s in rows["source"]]),
+        target_idx=np.array([runs.targets.index(t) for t in rows["target"]]),
+        n_targets=len(runs.targets), xp=np))
     return np.log(post.predict_draws(rows, kind="mean", seed=seed)) - law_only
