@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
 
 __all__ = ["Advice", "advise", "budget_options", "run_cost", "DEFAULT_FRACTIONS", "Frontier",
-           "compute_frontier", "default_compute", "optimal_allocation"]
+           "compute_frontier", "default_compute", "optimal_allocation", "MAX_FLOPS"]
 
 Unit = Literal["flops", "tokens"]
 # Share of the tokens given to pre-training (the rest fine-tunes).
@@ -272,6 +272,10 @@ def _decide(options: pd.DataFrame, draws: np.ndarray, *, ci: float, threshold: f
 
 # ---- the compute-optimal frontier (laws with ``Law.compute_frontier``) ------------------
 
+#: The largest compute budget the frontier takes (FLOPs): far beyond any training run, and
+#: small enough that N_opt and D_opt stay exact as 64-bit integers.
+MAX_FLOPS = 1e32
+
 
 def optimal_allocation(log_params: Mapping[str, ArrayLike], compute: ArrayLike
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -396,8 +400,9 @@ def compute_frontier(
                          "frontier; advise it with --target and --budget")
     budgets = np.asarray(default_compute(post) if compute is None else compute,
                          dtype=np.float64).reshape(-1)
-    if budgets.size == 0 or not (np.all(np.isfinite(budgets)) and np.all(budgets > 0)):
-        raise ValueError(f"--compute must be positive FLOPs, not {budgets.tolist()}")
+    if budgets.size == 0 or not np.all((budgets > 0) & (budgets <= MAX_FLOPS)):
+        raise ValueError(f"--compute must be FLOPs above 0 and at most {MAX_FLOPS:g}, not "
+                         f"{budgets.tolist()}")
     groups, labels = _frontier_groups(post, source, target)
     runs = post.runs
     src = np.array([runs.sources.index(s) for s, _ in groups])

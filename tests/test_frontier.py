@@ -128,3 +128,16 @@ def test_cli_advise_prints_the_frontier(tmp_path):
     assert res.stderr.count("warning:") == 1 and "beyond" in res.stderr
     bad = runner.invoke(app, ["advise", str(path), "--compute", "1e21", "--unit", "tokens"])
     assert bad.exit_code == 1
+
+
+def test_cli_advise_on_a_transfer_law_refuses_frontier_options(tmp_path):
+    from _posteriors import simulated
+
+    path = known_posterior(simulated("transfer-gap"), spread=0.01, draws=10).save(
+        tmp_path / "tg.nc")
+    runner = CliRunner()
+    res = runner.invoke(app, ["advise", str(path), "--target", "math", "--budget", "1e16",
+                              "--compute", "1e20"])
+    assert res.exit_code == 1 and "compute frontier" in res.output
+    res = runner.invoke(app, ["advise", str(path), "--compute", "1e20"])
+    assert res.exit_code == 1 and "give --target and --budget" in res.output

@@ -22,9 +22,6 @@ from bayes_transfer.cli._app import (
 )
 
 _CRITERIA = ("variance", "information")
-#: The largest compute budget the frontier takes (FLOPs): far beyond any training run, and
-#: small enough that N_opt and D_opt stay exact as 64-bit integers.
-MAX_FLOPS = 1e32
 
 
 @app.command("suggest")
@@ -182,7 +179,7 @@ def show_frontier(post, *, compute: str | None, compute_range: str | None, point
     """
     import numpy as np
 
-    from bayes_transfer.advise import compute_frontier
+    from bayes_transfer.advise import MAX_FLOPS, compute_frontier
     from bayes_transfer.cli.inference import _emit
 
     if unit != "flops":
@@ -198,7 +195,7 @@ def show_frontier(post, *, compute: str | None, compute_range: str | None, point
             raise fail(f"--compute-range: give LOW,HIGH with LOW < HIGH, not {compute_range!r}")
         budgets += np.geomspace(ends[0], ends[1], points).tolist()
     if budget is not None:
-        budgets.append(budget)
+        budgets.append(checks.positive(budget, "--budget", maximum=MAX_FLOPS))
     with answer_warnings(), user_errors():
         front = compute_frontier(post, budgets or None, ci=ci, source=source, target=target)
     df = front.table

@@ -339,6 +339,9 @@ def advise(
         return
     if target is None or budget is None:
         raise fail(f"the law {post.spec.law} advises on transfer: give --target and --budget")
+    if compute is not None or compute_range is not None or fmt is not Format.table:
+        raise fail(f"--compute, --compute-range and --format are for a law with a compute "
+                   f"frontier (chinchilla), not {post.spec.law}")
     with answer_warnings(), user_errors():
         adv = advise_fn(post, target, budget, source=source, unit=unit.value, ci=ci)
     out = console()
