@@ -88,7 +88,9 @@ def row_labels(post: Posterior) -> np.ndarray:
     """The fitted rows' coordinate as ``observed_data`` has it (``run_id:target``).
 
     Every row-wise group (``log_likelihood``, ``posterior_predictive``) takes it, so that
-    ArviZ, which aligns groups by coordinate (``az.loo_pit``), matches row with row.
+    a row has one label in every group: ``.sel(row=...)`` works alike in each, and xarray
+    arithmetic between groups (which aligns labels; integer rows against named ones
+    would leave nothing) matches row with row.
 
     Example:
         >>> row_labels(post)[:2]  # doctest: +SKIP

@@ -154,6 +154,13 @@ def test_plot_all(fitted):
                  "wrote all-plots/acquisition.png")
 
 
+def test_ppc(fitted):
+    post, _ = fitted
+    assert_clean(run_piped("ppc", post.name, "--out", "ppc.png", "--force", cwd=post.parent),
+                 "post.nc: posterior predictive check of the 12 fitted rows (log loss)",
+                 "loo_pit_coverage", "wrote ppc.png")
+
+
 def test_advise(fitted):
     post, _ = fitted
     assert_clean(run_piped("advise", post.name, "--target", "x", "--budget", "1e13",

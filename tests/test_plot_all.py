@@ -84,7 +84,8 @@ def test_kinds_that_do_not_apply_are_skipped_with_a_note(gapless_file, tmp_path)
     out = tmp_path / "plots"
     result = _plot(gapless_file, "all", "--out-dir", out)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["losses.png", "prior.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["loo-pit.png", "losses.png", "ppc.png",
+                                                     "prior.png"]
     skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped")]
     assert [line.split(":")[0] for line in skipped] == [
         "skipped forest", "skipped heatmap", "skipped acquisition"]

@@ -115,6 +115,9 @@ def test_arviz_ppc_and_loo_pit_work_on_a_fit(tiny_posterior):
     finally:
         plt.close("all")
     assert pit.shape == (len(post.runs),) and np.all((pit >= 0) & (pit <= 1))
+    # One label per row in every group, so xarray arithmetic between groups aligns.
+    residual = post.idata.log_likelihood["log_loss"] - post.idata.observed_data["log_loss"]
+    assert residual.sizes["row"] == len(post.runs)
 
 
 def test_ppc_check_numbers(known):
@@ -151,6 +154,9 @@ def test_predictions_group_keeps_chain_and_draw(known):
     assert pred["loss"].dims == ("chain", "draw", "row")
     assert (pred.sizes["chain"], pred.sizes["draw"], pred.sizes["row"]) == (2, 300, 6)
     q = pred["loss"].quantile([0.1, 0.5, 0.9], dim=("chain", "draw")).values.T
+    # Chains stacked chain-major, as the posterior's: chain 1's first draw is draw 300.
+    draws = post.predict_draws(rows, kind="observation", seed=5)
+    np.testing.assert_array_equal(pred["loss"].values[1, 0], draws[300])
     np.testing.assert_allclose(q, df[["loss_lower", "loss_median", "loss_upper"]], rtol=1e-12)
     const = post.idata.predictions_constant_data
     assert list(const["run_source"].values) == list(rows["source"])
@@ -250,3 +256,28 @@ def test_ppc_command_writes_a_png_and_json(known, tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     refused = _cli("ppc", path, "--out", tmp_path / "ppc.png")
     assert refused.exit_code == 1 and "--force" in refused.output
+
+
+def test_the_readme_block_runs(known):
+    """The README's predictive block, as written, on a posterior that has what a fit has."""
+    import re
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
+              if b.startswith("import arviz as az\nfrom bayes_transfer.comparison")]
+    assert len(blocks) == 1
+    post = predictive.add_posterior_predictive(_copy(known))
+    namespace = {"post": post, "new_rows": post.runs.df[ROWS_COLS].head(2)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pareto k notes
+            exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    finally:
+        plt.close("all")
+    assert post.idata.predictions["loss"].sizes["row"] == 2
