@@ -550,6 +550,10 @@ def pool_main(args: argparse.Namespace) -> int:
           "the FLOPs it spent: a lower bound)")
     print("active / cheapest-first " + f"{ratio['cheapest']:.3g}, active / random "
           f"{ratio['random']:.3g}, active / doubling {ratio['doubling']:.3g}")
+    unstopped = [k for k, row in summary.iterrows() if row.reached < seeds]
+    if unstopped:
+        print(f"(did not stop on every seed: {', '.join(unstopped)}; their FLOPs are "
+              "lower bounds, so a ratio with them is not a measured saving)")
     print("worst refit R-hat per round: " + ", ".join(f"{r}: {v:.3f}"
                                                        for r, v in per_round.items()))
     out = {"table": args.table, "models": n_models, "seeds": seeds, "rounds": rounds,
@@ -557,7 +561,7 @@ def pool_main(args: argparse.Namespace) -> int:
            "strategies": {k: {c: (float(v) if c != "reached" else int(v))
                               for c, v in row.items()}
                           for k, row in summary.iterrows()},
-           "ratios": ratio, "rhat_per_round": {int(k): float(v) for k, v in
+           "ratios": ratio, "unstopped": unstopped, "rhat_per_round": {int(k): float(v) for k, v in
                                                per_round.items()},
            "targets": ok, "seconds": time.perf_counter() - t_start}
     if args.json:
