@@ -150,7 +150,10 @@ def organise(idata: az.InferenceData, spec: ModelSpec) -> None:
     rest = [v for v in kept if v not in first]
     order = first + [v for v in rest if not v.startswith("log_")] + \
         [v for v in rest if v.startswith("log_")]
-    idata.posterior = posterior[order]  # attrs and coords are kept
+    # Every coordinate is kept, even one no variable uses (ds[names] would drop it, and a
+    # global-only posterior would then lose source, target and pair).
+    idata.posterior = xr.Dataset({v: posterior[v] for v in order}, coords=posterior.coords,
+                                 attrs=posterior.attrs)
     if not moved:
         return
     aside = posterior[moved]

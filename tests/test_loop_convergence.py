@@ -18,6 +18,7 @@ from rich.console import Console
 import bayes_transfer.inference as inference
 from bayes_transfer.diagnostics import diagnose, failing_parameters
 from bayes_transfer.loop import UnconvergedFit, run_loop, simulated_runner
+from bayes_transfer.named_params import organise
 from bayes_transfer.simulate import simulate
 from bayes_transfer.spec import load_spec
 
@@ -48,6 +49,9 @@ def _stuck(posterior):
         values = group[name].values.copy()
         values[1] += 5.0  # chain 1 elsewhere: R-hat far above 1.01
         group[name] = (group[name].dims, values)
+    # The named G follows log_G, as in any posterior (the file reader checks it).
+    idata.posterior = idata.posterior.drop_vars("G")
+    organise(idata, posterior.spec)
     return idata
 
 

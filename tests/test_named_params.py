@@ -11,10 +11,11 @@ import pytest
 from _posteriors import known_posterior, simulated
 
 import bayes_transfer as bt
-from bayes_transfer import named_params
+from bayes_transfer import named_params, simulate
 from bayes_transfer.inference import Posterior, PosteriorFileError, _diagnosed_vars
 from bayes_transfer.named_params import UNCONSTRAINED, all_draws, natural_param, organise
 from bayes_transfer.report import SUMMARY_COLUMNS, param_table
+from bayes_transfer.spec import load_spec
 
 
 def _check_named(post: Posterior) -> None:
@@ -89,6 +90,19 @@ def test_a_file_written_before_the_names_is_organised_at_load(tmp_path):
     back = Posterior.load(post.save(tmp_path / "old.nc"))
     _check_named(back)
     _check_default_views(back)
+
+
+def test_a_global_only_posterior_keeps_its_group_coordinates(tmp_path):
+    # No variable uses source, target or pair, yet a posterior file needs them.
+    design = simulate.design_grid(["web"], ["web"], params=[1e5, 1e6, 1e7],
+                                  pretrain_tokens=[1e6, 1e7, 1e8], finetune_tokens=[0])
+    sim = simulate.simulate(load_spec({"law": "chinchilla"}), design, seed=0)
+    post = known_posterior(sim, spread=0.1, draws=10)
+    assert {"source", "target", "pair"} <= set(post.idata.posterior.coords)
+    back = Posterior.load(post.save(tmp_path / "chinchilla.nc"))
+    _check_named(back)
+    assert list(back.idata.posterior.data_vars)[:6] == ["E", "A", "alpha", "B", "beta",
+                                                         "sigma"]
 
 
 def test_pairs_are_placed_by_their_coordinates():
