@@ -59,8 +59,9 @@ def _replication_posterior(spread: float, draws: int = 200):
              "sigma": 0.02}
     sim = simulate(spec, design, seed=0, truth=truth, units=units)
     post = known_posterior(sim, spread=spread, draws=draws)
-    # No parameter of this spec varies by source, target or pair, so xarray may drop those
-    # coordinates, which the posterior file's reader requires; put back any that are gone.
+    # No parameter of this spec varies by source, target or pair, and xarray drops a
+    # coordinate no variable uses; the posterior file's reader requires all three, so put
+    # back any that are gone (inference._annotate does the same for a real fit).
     ds, runs = post.idata.posterior, sim.runs
     coords = {"source": list(runs.sources), "target": list(runs.targets),
               "pair": runs.pair_labels}
