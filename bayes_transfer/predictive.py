@@ -23,8 +23,8 @@ likelihood is on the log loss), so ``az.plot_ppc(post.idata)`` and, with
 :func:`~bayes_transfer.comparison.add_log_likelihood`, ``az.plot_loo_pit(post.idata,
 y="log_loss")`` work as they are. A replicate is the law's log mean from
 :meth:`~bayes_transfer.inference.Posterior.predict_draws` (the one function that evaluates
-a law at rows over draws) plus the likelihood's noise, drawn from the model's own
-likelihood with each row's ``loss_se``: exactly what the model says a re-measured row is.
+a law at rows over draws) plus noise of the model's likelihood (its family, ``nu`` and
+scale, with each row's ``loss_se``): what the model says a re-measured row is.
 
 :func:`predictions` is the Bambi-style ``predict`` into InferenceData: draws at new rows
 that keep ``chain`` and ``draw`` (so ``az.summary``, MCSE and R-hat work on predictions),
@@ -112,7 +112,8 @@ def posterior_predictive(post: Posterior, *, seed: int = 0) -> xr.DataArray:
 
     Returns ``log_loss`` with dims ``(chain, draw, row)`` and the row coordinate of
     ``observed_data``: the law's log mean at the row under the draw plus the spec's
-    likelihood noise (Student-t or Normal, scale ``sqrt(sigma^2 + (loss_se/loss)^2)``).
+    likelihood noise (Student-t or Normal, scale ``sqrt(sigma^2 + (loss_se/loss)^2)``,
+    as :func:`~bayes_transfer.model.hierarchical_model`'s likelihood).
     A spec's discrepancy is zero at the fitted rows (it grows only outside their range),
     so it is left out here.
 
@@ -121,10 +122,9 @@ def posterior_predictive(post: Posterior, *, seed: int = 0) -> xr.DataArray:
         >>> pp.dims
         ('chain', 'draw', 'row')
     """
-    import jax
     import xarray as xr
 
-    from bayes_transfer.model import _likelihood, model_data
+    from bayes_transfer.model import model_data
 
     posterior = post.idata.posterior
     n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
@@ -135,10 +135,14 @@ def posterior_predictive(post: Posterior, *, seed: int = 0) -> xr.DataArray:
     data = model_data(post.spec, post.runs, post.units)
     sigma = posterior["sigma"].transpose("chain", "draw").values.reshape(-1, 1)
     scale = np.sqrt(sigma**2 + np.asarray(data.log_loss_se)[None, :] ** 2)
-    # The model's own likelihood, so a replicate is what the model says a re-measured
-    # row is (family, nu and loss_se as fitted).
-    values = np.asarray(_likelihood(post.spec, log_mean, scale).sample(
-        jax.random.fold_in(jax.random.key(seed), 2)), dtype=np.float64)
+    # The model's likelihood (family, nu, and loss_se through model_data), drawn with
+    # numpy: JAX's Student-t sampler compiles a gamma sampler first, seconds (17 s on a
+    # loaded 2-core machine) added to the first fit of every process for a few numbers.
+    like = post.spec.likelihood
+    rng = np.random.default_rng([seed, 2])
+    noise = (rng.standard_normal(log_mean.shape) if like.family == "normal"
+             else rng.standard_t(like.nu, size=log_mean.shape))
+    values = log_mean + scale * noise
     return xr.DataArray(values.reshape(n_chain, n_draw, len(post.runs)),
                         dims=("chain", "draw", "row"), name=OBSERVED,
                         coords={"chain": posterior["chain"].values,

@@ -281,3 +281,20 @@ def test_the_readme_block_runs(known):
     finally:
         plt.close("all")
     assert post.idata.predictions["loss"].sizes["row"] == 2
+
+
+@pytest.mark.slow
+def test_pymc_prior_is_the_numpyro_prior(known):
+    """backend="pymc" draws its prior with pm.sample_prior_predictive: same groups, same
+    variables and dims, and the same distribution as NumPyro's Predictive."""
+    args = (known.spec, known.runs, known.units)
+    ours = predictive.prior_groups(*args, draws=400, seed=0)
+    theirs = predictive.prior_groups(*args, draws=400, seed=1, backend="pymc")
+    for group in ("prior", "prior_predictive"):
+        assert set(ours[group].data_vars) == set(theirs[group].data_vars)
+        for name, da in ours[group].data_vars.items():
+            assert theirs[group][name].dims == da.dims and theirs[group][name].shape == da.shape
+    for group, name in (("prior", "sigma"), ("prior", "G_mu"), ("prior_predictive", "log_loss")):
+        # One number per draw (a draw's rows share its parameters: not independent).
+        a, b = (g[group][name].values.reshape(400, -1).mean(axis=1) for g in (ours, theirs))
+        assert stats.ks_2samp(a, b).pvalue > 1e-3, name
