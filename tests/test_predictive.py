@@ -22,19 +22,22 @@ from typer.testing import CliRunner
 from bayes_transfer import plots, predictive, simulate
 from bayes_transfer.cli import app
 from bayes_transfer.comparison import add_log_likelihood
-from bayes_transfer.diagnostics import SamplingWarning
-from bayes_transfer.inference import Posterior, PosteriorFileError, fit
+from bayes_transfer.inference import Posterior, PosteriorFileError
 
 ROWS_COLS = ["source", "target", "params", "pretrain_tokens", "finetune_tokens"]
 
 
 @pytest.fixture(scope="module")
-def prior_fit(tiny_sim):
-    """A tiny fit that asked for 120 prior draws (API test: too short to trust)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SamplingWarning)
-        return fit(tiny_sim.runs, "transfer-gap", chains=1, draws=30, warmup=30, seed=1,
-                   max_tree_depth=3, progress=False, prior_draws=120)
+def prior_fit(tiny_sim, tmp_path_factory):
+    """``bayes-transfer fit --prior-draws 120``, saved and loaded (too short to trust)."""
+    d = tmp_path_factory.mktemp("prior-fit")
+    tiny_sim.runs.df.to_csv(d / "runs.csv", index=False)
+    result = CliRunner().invoke(app, [
+        "fit", str(d / "runs.csv"), "--spec", "transfer-gap", "--out", str(d / "post.nc"),
+        "--chains", "1", "--draws", "30", "--warmup", "30", "--max-tree-depth", "3",
+        "--seed", "1", "--prior-draws", "120", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return Posterior.load(d / "post.nc")
 
 
 @pytest.fixture(scope="module")
