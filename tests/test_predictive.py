@@ -23,6 +23,7 @@ from bayes_transfer import plots, predictive, simulate
 from bayes_transfer.cli import app
 from bayes_transfer.comparison import add_log_likelihood
 from bayes_transfer.inference import Posterior, PosteriorFileError
+from bayes_transfer.posterior_file import read_posterior
 
 ROWS_COLS = ["source", "target", "params", "pretrain_tokens", "finetune_tokens"]
 
@@ -236,7 +237,7 @@ def _tamper(post, tmp_path, change):
 def test_damaged_predictive_groups_are_refused(every_group, tmp_path, change, message):
     with pytest.raises(PosteriorFileError, match=message.replace("(", r"\(").replace(
             ")", r"\)")):
-        Posterior.load(_tamper(every_group, tmp_path, change))
+        read_posterior(_tamper(every_group, tmp_path, change))
 
 
 def _cli(*args):
