@@ -449,7 +449,7 @@ def plot_ppc(post: Posterior, *, ci: float = 0.9, num_pp_samples: int = 100,
         az.plot_ppc(idata, var_names=[OBSERVED], ax=axes[0, 0],
                     num_pp_samples=min(num_pp_samples, pp.shape[0] * pp.shape[1]),
                     random_seed=seed)
-        axes[0, 0].set_xlabel("log loss (nats/token, log)")
+        axes[0, 0].set_xlabel("log of the loss (loss in nats/token)")
         axes[0, 0].set_title("density of the log losses: observed vs replicated tables")
         ax = axes[0, 1]
         x = np.arange(len(order))
@@ -495,6 +495,8 @@ def plot_loo_pit(post: Posterior, *, seed: int = 0) -> Figure:
         az.plot_loo_pit(idata, y=OBSERVED, ecdf=True, ax=axes[0, 1])
         axes[0, 0].set_title("LOO-PIT density vs uniform")
         axes[0, 1].set_title("LOO-PIT ECDF minus uniform CDF, with its band")
+        for ax in axes[0]:
+            ax.set_xlabel("LOO-PIT: leave-one-out predictive CDF at the observed log loss")
         fig.suptitle(f"{post.spec.law}: leave-one-out PIT of the "
                      f"{idata.observed_data.sizes['row']} fitted rows (uniform if calibrated)")
     return fig
