@@ -34,6 +34,17 @@ Example (a grid spec):
     lr = 0.01
     finetune_lr = 0.003
     eval_tokens = 4096
+
+    # Optional: a learning rate per model shape (wider models want smaller ones), for
+    # pre-training and for fine-tuning; a shape left out uses lr / finetune_lr above.
+    [train.lr_by_shape]
+    xs = 0.01
+    [train.finetune_lr_by_shape]
+    xs = 0.003
+
+A run's identity includes the learning rate it actually trains with, so changing a shape's
+learning rate makes new runs (and a spec without the per-shape tables plans the same runs
+as before they existed).
 """
 
 from __future__ import annotations
@@ -95,6 +106,8 @@ class Grid:
     eval_tokens: int = 8192
     device: str = "auto"
     custom_shapes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    lr_by_shape: Mapping[str, float] = field(default_factory=dict)  # pre-training lr per shape
+    finetune_lr_by_shape: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> Grid:
@@ -127,8 +140,12 @@ class Grid:
             raise GridError(f"[train] must be a table, got {train!r}")
         train = dict(train)
         extras = {"finetune_lr": None, "eval_tokens": 8192, "device": "auto"}
-        _no_unknown_keys(train, {f.name for f in fields(TrainConfig)} | set(extras), "[train]")
+        by_shape = ("lr_by_shape", "finetune_lr_by_shape")
+        _no_unknown_keys(train, {f.name for f in fields(TrainConfig)} | set(extras) | set(by_shape),
+                         "[train]")
         values = {k: train.pop(k, v) for k, v in extras.items()}
+        for key in by_shape:
+            values[key] = _lr_by_shape(train.pop(key, {}), f"train.{key}", lists["shapes"])
         for f in fields(TrainConfig):
             if f.name in train:
                 train[f.name] = _number(train[f.name], f"train.{f.name}", *_RANGES[f.name])
@@ -154,10 +171,21 @@ class Grid:
     def shape_dims(self, shape: str) -> dict[str, int]:
         return dict(self.custom_shapes.get(shape) or SHAPES[shape])
 
-    def finetune_config(self) -> TrainConfig:
-        if self.finetune_lr is None:
+    def pretrain_config(self, shape: str | None = None) -> TrainConfig:
+        """The pre-training hyperparameters of ``shape``: ``[train]``, with the shape's
+        ``lr_by_shape`` learning rate where it has one."""
+        if shape is None or shape not in self.lr_by_shape:
             return self.train
-        return TrainConfig(**{**asdict(self.train), "lr": self.finetune_lr})
+        return replace(self.train, lr=self.lr_by_shape[shape])
+
+    def finetune_config(self, shape: str | None = None) -> TrainConfig:
+        """The fine-tuning hyperparameters of ``shape``. Learning rate, most specific first:
+        ``finetune_lr_by_shape``, ``finetune_lr``, then the shape's pre-training lr."""
+        if shape is not None and shape in self.finetune_lr_by_shape:
+            return replace(self.train, lr=self.finetune_lr_by_shape[shape])
+        if self.finetune_lr is not None:
+            return replace(self.train, lr=self.finetune_lr)
+        return self.pretrain_config(shape)
 
 
 def load_grid(path: str | os.PathLike[str]) -> Grid:
@@ -232,6 +260,18 @@ def _number(value: Any, key: str, integer: bool = False, low: float = 0.0,
     return value
 
 
+def _lr_by_shape(spec: Any, key: str, shapes: list[str]) -> dict[str, float]:
+    """A ``[train.lr_by_shape]``-style table: shape name -> learning rate, for the grid's shapes."""
+    if not isinstance(spec, dict):
+        raise GridError(f"{key} must be a table of shape = learning rate, got {spec!r}")
+    for name, value in spec.items():
+        if name not in shapes:
+            raise GridError(f"{key}.{name}: {name!r} is not one of the grid's shapes "
+                            f"({', '.join(shapes)})")
+        _number(value, f"{key}.{name}", *_RANGES["lr"])
+    return {name: float(value) for name, value in spec.items()}
+
+
 def _custom_shapes(spec: Any) -> dict[str, dict[str, int]]:
     if not isinstance(spec, dict):
         raise GridError("[custom_shapes] must be a table of tables")
@@ -279,10 +319,11 @@ def plan_grid(grid: Grid, threads: int = 1) -> Plan:
 
     def add_pretraining(corpus: str, shape: str, tokens: int, seed: int, targets: list[str]) -> str:
         dims = grid.shape_dims(shape)
+        train_cfg = grid.pretrain_config(shape)  # the lr actually used is part of the identity
         config = {
             "stage": "pretrain", "corpus": corpus, "corpus_digest": digests[corpus],
             "model": {**dims, "context": grid.train.context}, "tokens": tokens, "seed": seed,
-            "train": asdict(grid.train),
+            "train": asdict(train_cfg),
         }  # fmt: skip
         run_id = config_hash(config)
         base = {"source": corpus, "pretrain_tokens": tokens, "finetune_tokens": 0, "seed": seed, "shape": shape}
@@ -295,15 +336,15 @@ def plan_grid(grid: Grid, threads: int = 1) -> Plan:
             evaluations = list(dict.fromkeys([*old.evaluations, *evaluations]))
         pretrain[run_id] = Job(
             run_id=run_id, kind="pretrain", corpus=corpus, tokens=tokens, seed=seed,
-            model_config={**dims, "context": grid.train.context}, train_config=grid.train,
+            model_config={**dims, "context": grid.train.context}, train_config=train_cfg,
             evaluations=tuple(evaluations), eval_tokens=grid.eval_tokens, threads=threads,
             device=grid.device, run_config=config,
         )  # fmt: skip
         return run_id
 
-    finetune_cfg = grid.finetune_config()
     for seed in grid.seeds:
         for shape in grid.shapes:
+            finetune_cfg = grid.finetune_config(shape)
             for source in grid.sources:
                 for p in (p for p in grid.pretrain_tokens if p > 0):
                     pre_id = add_pretraining(source, shape, p, seed, [source, *grid.targets])
