@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from bayes_transfer.advise import advise, budget_options, run_cost
 from bayes_transfer.cli import app
-from bayes_transfer.laws import features, get_law
-from bayes_transfer.model import at_rows
+from bayes_transfer.evaluate import levels_of, log_loss_at_rows
+from bayes_transfer.laws import features
 
 SIZES = [1e5, 1e6, 1e7]
 FRACTIONS = [0.1, 0.5, 0.9]
@@ -28,10 +28,11 @@ def true_losses(sim, options):
     codes = options.assign(
         s=options["source"].map({s: i for i, s in enumerate(table.sources)}),
         t=options["target"].map({t: i for i, t in enumerate(table.targets)}))
-    lp = {name: at_rows(p.level, np.asarray(sim.true_log(name)), codes["s"].to_numpy(),
-                        codes["t"].to_numpy(), len(table.targets))
-          for name, p in sim.spec.params.items()}
-    return np.exp(np.asarray(get_law(sim.spec.law).log_loss(features(options, sim.units), lp)))
+    lp = {name: np.asarray(sim.true_log(name)) for name in sim.spec.params}
+    return np.exp(np.asarray(log_loss_at_rows(
+        sim.spec.law, features(options, sim.units), lp, levels=levels_of(sim.spec),
+        source_idx=codes["s"].to_numpy(), target_idx=codes["t"].to_numpy(),
+        n_targets=len(table.targets))))
 
 
 def test_budget_options_spend_the_budget():
