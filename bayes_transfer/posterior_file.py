@@ -411,16 +411,7 @@ def _dims_ok(da: xr.DataArray, leading: tuple[str, ...]) -> bool:
 def _posterior_vars(path: Path, post: xr.Dataset, spec: ModelSpec,
                     sizes: dict[str, int], unconstrained: xr.Dataset | None = None) -> None:
     for name, da in post.data_vars.items():
-        if da.dtype.kind != "f":
-            raise _error(path, f"posterior variable {name} has dtype {da.dtype}; draws are "
-                               "floating-point numbers")
-        if not _dims_ok(da, ("chain", "draw")):
-            raise _error(path, f"posterior variable {name} has dims {da.dims}; expected "
-                               f"(chain, draw) and then any of {', '.join(LEVEL_DIMS)}")
-        for dim in da.dims:
-            if da.sizes[dim] != sizes[dim]:
-                raise _error(path, f"posterior variable {name} has {da.sizes[dim]} {dim}s, "
-                                   f"not {sizes[dim]}")
+        _draw_var(path, "posterior", name, da, sizes, None)
     required = {"sigma": ("chain", "draw")}
     for p in spec.params.values():
         required[f"log_{p.name}"] = ("chain", "draw") + (() if p.level == "global"
@@ -486,16 +477,7 @@ def _unconstrained_vars(path: Path, post: xr.Dataset, ds: xr.Dataset, spec: Mode
                                f"sites are {sorted(sites)}")
         if name in post.data_vars:
             raise _error(path, f"{name} is both a posterior and an {group} variable")
-        if da.dtype.kind != "f":
-            raise _error(path, f"{group} variable {name} has dtype {da.dtype}; draws are "
-                               "floating-point numbers")
-        dims = ("chain", "draw", *sites[name])
-        if da.dims != dims:
-            raise _error(path, f"{group} variable {name} has dims {da.dims}, not {dims}")
-        for dim in dims:
-            if da.sizes[dim] != sizes[dim]:
-                raise _error(path, f"{group} variable {name} has {da.sizes[dim]} {dim}s, "
-                                   f"not {sizes[dim]}")
+        _draw_var(path, group, name, da, sizes, ("chain", "draw", *sites[name]))
 
 
 def _sample_stats(path: Path, stats: xr.Dataset, sizes: dict[str, int]) -> None:
@@ -557,19 +539,24 @@ def _draws(path: Path, ds: xr.Dataset, group: str, sizes: dict[str, int],
         if sizes[d] < 1:
             raise _error(path, f"the group {group} has no {d}s (at least one is needed)")
     for name, da in ds.data_vars.items():
-        if da.dtype.kind != "f":
-            raise _error(path, f"{group} variable {name} has dtype {da.dtype}; draws are "
-                               "floating-point numbers")
-        if (da.dims != dims) if dims else not _dims_ok(da, ("chain", "draw")):
-            want = ", ".join(dims) if dims else "chain, draw, then any of " + \
-                ", ".join(LEVEL_DIMS)
-            raise _error(path, f"{group} variable {name} has dims {da.dims}; expected "
-                               f"({want})")
-        for dim in da.dims:
-            if da.sizes[dim] != sizes[dim]:
-                raise _error(path, f"{group} variable {name} has {da.sizes[dim]} {dim}s, "
-                                   f"not {sizes[dim]}")
+        _draw_var(path, group, name, da, sizes, dims)
     _coords(path, ds, group, ("chain", "draw", *LEVEL_DIMS))
+
+
+def _draw_var(path: Path, group: str, name: str, da: xr.DataArray, sizes: dict[str, int],
+              dims: tuple[str, ...] | None) -> None:
+    """One variable of draws: floating point, with ``dims`` (None: chain, draw, then any
+    level dims) of ``sizes``; the one check of every group of draws."""
+    if da.dtype.kind != "f":
+        raise _error(path, f"{group} variable {name} has dtype {da.dtype}; draws are "
+                           "floating-point numbers")
+    if (da.dims != dims) if dims else not _dims_ok(da, ("chain", "draw")):
+        want = ", ".join(dims) if dims else "chain, draw, then any of " + ", ".join(LEVEL_DIMS)
+        raise _error(path, f"{group} variable {name} has dims {da.dims}; expected ({want})")
+    for dim in da.dims:
+        if da.sizes[dim] != sizes[dim]:
+            raise _error(path, f"{group} variable {name} has {da.sizes[dim]} {dim}s, "
+                               f"not {sizes[dim]}")
 
 
 def _coords(path: Path, ds: xr.Dataset, group: str, allowed: tuple[str, ...]) -> None:
