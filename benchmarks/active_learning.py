@@ -331,18 +331,17 @@ POOL_WIDTH = 0.1  # nats: the stopping rule's 90% interval width of every larges
 
 
 def pool_cost(df: pd.DataFrame) -> np.ndarray:
-    """6 N f FLOPs of each row (``model_params``: N, kept apart from ``params``, below)."""
-    return 6.0 * df["model_params"].to_numpy(float) * df["finetune_tokens"].to_numpy(float)
+    """6 N f FLOPs of each row."""
+    return 6.0 * df["params"].to_numpy(float) * df["finetune_tokens"].to_numpy(float)
 
 
 def pool_table(table: str, models: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pool rows, truth rows) of ``models`` models of a rectified-scaling table.
 
     Models are taken evenly over the table's sizes (smallest and largest included) so a
-    reduced run still spans them. The rectified law has no model-size term, and
-    ``suggest`` then holds candidates at one N (``hold_model_size``), which here, where N
-    is a property of the source, would drop every model but one: the acquisition sees
-    one common ``params`` and the cost reads N from ``model_params``.
+    reduced run still spans them. The rectified law has no model-size term; each model
+    (source) has its one N, which ``suggest`` keeps (``hold_model_size`` holds N only
+    within a source offered at several sizes).
     """
     import warnings
 
@@ -356,8 +355,7 @@ def pool_table(table: str, models: int | None) -> tuple[pd.DataFrame, pd.DataFra
     if models is not None and models < len(names):
         names = [names[i] for i in np.unique(np.linspace(0, len(names) - 1, models)
                                             .round().astype(int))]
-    df = df[df["source"].isin(names)].assign(model_params=lambda d: d["params"])
-    df = df.assign(params=float(df["params"].max()))
+    df = df[df["source"].isin(names)]
     truth = df[df["finetune_examples"] == POOL_LARGEST].reset_index(drop=True)
     pool = df[df["finetune_examples"] != POOL_LARGEST].reset_index(drop=True)
     return pool, truth
@@ -375,9 +373,9 @@ def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, ba
         with warnings.catch_warnings():
             # Chosen sizes beyond the fitted range are the point of the exercise.
             warnings.simplefilter("ignore", ExtrapolationWarning)
-            # suggest's checkpoint bookkeeping needs a number for p; the tables leave it
-            # unknown and the rectified law does not use it.
-            picked = suggest(post, left.assign(pretrain_tokens=0.0), batch=batch,
+            # The tables leave p unknown (NaN): no checkpoint reuse, and the rectified
+            # law does not use it.
+            picked = suggest(post, left, batch=batch,
                              quantity=quantity, cost=pool_cost, exclude_existing=False)
         return left[left["run_id"].isin(picked["run_id"])]
     if strategy == "random":

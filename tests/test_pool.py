@@ -90,3 +90,27 @@ def test_a_resumed_loop_neither_reveals_a_row_twice_nor_loses_one(tmp_path, pool
     assert sorted(table["run_id"]) == sorted(revealed), "a revealed row was lost"
     truth = pool.set_index("run_id").loc[table["run_id"], "loss"].to_numpy()
     np.testing.assert_array_equal(table["loss"].to_numpy(), truth)
+
+
+def test_a_pool_of_public_models_keeps_every_model_and_its_unknown_p(flan):
+    """Each rectified-scaling source is one pre-trained model with its own N and an
+    unknown p: a law without a size term must not hold them all at one N (that dropped
+    every model but one), and the checkpoint bookkeeping must read NaN p as "none"."""
+    from bayes_transfer.design import candidate_costs, hold_model_size
+    from bayes_transfer.design.candidates import pretrained_mask
+
+    cands = pool_candidates(flan)
+    assert cands["pretrain_tokens"].isna().all() and cands["source"].nunique() > 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no HeldSizeWarning: no N was set aside
+        held = hold_model_size(cands, "rectified")
+    assert len(held) == len(cands)
+    assert not pretrained_mask(cands, {("any", 1, 1)}).any()
+    costs = candidate_costs(cands, lambda d: 6.0 * d["params"] * d["finetune_tokens"])
+    assert np.isfinite(costs).all()
+    # A source offered at several sizes is still held at one of them.
+    two_sizes = pd.concat([cands, cands.assign(params=cands["params"] * 10)])
+    with pytest.warns(UserWarning, match="cannot choose N"):
+        again = hold_model_size(two_sizes, "rectified")
+    assert len(again) == len(cands)
+    assert (again.groupby("source")["params"].nunique() == 1).all()

@@ -99,12 +99,21 @@ def hold_model_size(candidates: pd.DataFrame, law: str,
         [10000000]
         >>> hold_model_size(cands, "transfer-gap-size")["params"].tolist()
         [1000000, 10000000]
+        >>> one_size_each = candidate_grid(["a"], ["x"], params=[1e6], pretrain_tokens=[1e8],
+        ...     finetune_tokens=[1e5]).assign(source=["small"])
+        >>> both = pd.concat([one_size_each, one_size_each.assign(source="big", params=10**7)])
+        >>> hold_model_size(both, "transfer-gap")["source"].tolist()  # each keeps its N
+        ['small', 'big']
     """
     from bayes_transfer.laws import get_law
 
     spec_law = get_law(law)
     sizes = np.unique(candidates["params"].to_numpy(dtype=np.float64))
-    if spec_law.has_size_term or (len(sizes) <= 1 and params is None):
+    # N is a choice only within a source: a source offered at one size (a public
+    # pre-trained model, say, whose N is what it is) keeps its rows.
+    sizes_per_source = candidates.groupby("source")["params"].nunique()
+    if spec_law.has_size_term or (sizes_per_source.max() <= 1 and params is None) or \
+            len(sizes) <= 1:
         return candidates
     if params is not None:
         if not np.isclose(sizes, float(params), rtol=1e-6).any():
@@ -116,8 +125,11 @@ def hold_model_size(candidates: pd.DataFrame, law: str,
                                           else fitted)
         ref = float(df["params"].max()) if df is not None and len(df) else sizes.max()
         held = sizes[np.argmin(np.abs(np.log(sizes) - np.log(ref)))]
-    keep = np.isclose(candidates["params"].to_numpy(dtype=np.float64), held, rtol=1e-6)
-    dropped = sizes[~np.isclose(sizes, held, rtol=1e-6)]
+    # Each source at its size nearest (log scale) to the held one.
+    distance = np.abs(np.log(candidates["params"].to_numpy(dtype=np.float64)) - np.log(held))
+    nearest = pd.Series(distance).groupby(candidates["source"].to_numpy()).transform("min")
+    keep = np.isclose(distance, nearest.to_numpy(), rtol=0.0, atol=1e-9)
+    dropped = np.setdiff1d(sizes, candidates["params"].to_numpy(dtype=np.float64)[keep])
     if len(dropped):
         warnings.warn(
             f"the law {spec_law.name} ({spec_law.formula}) has no model-size term, so it "
@@ -295,9 +307,14 @@ def checkpoint_keys(rows: RunTable | pd.DataFrame | None) -> set[CheckpointKey]:
 
 
 def _keys(candidates: pd.DataFrame) -> list[CheckpointKey]:
-    return list(zip(candidates["source"].astype(str),
-                    candidates["params"].astype(np.int64).tolist(),
-                    candidates["pretrain_tokens"].astype(np.int64).tolist(), strict=True))
+    # An unknown (NaN) pre-training size, as public tables of fine-tuning curves have, is
+    # -1: never a checkpoint this package made.
+    def counts(col: str) -> list[int]:
+        values = candidates[col].to_numpy(dtype=np.float64)
+        return np.where(np.isfinite(values), values, -1).astype(np.int64).tolist()
+
+    return list(zip(candidates["source"].astype(str), counts("params"),
+                    counts("pretrain_tokens"), strict=True))
 
 
 def pretrained_mask(candidates: pd.DataFrame, checkpoints: Iterable[CheckpointKey]) -> np.ndarray:
