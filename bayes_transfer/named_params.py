@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 
     from bayes_transfer.spec import ModelSpec
 
-__all__ = ["UNCONSTRAINED", "natural_dims", "sampler_sites", "natural_param", "organise",
-           "all_draws", "draw_names"]
+__all__ = ["UNCONSTRAINED", "natural_dims", "sampler_sites", "natural_param",
+           "add_natural_params", "organise", "all_draws", "draw_names"]
 
 #: The ArviZ group that holds the sampler-only sites.
 UNCONSTRAINED = "unconstrained_posterior"
@@ -123,6 +123,23 @@ def natural_param(posterior: xr.Dataset, name: str, level: str) -> xr.DataArray:
                                 "source": posterior["source"], "target": posterior["target"]})
 
 
+def add_natural_params(draws: xr.Dataset, spec: ModelSpec) -> None:
+    """Add ``<name> = exp(log_<name>)`` for each law parameter of ``spec`` to ``draws`` (a
+    posterior or a prior), in place; a parameter already there is left as it is.
+
+    Example:
+        >>> add_natural_params(post.idata.prior, post.spec)  # doctest: +SKIP
+        >>> post.idata.prior["G"].dims  # doctest: +SKIP
+        ('chain', 'draw', 'source', 'target')
+    """
+    for name, p in spec.params.items():
+        if name in _RESERVED:
+            raise ValueError(f"law parameter {name!r} clashes with a posterior variable or "
+                             f"dim of that name; rename it (reserved: {sorted(_RESERVED)})")
+        if name not in draws.data_vars:
+            draws[name] = natural_param(draws, name, p.level)
+
+
 def organise(idata: az.InferenceData, spec: ModelSpec) -> None:
     """Add each law parameter under its own name; move the sampler-only sites aside.
 
@@ -136,12 +153,7 @@ def organise(idata: az.InferenceData, spec: ModelSpec) -> None:
         True
     """
     posterior = idata.posterior
-    for name, p in spec.params.items():
-        if name in _RESERVED:
-            raise ValueError(f"law parameter {name!r} clashes with a posterior variable or "
-                             f"dim of that name; rename it (reserved: {sorted(_RESERVED)})")
-        if name not in posterior.data_vars:
-            posterior[name] = natural_param(posterior, name, p.level)
+    add_natural_params(posterior, spec)
     moved = [s for s in sampler_sites(spec) if s in posterior.data_vars]
     kept = [str(v) for v in posterior.data_vars if v not in moved]
     # What az.summary lists first: the law's parameters, the noise, the population-level

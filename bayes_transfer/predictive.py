@@ -221,7 +221,8 @@ def prior_groups(spec: ModelSpec, table: RunTable, units: Units, *, draws: int,
             idata = pm.sample_prior_predictive(
                 draws=int(draws), model=pymc_model(spec, table, units=units),
                 random_seed=seed)
-        return {"prior": idata.prior, "prior_predictive": idata.prior_predictive[[OBSERVED]]}
+        return {"prior": _named(idata.prior, spec),
+                "prior_predictive": idata.prior_predictive[[OBSERVED]]}
     import arviz as az
     import jax
     from numpyro.infer import Predictive
@@ -236,7 +237,17 @@ def prior_groups(spec: ModelSpec, table: RunTable, units: Units, *, draws: int,
     idata = az.from_dict(prior={k: v for k, v in values.items() if k != OBSERVED},
                          prior_predictive={OBSERVED: values[OBSERVED]},
                          coords=coords_for(table, spec), dims=site_dims(spec))
-    return {"prior": idata.prior, "prior_predictive": idata.prior_predictive}
+    return {"prior": _named(idata.prior, spec), "prior_predictive": idata.prior_predictive}
+
+
+def _named(prior: xr.Dataset, spec: ModelSpec) -> xr.Dataset:
+    # The law's parameters under their own names, as in the posterior, so that ArviZ's
+    # prior-vs-posterior views (az.plot_dist_comparison, var_names=["G"]) line up.
+    from bayes_transfer.named_params import add_natural_params
+
+    prior = prior.copy()
+    add_natural_params(prior, spec)
+    return prior
 
 
 def add_predictive(idata: az.InferenceData, spec: ModelSpec, table: RunTable, *,

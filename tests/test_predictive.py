@@ -76,6 +76,11 @@ def test_prior_groups_when_asked_for(prior_fit):
     for name in ("sigma", "G_mu", "log_G"):
         assert name in prior
     assert prior["log_G"].dims == ("chain", "draw", "pair")
+    # The law's parameters by name on the natural scale, as in the posterior.
+    for name in prior_fit.spec.params:
+        assert prior[name].dims == idata.posterior[name].dims, name
+    g = prior["G"].stack(pair=("source", "target")).transpose("chain", "draw", "pair")
+    np.testing.assert_allclose(g.values, np.exp(prior["log_G"].values), rtol=1e-6)
     # The prior is the spec's: sigma ~ HalfNormal(scale), whose median is 0.674 scale.
     scale = prior_fit.spec.likelihood.sigma
     assert 0.45 * scale < float(prior["sigma"].median()) < 0.95 * scale
