@@ -328,6 +328,13 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
             problems.append(Problem(None, col, f"dtype {raw.dtype} is not text"))
             total += 1
             continue
+        if pd.api.types.is_object_dtype(raw):
+            # Parquet (or a DataFrame) may hold bytes, lists or dicts in a name column.
+            other = raw.map(_not_text).to_numpy(bool)
+            if other.any():
+                flag(other, col, lambda i, r=raw: f"a {type(r.iloc[i]).__name__} value "
+                     f"({_show(r.iloc[i])[:40]}) is not text")
+                continue
         values = raw.astype("string")
         empty = (values.isna() | (values.str.strip() == "")).to_numpy(bool)
         flag(empty, col, lambda i, col=col: "is empty; every row needs a " + col)
@@ -426,6 +433,13 @@ def _label(x) -> int | str:
 
 def _show(x) -> str:
     return repr(x) if isinstance(x, str) else str(x)
+
+
+def _not_text(v) -> bool:
+    """A cell of a name column that is neither text, a whole number nor missing."""
+    if v is None or v is pd.NA or isinstance(v, str | int | np.integer):
+        return False
+    return not (isinstance(v, float | np.floating) and np.isnan(v))
 
 
 def _is_text_like(s: pd.Series) -> bool:

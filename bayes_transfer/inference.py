@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayes_transfer._io import atomic_path
+from bayes_transfer._io import atomic_write_bytes
 from bayes_transfer.backends import chain_method as _chain_method  # noqa: F401 (tests)
 from bayes_transfer.backends import get_backend
 from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs
@@ -457,9 +457,9 @@ class Posterior:
         ``path``; the file that was there before is left as it was.
         """
         path = Path(path)
+        data = netcdf_bytes(self.idata)
         try:
-            with atomic_path(path, suffix=".nc") as tmp:
-                self.idata.to_netcdf(str(tmp), engine="h5netcdf")
+            atomic_write_bytes(path, data)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot write the posterior: {exc.strerror or exc}",
                           str(path)) from exc
@@ -479,6 +479,34 @@ class Posterior:
         idata, spec, table = read_posterior(path)
         return cls(idata=idata, spec=spec, runs=table,
                    diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec, idata), warn=False))
+
+
+def netcdf_bytes(idata: az.InferenceData) -> bytes:
+    """The netCDF file ``idata.to_netcdf(path, engine="h5netcdf")`` writes (every group,
+    numbers compressed), built in memory.
+
+    The disk then sees one plain write: a full disk or a file-size limit fails it with
+    one ``OSError``. Written by HDF5 straight to a file, the same failure printed HDF5
+    errors from deallocated objects and then crashed the process (a segfault) as the
+    half-written file was closed.
+    """
+    import io
+
+    def compressible(dtype: np.dtype) -> bool:
+        return dtype.kind in "biufcS"
+
+    buf = io.BytesIO()
+    mode = "w"
+    if idata.attrs:
+        xr.Dataset(attrs=idata.attrs).to_netcdf(buf, mode=mode, engine="h5netcdf", group="/")
+        mode = "a"
+    for group in idata.groups():
+        data = getattr(idata, group)
+        encoding = {name: {"zlib": True} for name, var in data.variables.items()
+                    if compressible(var.dtype)}
+        data.to_netcdf(buf, mode=mode, group=group, engine="h5netcdf", encoding=encoding)
+        mode = "a"
+    return buf.getvalue()
 
 
 def _prediction_table(rows: pd.DataFrame | RunTable, name: str = "prediction rows"

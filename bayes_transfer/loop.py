@@ -71,7 +71,7 @@ from bayes_transfer.design import (
 from bayes_transfer.design.candidates import CostFn
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import ROW_RULES, Units, features, get_law
-from bayes_transfer.sampling import SamplerSettings
+from bayes_transfer.sampling import MAX_DRAWS, SamplerSettings
 from bayes_transfer.spec import ModelSpec, load_spec
 
 if TYPE_CHECKING:
@@ -146,8 +146,8 @@ class _NutsRefit:
 
     def settings(self, longer: int = 1) -> SamplerSettings:
         """The sampler settings of a try ``longer`` times the configured length."""
-        return self.sampler.replace(warmup=self.sampler.warmup * longer,
-                                    draws=self.sampler.draws * longer)
+        return self.sampler.replace(warmup=min(self.sampler.warmup * longer, MAX_DRAWS),
+                                    draws=min(self.sampler.draws * longer, MAX_DRAWS))
 
     def __call__(self, table: RunTable, previous: Any = None, longer: int = 1) -> Posterior:
         from bayes_transfer.inference import Posterior, fit
@@ -348,10 +348,15 @@ def run_loop(
                    target_width=target_width, ci=ci)
     if isinstance(retries, bool) or not isinstance(retries, int | np.integer) or retries < 0:
         raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
+    # The spec and sampler settings are checked before the state directory is made.
+    fit_fn = fit_fn or _default_fit(spec, fit_kwargs or {})
+    if runs is None and not (Path(out) / "rounds").is_dir() \
+            and len(_initial_plan(candidates, None, initial, cost)) == 0:
+        raise ValueError("the candidates give no initial runs to train and there is no "
+                         "run table to fit: nothing to do")
     state = _State(Path(out))
     # Names in the rounds' tables are the user's: never read as rich markup.
     console = console or Console(markup=False, highlight=False)
-    fit_fn = fit_fn or _default_fit(spec, fit_kwargs or {})
     # The quantity is the gaps of the pairs the loop can run: a table may hold other
     # pairs (e.g. the trainer's from-scratch rows make a source a target too).
     pairs = list(dict.fromkeys(f"{s}->{t}" for s, t in
@@ -384,6 +389,9 @@ def run_loop(
                 plan = pd.DataFrame(json.loads(state.plan_path(r).read_text()))
             elif r == 0:
                 plan = _initial_plan(candidates, table, initial, cost)
+                if len(plan) == 0 and table is None:
+                    raise ValueError("the candidates give no initial runs to train and "
+                                     "there is no run table to fit: nothing to do")
                 state.write_json(state.plan_path(r), _records(plan))
             else:
                 spent = logs[-1]["cumulative_cost"]

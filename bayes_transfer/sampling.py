@@ -44,6 +44,9 @@ INITS = ("auto", "laplace", "prior")
 # it, the extra compilation (~6 s on 2 CPU cores) costs more than the warmup it saves.
 LAPLACE_FROM_ROWS = 2000
 MAX_SEED = 2**32 - 1  # what every sampler's seed accepts (PyMC's through numpy)
+#: More chains, or draws a chain, than any fit needs; 2**70 would only fail deep in JAX.
+MAX_CHAINS = 1024
+MAX_DRAWS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ class SamplerSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name, low, high in (("chains", 1, None), ("draws", 1, None), ("warmup", 0, None),
+        for name, low, high in (("chains", 1, MAX_CHAINS), ("draws", 1, MAX_DRAWS),
+                                ("warmup", 0, MAX_DRAWS),
                                 ("seed", 0, MAX_SEED), ("max_tree_depth", 1, 30)):
             self._set(name, _whole(name, getattr(self, name), low, high))
         ta = self.target_accept

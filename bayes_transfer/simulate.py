@@ -251,8 +251,12 @@ def coverage(post: Any, truth: Mapping[str, Any],
     if not isinstance(params, Mapping) or not isinstance(units, Mapping):
         raise ValueError("the truth file needs 'params' and 'units' (write it with "
                          "`bayes-transfer simulate`)")
-    if Units(**units) != post.units:
-        raise ValueError(f"the truth is in units {Units(**units)}, the posterior in "
+    try:
+        units = Units(**units)
+    except TypeError as exc:
+        raise ValueError(f"the truth's units must be params and tokens ({exc})") from None
+    if units != post.units:
+        raise ValueError(f"the truth is in units {units}, the posterior in "
                          f"{post.units}: fit the simulated table with the truth's units")
     rows = []
     for name, groups in params.items():
@@ -261,7 +265,14 @@ def coverage(post: Any, truth: Mapping[str, Any],
                              f"{post.spec.law} lacks ({', '.join(post.spec.params)})")
         level = post.spec.params[name].level
         draws = post.log_param(name)
+        if not isinstance(groups, Mapping):
+            raise ValueError(f"the truth's {name} must map groups to values, not "
+                             f"{groups!r:.40}")
         for label, value in groups.items():
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not 0 < value < float("inf")):
+                raise ValueError(f"the truth's {name} of {label!r} must be a positive "
+                                 f"number, not {value!r:.40}")
             if level == "global":
                 d = draws.values.reshape(-1)
             elif label in draws.coords[level].values:

@@ -54,6 +54,21 @@ def known_posterior(sim: simulate.Simulation, spread: float, *, draws: int = 300
                      diagnostics=diagnose(idata, warn=False))
 
 
+def saved_posterior(path, draws: int = 50):
+    """A valid posterior file of known draws, with sample stats (``lp``, ``energy``, no
+    divergences), saved at ``path`` and loaded once to prove it; returns the path."""
+    from pathlib import Path
+
+    post = known_posterior(simulated("transfer-gap"), spread=0.1, draws=draws)
+    rng = np.random.default_rng(0)
+    post.idata.add_groups({"sample_stats": az.from_dict(sample_stats={
+        "diverging": np.zeros((2, draws), bool), "lp": rng.standard_normal((2, draws)),
+        "energy": rng.standard_normal((2, draws))}).sample_stats})
+    path = post.save(Path(path))
+    Posterior.load(path)
+    return path
+
+
 def loop_candidates() -> pd.DataFrame:
     """The loop tests' candidate grid: 2 x 2 pairs at one N, 3 x 3 token sizes."""
     from bayes_transfer.design import candidate_grid

@@ -20,6 +20,8 @@ SCRIPTS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if not p.name.sta
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 def test_benchmark_runs_quick_and_prints_its_figures(script: Path, tmp_path: Path):
+    if script.stem == "hostile_probe":
+        pytest.skip("run by test_hostile_probe_quick_finds_no_traceback (the same command)")
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
     res = subprocess.run([sys.executable, str(script), "--quick"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900)
@@ -68,3 +70,23 @@ def test_active_learning_pool_quick_reports_every_strategy(tmp_path: Path):
     assert strategies["cheapest"]["flops"] <= min(strategies[s]["flops"] for s in
                                                   ("active", "random", "doubling"))
     assert set(out["rhat_per_round"]) == {"0", "1"}
+
+
+def test_hostile_probe_quick_finds_no_traceback(tmp_path: Path):
+    """``hostile_probe.py --quick`` (about 25 s): a few hostile inputs of every category,
+    in-process and as real processes; no raw traceback, no file written on an error."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "hostile_probe.py"),
+                          "--quick", "--json", "out.json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    out = json.loads((tmp_path / "out.json").read_text())
+    total = out["total"]
+    assert total["tried"] >= 20 and total["clean"] >= total["tried"] // 2, total
+    assert total["traceback"] == total["written"] == total["should-fail"] == 0, out["failures"]
+    assert out["failures"] == []
+    assert {"run tables", "specs", "candidates", "grids", "posteriors", "output paths",
+            "bad arguments"} <= set(out["categories"])
+    assert any(name.endswith("(subprocess)") for name in out["categories"])

@@ -159,9 +159,7 @@ def _args(data, pools: dict[str, list[str]]) -> list[str]:
                 out += [flag, one(pool)]
         return out
 
-    command = data.draw(st.sampled_from([
-        "validate", "fit", "report", "predict", "simulate", "suggest", "loop", "train",
-        "plot", "advise", "demo", "convert", "backtest", "select", "compare"]))
+    command = data.draw(st.sampled_from(COMMANDS))
     if command == "validate":
         return [command, one("runs")]
     if command == "fit":
@@ -189,6 +187,11 @@ def _args(data, pools: dict[str, list[str]]) -> list[str]:
     if command == "plot":
         kind = data.draw(st.sampled_from(["forest", "heatmap", "losses", "bogus"]))
         return [command, one("post"), kind, "--out", one("out"), *options({"--ci": "num"})]
+    if command == "ppc":
+        kind = data.draw(st.sampled_from(["ppc", "loo-pit", "bogus"]))
+        return [command, one("post"), "--kind", kind,
+                *options({"--out": "out", "--ci": "num", "--seed": "int",
+                          "--format": "name"})]
     if command == "advise":
         return [command, one("post"), "--target", one("name"), "--budget", one("num"),
                 *options({"--ci": "num", "--top": "int"})]
@@ -210,6 +213,17 @@ def _args(data, pools: dict[str, list[str]]) -> list[str]:
     fmt = data.draw(st.sampled_from(["rectified-scaling", "llm-line", "chinchilla-svg",
                                      "bogus"]))
     return ["convert", fmt, one("runs"), "--out", one("out")]
+
+
+#: Every command of the CLI (``test_the_fuzz_drives_every_command`` keeps it whole).
+COMMANDS = ["validate", "fit", "report", "predict", "simulate", "suggest", "loop", "train",
+            "plot", "ppc", "advise", "demo", "convert", "backtest", "select", "compare"]
+
+
+def test_the_fuzz_drives_every_command():
+    import typer.main
+
+    assert sorted(COMMANDS) == sorted(typer.main.get_command(app).commands)
 
 
 _FIRST_LINE = re.compile(r"^\s*\S")  # a message first, not a blank line or a traceback

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from _posteriors import known_posterior, simulated
+from _posteriors import known_posterior, saved_posterior, simulated
 from typer.testing import CliRunner
 
 from bayes_transfer.cli import app
@@ -32,14 +32,7 @@ def cli(*args: str):
 @pytest.fixture(scope="module")
 def post_file(tmp_path_factory) -> Path:
     """A valid posterior file (known draws, with sample stats), loaded once to prove it."""
-    post = known_posterior(simulated("transfer-gap"), spread=0.1, draws=50)
-    rng = np.random.default_rng(0)
-    post.idata.add_groups({"sample_stats": az.from_dict(sample_stats={
-        "diverging": np.zeros((2, 50), bool), "lp": rng.standard_normal((2, 50)),
-        "energy": rng.standard_normal((2, 50))}).sample_stats})
-    path = post.save(tmp_path_factory.mktemp("post") / "post.nc")
-    Posterior.load(path)
-    return path
+    return saved_posterior(tmp_path_factory.mktemp("post") / "post.nc", draws=50)
 
 
 def copy_of(post_file: Path, tmp_path: Path, name: str = "evil.nc") -> Path:
@@ -70,10 +63,21 @@ def test_1_external_storage_is_refused_and_never_read(post_file, tmp_path):
 
 def test_1_external_links_virtual_datasets_and_unknown_groups_are_refused(post_file,
                                                                          tmp_path):
-    other = tmp_path / "other.h5"
+    for words, mutate in link_cases(tmp_path / "other.h5").items():
+        evil = copy_of(post_file, tmp_path)
+        with h5py.File(evil, "a") as f:
+            mutate(f)
+        with pytest.raises(PosteriorFileError, match=words):
+            Posterior.load(evil)
+
+
+def link_cases(other: Path) -> dict:
+    """Mutations of an open posterior file that point outside it (a link, a virtual
+    dataset, at the local file ``other``, written here) or add an unknown group, by the
+    words the refusal names."""
     with h5py.File(other, "w") as f:
         f["data"] = np.arange(54.0)
-    cases = {
+    return {
         "ExternalLink": lambda f: f["posterior"].__setitem__(
             "evil", h5py.ExternalLink(str(other), "/data")),
         "SoftLink": lambda f: f["posterior"].__setitem__("evil", h5py.SoftLink(
@@ -82,12 +86,6 @@ def test_1_external_links_virtual_datasets_and_unknown_groups_are_refused(post_f
         "unexpected": lambda f: f.create_group("evil"),
         "unexpected group": lambda f: f["posterior"].create_group("evil"),
     }
-    for words, mutate in cases.items():
-        evil = copy_of(post_file, tmp_path)
-        with h5py.File(evil, "a") as f:
-            mutate(f)
-        with pytest.raises(PosteriorFileError, match=words):
-            Posterior.load(evil)
 
 
 def _layout(other: Path) -> h5py.VirtualLayout:
@@ -344,11 +342,52 @@ def test_4_a_write_failure_is_one_clear_error_and_the_old_file_stays(runs_csv, t
     def full_disk(self, *args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(az.InferenceData, "to_netcdf", full_disk)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)  # the file's one write
     text = refused(cli("fit", runs_csv, "--out", out, "--force"), "No space left")
     assert "Traceback" not in text
     assert out.read_bytes() == b"the old posterior"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_4_a_full_disk_under_save_is_one_oserror_not_a_segfault(post_file, tmp_path):
+    # A real failing disk (RLIMIT_FSIZE) under HDF5: it used to print HDF5 tracebacks,
+    # raise, then segfault while closing the half-written file (found by the probe,
+    # benchmarks/hostile_probe.py).
+    import subprocess
+    import sys
+
+    out = tmp_path / "post.nc"
+    out.write_bytes(b"the old posterior")
+    script = (
+        "import resource, sys\n"
+        "from bayes_transfer.inference import Posterior\n"
+        f"post = Posterior.load({str(post_file)!r})\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (16000, 16000))\n"
+        "try:\n"
+        f"    post.save({str(out)!r})\n"
+        "except OSError as exc:\n"
+        "    print('OSError', exc.errno, exc.filename)\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert res.stdout.split() == ["OSError", "27", str(out)], res.stdout
+    assert "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert out.read_bytes() == b"the old posterior"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["post.nc"]
+
+
+def test_4_an_empty_out_name_and_absurd_sampler_sizes_are_refused_first(tmp_path, runs_csv,
+                                                                       no_work):
+    # Found by the probe: `simulate --out ''` and `train --out ''` raised ValueError from
+    # deriving OUT.truth.json / OUT.work; `fit --chains 2**70` passed every check.
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    refused(cli("simulate", "transfer-gap", "--out", ""), "give a file name")
+    refused(cli("train", grid, "--out", ""), "give a file name")
+    for flag in ("--chains", "--draws", "--warmup"):
+        refused(cli("fit", runs_csv, "--out", tmp_path / "p.nc", flag, str(2**70)),
+                flag[2:], "between")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml", "runs.csv"]
 
 
 # ---- 6. user text is never read as rich markup ------------------------------------------------
@@ -502,6 +541,19 @@ def test_8_predict_reads_names_as_validate_does_and_numbers_rows_from_1(tmp_path
     refused(cli("predict", post, "--runs", rows), "row 1, column params")
 
 
+def test_8_bytes_lists_and_dicts_in_a_parquet_name_column_are_refused(runs_csv, tmp_path):
+    # Found by the probe: bytes names in a Parquet file raised UnicodeDecodeError.
+    from bayes_transfer.data import RunTableError, load_runs
+
+    df = pd.read_csv(runs_csv)
+    for value, kind in ((b"\xff\xfe", "bytes"), (b"web", "bytes"), ([1, 2], "ndarray")):
+        path = tmp_path / "names.parquet"
+        df.assign(source=[value] * len(df)).to_parquet(path)
+        with pytest.raises(RunTableError, match=f"row 1, column source: a {kind} value"):
+            load_runs(path)
+        refused(cli("validate", path), "column source", "is not text")
+
+
 # ---- 9. the loop checks everything before round 0 --------------------------------------------
 
 
@@ -534,6 +586,19 @@ def test_9_loop_refuses_bad_options_before_round_0(loop_grid_file, tmp_path, ext
     assert not isinstance(result.exception, WorkStarted), "round 0 started"
     refused(result, words)
     assert not list(out.rglob("*.json")), "a plan was written"
+
+
+def test_9_loop_refuses_absurd_sampler_sizes_and_an_empty_design_writing_nothing(
+        loop_grid_file, tmp_path):
+    # Found by the probe: `--chains 2**70` was refused only after the state directory was
+    # made; a grid with no initial runs (pretrain_tokens = [0]) gave a TypeError.
+    out = tmp_path / "loop"
+    refused(cli("loop", loop_grid_file, "--out", out, "--chains", str(2**70)), "chains")
+    assert not out.exists()
+    empty = tmp_path / "empty.toml"
+    empty.write_text(GRID.replace("pretrain_tokens = [2048]", "pretrain_tokens = [0]"))
+    refused(cli("loop", empty, "--out", out), "no initial runs")
+    assert not out.exists()
 
 
 # ---- 10. candidate ranges cannot blow up memory -----------------------------------------------
@@ -639,6 +704,26 @@ def test_11_report_json_is_strict_json(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout, parse_constant=no_constants)
     assert data["rows"][0]["r_hat"] is None
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"params": {"G": "x"}}, "must map groups to values"),
+    ({"params": {"G": {"web/math": "x"}}}, "must be a positive number"),
+    ({"params": {"G": {"web/math": -1.0}}}, "must be a positive number"),
+    ({"units": {"x": 1}}, "units must be params and tokens"),
+    ({"units": {"params": -1, "tokens": 1}}, "units.params must be a positive number"),
+    (None, "not a truth file"),  # nested too deeply for json
+])
+def test_11_a_malformed_truth_file_is_one_clean_error(post_file, tmp_path, change, words):
+    # Found by the probe: `simulate --check` raised AttributeError on a value that was not
+    # a table of groups, TypeError on unknown units keys, RecursionError on deep JSON.
+    truth = tmp_path / "truth.json"
+    if change is None:
+        truth.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        good = simulated("transfer-gap").truth_dict(seed=1, drawn="typical")
+        truth.write_text(json.dumps({**good, **change}))
+    refused(cli("simulate", "--check", post_file, "--truth", truth), words)
 
 
 def test_11_corpora_stay_inside_what_the_user_named(tmp_path):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bayes_transfer.cli._app import fail
 
-__all__ = ["output_file", "output_dir", "input_file", "ci", "positive", "seed", "numbers",
+__all__ = ["file_name", "output_file", "output_dir", "input_file", "ci", "positive", "seed", "numbers",
            "MAX_SEED"]
 
 MAX_SEED = 2**32 - 1
@@ -57,6 +57,15 @@ def _writable_parent(path: Path, flag: str) -> None:
         raise fail(f"{flag} {path}: cannot write in {parent} (permission denied)")
 
 
+def file_name(path: Path | str, flag: str = "--out") -> Path:
+    """A path with a file name (not ``""``, ``.`` or ``..``): what names derived from it
+    (``OUT.truth.json``, ``OUT.work``) need before any other check."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise fail(f"{flag} {str(path)!r}: give a file name")
+    return path
+
+
 def output_file(path: Path, *, inputs: Iterable[Path | str | None] = (), force: bool = False,
                 flag: str = "--out", suffixes: Iterable[str] | None = None,
                 may_exist: bool = False) -> Path:
@@ -68,9 +77,7 @@ def output_file(path: Path, *, inputs: Iterable[Path | str | None] = (), force: 
         suffixes: the allowed extensions (lower case, with the dot), if restricted.
         may_exist: an existing file is the command's own state (a resumed run).
     """
-    path = Path(path)
-    if str(path) in ("", "."):
-        raise fail(f"{flag}: give a file name")
+    path = file_name(path, flag)
     if path.is_dir():
         raise fail(f"{flag} {path} is a directory; give a file name")
     if path.exists() and not stat.S_ISREG(path.stat().st_mode):

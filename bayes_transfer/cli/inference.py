@@ -350,7 +350,7 @@ def simulate_command(
     if spec is None or out is None:
         raise fail("give a SPEC and --out to simulate a table, or --check POST.nc --truth "
                    "TRUTH.json to score a posterior")
-    truth_path = out.with_suffix(".truth.json")
+    truth_path = checks.file_name(out).with_suffix(".truth.json")
     checks.input_file(design, "design table", "--design")
     for path in (out, truth_path):
         checks.output_file(path, inputs=[design, spec], force=force)
@@ -394,7 +394,7 @@ def _check_truth(posterior: Path, truth: Path | None, fmt: Format) -> None:
     checks.input_file(truth, "truth file", "--truth")
     try:
         values = json.loads(truth.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise fail(f"{truth}: not a truth file written by `simulate` ({exc})",
                    "bad truth file") from None
     if not isinstance(values, dict):

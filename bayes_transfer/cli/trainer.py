@@ -41,7 +41,7 @@ def train(
     if executor not in EXECUTORS:
         raise fail(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
     checks.input_file(grid, "grid spec")
-    work = work_dir or default_work_dir(out)
+    work = work_dir or default_work_dir(checks.file_name(out))
     checks.output_dir(work, inputs=[grid], flag="--work-dir")
     # An existing --out is this grid's own table when its work dir exists: a resume.
     checks.output_file(out, inputs=[grid], force=force, may_exist=work.is_dir())
