@@ -53,7 +53,9 @@ from bayes_transfer.spec import ModelSpec, load_spec
 __all__ = ["fit", "Posterior", "PosteriorFileError", "coords_for", "FORMAT_VERSION",
            "pick_device"]
 
-FORMAT_VERSION = 1
+# 2: law parameters by name, unconstrained_posterior and the predictive groups (a reader
+# of format 1 refuses those groups; this one reads format 1 files and reorganises them).
+FORMAT_VERSION = 2
 # A registered back end's name (bayes_transfer.backends.BACKENDS): "numpyro" or "pymc".
 BackendName = str
 
