@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -84,6 +85,18 @@ def test_predict_writes_intervals(fitted):
     table = runner.invoke(app, ["predict", str(d / "post.nc"), "--runs", str(new),
                                 "--format", "table", "--kind", "observation"])
     assert table.exit_code == 0 and "loss_median" in table.output
+    # Bambi's kind names; the older ones are aliases of them.
+    widths = {}
+    for kind in ("response_params", "mean", "response", "observation"):
+        res = runner.invoke(app, ["predict", str(d / "post.nc"), "--runs", str(new),
+                                  "--format", "csv", "--kind", kind, "--out",
+                                  str(d / f"{kind}.csv")])
+        assert res.exit_code == 0, res.output
+        got = pd.read_csv(d / f"{kind}.csv")
+        widths[kind] = (got["loss_upper"] - got["loss_lower"]).to_numpy()
+    np.testing.assert_array_equal(widths["mean"], widths["response_params"])
+    np.testing.assert_array_equal(widths["observation"], widths["response"])
+    assert (widths["response"] > widths["response_params"]).all()
 
 
 def test_simulate_writes_table_and_truth(tmp_path):

@@ -47,6 +47,9 @@ class Units(StrEnum):
 
 
 class Kind(StrEnum):
+    # Bambi's names, and the package's older ones (aliases).
+    response_params = "response_params"
+    response = "response"
     mean = "mean"
     observation = "observation"
 
@@ -254,8 +257,9 @@ def predict_command(
     runs: Path = typer.Option(..., "--runs", "-r",
                               help="Rows to predict (run-table columns; loss optional)."),
     ci: float = typer.Option(0.9, help="Credible-interval mass."),
-    kind: Kind = typer.Option(Kind.mean, help="mean: the law's loss; observation: plus "
-                              "the measurement noise."),
+    kind: Kind = typer.Option(Kind.response_params, help="response_params (alias mean): "
+                              "the law's loss; response (alias observation): plus the "
+                              "measurement noise, Bambi's names."),
     fmt: Format = typer.Option(Format.csv, "--format", "-f", help="Output format."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write here, not stdout."),
     seed: int = typer.Option(0, help="Seed of the observation noise."),
