@@ -17,7 +17,7 @@ Example:
     >>> SamplerSettings(chains=0)
     Traceback (most recent call last):
     ...
-    ValueError: chains must be a whole number >= 1, not 0
+    ValueError: chains must be a whole number between 1 and 1024, not 0
 """
 
 from __future__ import annotations

@@ -23,11 +23,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bayes_transfer"
 # ---- SamplerSettings ------------------------------------------------------------------
 
 @pytest.mark.parametrize("changes, message", [
-    ({"chains": 0}, "chains must be a whole number >= 1, not 0"),
-    ({"chains": 2.5}, "chains must be a whole number >= 1, not 2.5"),
-    ({"chains": True}, "chains must be a whole number >= 1, not True"),
-    ({"draws": -1}, "draws must be a whole number >= 1, not -1"),
-    ({"warmup": -5}, "warmup must be a whole number >= 0, not -5"),
+    ({"chains": 0}, "chains must be a whole number between 1 and 1024, not 0"),
+    ({"chains": 2.5}, "chains must be a whole number between 1 and 1024, not 2.5"),
+    ({"chains": True}, "chains must be a whole number between 1 and 1024, not True"),
+    ({"chains": 2**70}, "chains must be a whole number between 1 and 1024"),
+    ({"draws": -1}, "draws must be a whole number between 1 and 10000000, not -1"),
+    ({"draws": 10_000_001}, "draws must be a whole number between 1 and 10000000"),
+    ({"warmup": -5}, "warmup must be a whole number between 0 and 10000000, not -5"),
     ({"seed": -1}, r"seed must be a whole number between 0 and 4294967295, not -1"),
     ({"seed": 2**32}, r"seed must be a whole number between 0 and 4294967295"),
     ({"target_accept": 1.0}, r"target_accept must be a number between 0 and 1 .* not 1.0"),
