@@ -115,7 +115,7 @@ def test_predict_table(fitted):
     post, _ = fitted
     assert_clean(run_piped("predict", post.name, "--runs", "new.csv", "--format", "table",
                            cwd=post.parent),
-                 "predicted loss, 90% credible intervals (mean)",
+                 "predicted loss, 90% credible intervals (response_params)",
                  "note_with_a_rather_long_column_name", "loss_median", "loss_upper")
 
 
