@@ -59,6 +59,15 @@ def _resident_bytes() -> int | None:
 CLEAR_ABOVE_BYTES = 3 * 2**30
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``), every Ray test runs in one
+    worker: two local Ray instances at once would each claim the machine's cores and a
+    third of its memory for their object stores."""
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(autouse=True)
 def _free_compiled_programs():
     """Drop JAX's compiled programs when the process has grown past ``CLEAR_ABOVE_BYTES``.
