@@ -85,6 +85,16 @@ def test_predict_writes_intervals(fitted):
     table = runner.invoke(app, ["predict", str(d / "post.nc"), "--runs", str(new),
                                 "--format", "table", "--kind", "observation"])
     assert table.exit_code == 0 and "loss_median" in table.output
+    # Written to a file, the format asked for wins over the file's suffix.
+    for name, fmt, is_json in (("p.json", ["--format", "json"], True),
+                               ("p2.json", ["--format", "csv"], False)):
+        res = runner.invoke(app, ["predict", str(d / "post.nc"), "--runs", str(new),
+                                  "--out", str(d / name), *fmt])
+        assert res.exit_code == 0, res.output
+        text = (d / name).read_text()
+        assert text.startswith("{") is is_json, text[:80]
+        if is_json:
+            assert len(json.loads(text)["rows"]) == 2
     # Bambi's kind names; the older ones are aliases of them.
     widths = {}
     for kind in ("response_params", "mean", "response", "observation"):

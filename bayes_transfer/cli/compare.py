@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from bayes_transfer.cli._app import Format, app, console, fail, user_errors
-from bayes_transfer.cli.inference import _emit
+from bayes_transfer.cli._output import emit
 
 
 def _names(paths: list[Path]) -> list[str]:
@@ -55,7 +55,7 @@ def compare_command(
         err = console(stderr=True, soft_wrap=True)
         for note in notes:
             err.print(Text.assemble(("warning:", "bold yellow"), " ", note))
-        _emit(df, fmt, "PSIS-LOO comparison, best first (elpd: higher is better)",
+        emit(df, fmt, title="PSIS-LOO comparison, best first (elpd: higher is better)",
               extra={"posteriors": {n: str(p) for n, p in zip(names, posteriors,
                                                                 strict=True)},
                      "ic": "loo", "scale": "log", "warnings": notes}, out=out)

@@ -180,7 +180,7 @@ def show_frontier(post, *, compute: str | None, compute_range: str | None, point
     import numpy as np
 
     from bayes_transfer.advise import MAX_FLOPS, compute_frontier
-    from bayes_transfer.cli.inference import _emit
+    from bayes_transfer.cli._output import emit
 
     if unit != "flops":
         raise fail("the compute frontier trades N against D at fixed FLOPs: --unit tokens "
@@ -201,7 +201,7 @@ def show_frontier(post, *, compute: str | None, compute_range: str | None, point
     df = front.table
     where = "raw units: N in parameters, D in tokens, C in FLOPs (C = 6 N D)"
     if fmt is not Format.table:
-        _emit(df, fmt, "compute-optimal frontier",
+        emit(df, fmt, title="compute-optimal frontier",
               extra={"law": front.law, "ci": ci, "units": "raw", "units_note": where,
                      "exponents": json.loads(front.exponents.to_json(orient="records")),
                      "notes": list(front.notes)})

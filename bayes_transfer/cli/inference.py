@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import sys
 import warnings
 from collections.abc import Iterator
 from enum import StrEnum
@@ -28,11 +27,10 @@ from bayes_transfer.cli._app import (
     app,
     console,
     fail,
-    finite_json,
     show_progress,
-    table,
     user_errors,
 )
+from bayes_transfer.cli._output import emit, print_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,40 +74,6 @@ def _user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into one line on stderr and exit status 1."""
     with user_errors():
         yield
-
-
-def _print_frame(df: pd.DataFrame, title: str, digits: int = 4) -> None:
-    import numpy as np
-    import pandas as pd
-
-    grid = table(title, title_justify="left")
-    for col in df.columns:
-        grid.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col])
-                        and not pd.api.types.is_bool_dtype(df[col]) else "left")
-    for row in df.itertuples(index=False):
-        grid.add_row(*[f"{v:.{digits}g}" if isinstance(v, (float, np.floating)) else str(v)
-                       for v in row])
-    console().print(grid)
-
-
-def _emit(df: pd.DataFrame, fmt: Format, title: str, extra: dict | None = None,
-          out: Path | None = None) -> None:
-    """Print (or write to ``out``) a table as a rich table, CSV or JSON records."""
-    if fmt is Format.table and out is None:
-        _print_frame(df, title)
-        return
-    if fmt is Format.json:
-        # Strict JSON: a NaN or infinite number (an R-hat of one chain) is written as null.
-        text = json.dumps(finite_json({**(extra or {}),
-                                   "rows": json.loads(df.to_json(orient="records"))}),
-                          indent=2, allow_nan=False) + "\n"
-    else:
-        text = df.to_csv(index=False)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        atomic_write_text(out, text)
-        _err.print(f"wrote {len(df)} rows to {out}")
 
 
 def _report_frame(post, ci: float, params: bool, units: str = "reference"
@@ -207,7 +171,7 @@ def fit_command(
                    f"{post.idata.posterior.attrs.get('rows_left_out', 0)} left out)")
         _print_diagnostics(post.diagnostics, strict)
         df, title = _report_frame(post, ci, params=False)
-        _print_frame(df, title)
+        print_frame(df, title)
     if strict and not post.diagnostics.ok:
         raise typer.Exit(1)
 
@@ -246,7 +210,7 @@ def report_command(
         df, title = _report_frame(post, ci, params, units.value)
         if fmt is Format.table:
             _print_diagnostics(post.diagnostics, strict=False)
-        _emit(df, fmt, f"{posterior.name}: {title}",
+        emit(df, fmt, title=f"{posterior.name}: {title}",
               extra={"posterior": str(posterior), "law": post.spec.law, "ci": ci,
                      "diagnostics": post.diagnostics.to_dict()})
 
@@ -292,7 +256,7 @@ def predict_command(
         rows.index = pd.RangeIndex(1, len(rows) + 1)
         post = Posterior.load(posterior)
         pred = post.predict(rows, ci=ci, kind=kind.value, seed=seed, name=runs.name)
-        _emit(pred, fmt, f"predicted loss, {ci:.0%} credible intervals ({kind.value})",
+        emit(pred, fmt, title=f"predicted loss, {ci:.0%} credible intervals ({kind.value})",
               extra={"posterior": str(posterior), "ci": ci, "kind": kind.value}, out=out)
 
 
@@ -410,7 +374,7 @@ def _check_truth(posterior: Path, truth: Path | None, fmt: Format) -> None:
     title = (f"coverage of the truths by {posterior.name}'s intervals (natural scale, "
              f"reference units {post.units.params:g} parameters, {post.units.tokens:g} "
              "tokens)")
-    _emit(df, fmt, title, extra={"posterior": str(posterior), "truth": str(truth),
+    emit(df, fmt, title=title, extra={"posterior": str(posterior), "truth": str(truth),
                                  "units": post.units.to_dict(), "coverage": fractions})
     if fmt is Format.table:
         console().print(f"{fractions['50%']:.0%} of the 50% intervals and "

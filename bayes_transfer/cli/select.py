@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import Format, app, console, fail, finite_json, table, user_errors
+from bayes_transfer.cli._app import Format, app, console, fail, table, user_errors
+from bayes_transfer.cli._output import emit
 
 if TYPE_CHECKING:
     from bayes_transfer.selection import Selection
@@ -92,7 +91,8 @@ def select_command(
         spec_obj = load_spec(spec)  # a bad spec fails now, not after loading JAX
         sel = select_model(runs, spec_obj, target=target, at=at, budget=fraction, ci=ci,
                            chains=chains, draws=draws, warmup=warmup, seed=seed)
-        _emit(sel, fmt, out)
+        emit(sel.table, fmt, extra=sel.summary, out=out, noun="models",
+             show=lambda: _print_table(sel))
     err = console(stderr=True, soft_wrap=True)
     if sel.summary["models_left_out"]:
         err.print("left out (no row within the budget): "
@@ -100,26 +100,6 @@ def select_command(
     if not sel.summary["diagnostics_ok"]:
         err.print("warning: the fit failed its diagnostics (R-hat, ESS, divergences or "
                   "E-BFMI); run more draws before trusting p_best", style="bold yellow")
-
-
-def _emit(sel: Selection, fmt: Format, out: Path | None) -> None:
-    from bayes_transfer._io import atomic_write_text
-
-    df = sel.table
-    as_json = fmt is Format.json if out is None else out.suffix.lower() == ".json"
-    if out is None and fmt is Format.table:
-        _print_table(sel)
-        return
-    if as_json:
-        doc = {**sel.summary, "rows": json.loads(df.to_json(orient="records"))}
-        text = json.dumps(finite_json(doc), indent=2, allow_nan=False) + "\n"
-    else:
-        text = df.to_csv(index=False)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        atomic_write_text(out, text)
-        console(stderr=True, soft_wrap=True).print(f"wrote {len(df)} models to {out}")
 
 
 def _print_table(sel: Selection) -> None:
