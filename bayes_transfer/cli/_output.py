@@ -50,7 +50,10 @@ def emit(df: pd.DataFrame, fmt: Format, *, title: str = "",
     from bayes_transfer._io import atomic_write_text
 
     if fmt is Format.table and out is None:
-        (show or (lambda: print_frame(df, title)))()
+        if show is None:
+            print_frame(df, title)
+        else:
+            show()
         return
     # An explicit --format wins; the default (table) written to a file follows its suffix.
     as_json = fmt is Format.json or (fmt is Format.table and out is not None

@@ -56,6 +56,6 @@ def compare_command(
         for note in notes:
             err.print(Text.assemble(("warning:", "bold yellow"), " ", note))
         emit(df, fmt, title="PSIS-LOO comparison, best first (elpd: higher is better)",
-              extra={"posteriors": {n: str(p) for n, p in zip(names, posteriors,
-                                                                strict=True)},
-                     "ic": "loo", "scale": "log", "warnings": notes}, out=out)
+             extra={"posteriors": {n: str(p) for n, p in zip(names, posteriors,
+                                                               strict=True)},
+                    "ic": "loo", "scale": "log", "warnings": notes}, out=out)

@@ -202,9 +202,9 @@ def show_frontier(post, *, compute: str | None, compute_range: str | None, point
     where = "raw units: N in parameters, D in tokens, C in FLOPs (C = 6 N D)"
     if fmt is not Format.table:
         emit(df, fmt, title="compute-optimal frontier",
-              extra={"law": front.law, "ci": ci, "units": "raw", "units_note": where,
-                     "exponents": json.loads(front.exponents.to_json(orient="records")),
-                     "notes": list(front.notes)})
+             extra={"law": front.law, "ci": ci, "units": "raw", "units_note": where,
+                    "exponents": json.loads(front.exponents.to_json(orient="records")),
+                    "notes": list(front.notes)})
         return
     shared = df["source"].eq("*").all()
     grid = table(f"compute-optimal frontier of {front.law}: medians and {ci:.0%} intervals, "

@@ -211,8 +211,8 @@ def report_command(
         if fmt is Format.table:
             _print_diagnostics(post.diagnostics, strict=False)
         emit(df, fmt, title=f"{posterior.name}: {title}",
-              extra={"posterior": str(posterior), "law": post.spec.law, "ci": ci,
-                     "diagnostics": post.diagnostics.to_dict()})
+             extra={"posterior": str(posterior), "law": post.spec.law, "ci": ci,
+                    "diagnostics": post.diagnostics.to_dict()})
 
 
 @app.command("predict")
@@ -257,7 +257,7 @@ def predict_command(
         post = Posterior.load(posterior)
         pred = post.predict(rows, ci=ci, kind=kind.value, seed=seed, name=runs.name)
         emit(pred, fmt, title=f"predicted loss, {ci:.0%} credible intervals ({kind.value})",
-              extra={"posterior": str(posterior), "ci": ci, "kind": kind.value}, out=out)
+             extra={"posterior": str(posterior), "ci": ci, "kind": kind.value}, out=out)
 
 
 def _names(text: str) -> list[str]:
@@ -375,7 +375,7 @@ def _check_truth(posterior: Path, truth: Path | None, fmt: Format) -> None:
              f"reference units {post.units.params:g} parameters, {post.units.tokens:g} "
              "tokens)")
     emit(df, fmt, title=title, extra={"posterior": str(posterior), "truth": str(truth),
-                                 "units": post.units.to_dict(), "coverage": fractions})
+                                      "units": post.units.to_dict(), "coverage": fractions})
     if fmt is Format.table:
         console().print(f"{fractions['50%']:.0%} of the 50% intervals and "
                         f"{fractions['90%']:.0%} of the 90% intervals hold the truth "
