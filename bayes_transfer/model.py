@@ -64,6 +64,10 @@ class ModelData:
     # Rows per group of each level (numpy ints), for centered = "auto"; None: decide as
     # centered = true does (every group with rows centred).
     rows_per_group: Mapping[str, np.ndarray] | None = None
+    # Per parameter name, a bool per group of its innermost level that overrides the spec's
+    # centring: a warm refit chooses it from the previous posterior (bayes_transfer.refit),
+    # and the model then also records the level's mean as <name>_loc_<level>.
+    centre: Mapping[str, np.ndarray] | None = None
 
     @property
     def pair_idx(self) -> Any:
@@ -162,20 +166,23 @@ def param_effect(p: ParamSpec, data: ModelData) -> Any:
         value = value + (u[:, None] + v[None, :]).reshape(-1)
         if p.factors:
             value = value + _interaction(p, data)
-    if p.centered:
+    override = data.centre is not None and name in data.centre
+    if p.centered or override:
         # Centred innermost level: when every group has many precise rows, the data pin
         # log_<name> itself, and the non-centred z would have to move in concert with mu
         # (and u, v) along a long ridge; sampling log_<name> directly removes the ridge.
         sd = numpyro.sample(f"{name}_sd_{p.level}", dist.HalfNormal(p.group_scale))
         n = _group_size(p.level, data)
         centre = centring(p, data)
-        if centre.all():
+        if not override and centre.all():
             return numpyro.sample(f"log_{name}", dist.Normal(value, sd).expand((n,)))
         # Groups without rows (or, "auto", with few) have only or mostly their prior, and
         # centred they would make a funnel with sd: partially centred (Papaspiliopoulos et
         # al. 2007), centred where c = 1 and non-centred where c = 0.
         c = jnp.asarray(centre, dtype=jnp.result_type(float))
         value = jnp.broadcast_to(value, (n,))
+        if override:  # the refit maps its draws back to the spec's own sites with it
+            numpyro.deterministic(f"{name}_loc_{p.level}", value)
         raw = numpyro.sample(f"{name}_pc_{p.level}", dist.Normal(c * value, sd**c))
         return numpyro.deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value))
     return numpyro.deterministic(f"log_{name}", value + _offsets(p, p.level, data))
@@ -189,6 +196,8 @@ def centring(p: ParamSpec, data: ModelData) -> np.ndarray:
     1,000 pairs x 10 rows: non-centred ran at the maximum tree depth, R-hat 1.66; centred
     127 leapfrog steps a draw). Both back ends use this rule.
     """
+    if data.centre is not None and p.name in data.centre:
+        return data.centre[p.name]  # a warm refit's (possibly traced) 0/1 per group
     has_rows = data.has_rows(p.level)
     if p.centered != "auto" or data.rows_per_group is None:
         return has_rows

@@ -6,8 +6,8 @@ Two measurements, each a ratio against a baseline measured in the same run:
   rows added 4 at a time, as the loop's rounds add them) is fitted cold at round 0, then
   each round is refitted warm (:func:`bayes_transfer.inference.fit` with ``warm_start``:
   chains start at the previous posterior's last draws, its draws' variances are the mass
-  matrix, a quarter of the warmup tunes the step size, and the padded table reuses the
-  compiled sampler). Each warm refit is timed (CPU seconds of the process, all threads)
+  matrix, a quarter of the warmup tunes the step size, the groups the previous posterior
+  pins are sampled centred, and the padded table reuses the compiled sampler). Each warm refit is timed (CPU seconds of the process, all threads)
   against a cold fit of the *same* table with
   the same settings (compilation + full warmup + draws, what every round cost before).
   The first warm refit compiles the warm sampler; later ones in the same row bucket

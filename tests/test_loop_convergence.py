@@ -273,3 +273,34 @@ def test_cli_loop_stops_with_status_1_and_passes_the_override(tmp_path, monkeypa
     CliRunner().invoke(app, ["loop", str(grid), "--out", str(tmp_path / "o"),
                              "--allow-unconverged"])
     assert seen["allow_unconverged"] is True
+
+
+def test_a_warm_refit_centres_pinned_groups_and_returns_the_specs_sites(tiny_sim,
+                                                                        tiny_posterior):
+    """Groups the previous posterior pins are sampled centred, the others not; the draws
+    come back on the spec's own non-centred sites, consistent with log_<name>."""
+    from bayes_transfer.named_params import all_draws
+    from bayes_transfer.refit import CENTRE_BELOW, centring_from
+
+    spec = load_spec("transfer-gap")
+    groups = {"source": 2, "target": 2, "pair": 4}
+    centre = centring_from(tiny_posterior, spec, groups)
+    prev = tiny_posterior.idata.posterior
+    spread = prev["log_G"].std(("chain", "draw")).values.reshape(-1)
+    assert centre["G"].tolist() == (spread < CENTRE_BELOW
+                                    * float(prev["G_sd_pair"].median())).tolist()
+    assert set(centre) == {"G", "A", "alpha", "beta", "E"}  # every non-centred pooled one
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = inference.fit(tiny_sim.runs, spec, chains=2, draws=60, warmup=200, seed=1,
+                             max_tree_depth=5, progress=False, warm_start=tiny_posterior)
+    draws = all_draws(post.idata)
+    assert not any("_pc_" in k or "_loc_" in k for k in draws.data_vars)
+    # log G[s, t] = mu + u_s + v_t + sd_pair * z_pair, draw by draw.
+    g = {k: draws[k].values for k in ("G_mu", "G_sd_source", "G_z_source", "G_sd_target",
+                                      "G_z_target", "G_sd_pair", "G_z_pair", "log_G")}
+    u = g["G_sd_source"][..., None] * g["G_z_source"]
+    v = g["G_sd_target"][..., None] * g["G_z_target"]
+    loc = g["G_mu"][..., None] + (u[..., :, None] + v[..., None, :]).reshape(*u.shape[:2], 4)
+    np.testing.assert_allclose(loc + g["G_sd_pair"][..., None] * g["G_z_pair"], g["log_G"],
+                               rtol=1e-4, atol=1e-4)
