@@ -119,9 +119,10 @@ def fit(
         warm_start: a posterior of the same spec on a table this one extends (the
             previous round of a loop). NumPyro's chains then start at its last draws,
             with its draws' variances as the mass matrix, and the warmup is a quarter of
-            ``warmup`` (at least 50 steps) tuning only the step size; the table is padded
-            to a bucketed size so the compiled sampler is reused from refit to refit
-            (see :mod:`bayes_transfer.refit`). Units default to its units. Ignored (a
+            ``warmup`` (at least 50 steps) tuning only the step size; the groups it pins
+            are sampled centred, the others non-centred (the draws come back on the
+            spec's own sites); the table is padded to a bucketed size so the compiled
+            sampler is reused from refit to refit (see :mod:`bayes_transfer.refit`). Units default to its units. Ignored (a
             cold fit) when its parameters do not match the new table's (a new source,
             target or observed pair), and with ``backend="pymc"``.
         prior_draws: with a positive number, also draw that many times from the prior

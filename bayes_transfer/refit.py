@@ -47,8 +47,8 @@ MIN_ROWS_BUCKET = 32
 # A group is sampled centred in a warm refit when its previous posterior sd (of the log
 # value) is below this fraction of the level's sd: the data pin it, and non-centred its z
 # would have to move with mu and the crossed offsets along a narrow curved ridge.
-# Measured on the loop's 2 x 2 tables (40 rows): 1,019 -> 500-520 leapfrog steps a draw,
-# no divergences (benchmarks/refit_speed.py).
+# Measured on the loop's 2 x 2 tables (40-56 rows, benchmarks/refit_speed.py): 152-322
+# leapfrog steps a draw in the warm refits against 1,002-1,023 in cold fits.
 CENTRE_BELOW = 0.5
 # Warm warmup: a quarter of the configured warmup, at least this many steps. The mass
 # matrix comes from the previous posterior, so the warmup only tunes the step size and
