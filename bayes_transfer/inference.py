@@ -122,9 +122,10 @@ def fit(
             ``warmup`` (at least 50 steps) tuning only the step size; the groups it pins
             are sampled centred, the others non-centred (the draws come back on the
             spec's own sites); the table is padded to a bucketed size so the compiled
-            sampler is reused from refit to refit (see :mod:`bayes_transfer.refit`). Units default to its units. Ignored (a
-            cold fit) when its parameters do not match the new table's (a new source,
-            target or observed pair), and with ``backend="pymc"``.
+            sampler is reused from refit to refit (see :mod:`bayes_transfer.refit`).
+            Units default to its units. Ignored (a cold fit) when its parameters do not
+            match the new table's (a new source, target or observed pair), and with
+            ``backend="pymc"``.
         prior_draws: with a positive number, also draw that many times from the prior
             into the groups ``prior`` and ``prior_predictive``. The ``posterior_predictive``
             group is added either way, unless it would be huge (see

@@ -116,22 +116,21 @@ def _latent_sites(data: ModelData) -> dict[str, Any]:
             if site["type"] == "sample" and not site["is_observed"]}
 
 
-def centring_from(previous: Posterior, spec: ModelSpec, n_groups: dict[str, int]
-                  ) -> dict[str, np.ndarray]:
-    """Per non-centred pooled parameter, a bool per group of its innermost level: sample
-    it centred in the refit (its previous posterior sd below ``CENTRE_BELOW`` times the
-    level's sd), or not. ``n_groups``: groups per level in the new model; a parameter
-    whose previous draws do not fit them is left as the spec has it."""
+def centring_from(previous: Posterior, data: ModelData) -> dict[str, np.ndarray]:
+    """Per non-centred pooled parameter of ``data``'s spec, a bool per group of its
+    innermost level: sample it centred in the refit (its previous posterior sd below
+    ``CENTRE_BELOW`` times the level's sd), or not. A parameter whose previous draws do
+    not have the new model's groups is left as the spec has it."""
     from bayes_transfer.named_params import all_draws
 
     post = all_draws(previous.idata)
     out = {}
-    for p in spec.params.values():
+    for p in data.spec.params.values():
         log, sd, z = f"log_{p.name}", f"{p.name}_sd_{p.level}", f"{p.name}_z_{p.level}"
         if p.pooling == "none" or p.centered or not {log, sd, z} <= set(post.data_vars):
             continue
         spread = post[log].std(("chain", "draw")).values.reshape(-1)
-        if spread.size != n_groups.get(p.level):
+        if spread.size != data.has_rows(p.level).size:  # the level's groups, now
             continue
         out[p.name] = spread < CENTRE_BELOW * float(post[sd].median())
     return out
@@ -285,9 +284,7 @@ def sample_warm(spec: ModelSpec, table: RunTable, units: Units, previous: Poster
     device = pick_device(settings.device)
     with jax.default_device(device):
         data = model_data(spec, table, units)
-        centre = centring_from(previous, spec, {
-            "source": data.n_sources, "target": data.n_targets,
-            "pair": data.n_sources * data.n_targets})
+        centre = centring_from(previous, data)
         data = dataclasses.replace(data, centre=centre or None)
         start = _warm_init(previous, _latent_sites(data), chains, settings.dense_mass,
                            centre)

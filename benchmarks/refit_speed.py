@@ -7,9 +7,9 @@ Two measurements, each a ratio against a baseline measured in the same run:
   each round is refitted warm (:func:`bayes_transfer.inference.fit` with ``warm_start``:
   chains start at the previous posterior's last draws, its draws' variances are the mass
   matrix, a quarter of the warmup tunes the step size, the groups the previous posterior
-  pins are sampled centred, and the padded table reuses the compiled sampler). Each warm refit is timed (CPU seconds of the process, all threads)
-  against a cold fit of the *same* table with
-  the same settings (compilation + full warmup + draws, what every round cost before).
+  pins are sampled centred, and the padded table reuses the compiled sampler). Each warm
+  refit is timed (CPU seconds of the process, all threads) against a cold fit of the
+  *same* table with the same settings (compilation + full warmup + draws, what every round cost before).
   The first warm refit compiles the warm sampler; later ones in the same row bucket
   reuse it. Target: a round's refit (compiled sampler reused) <= 25% of the cold fit.
   Each fit's max R-hat is printed beside it.
@@ -19,8 +19,8 @@ Two measurements, each a ratio against a baseline measured in the same run:
   the sampling's noise on a shared machine, and the faster of two runs for "off" and
   "warm cache". Ratio: warm cache / cache off (wall clock of the whole command).
 
-Run: ``python benchmarks/refit_speed.py`` (2 chains x 300 + 300, 5 warm rounds: 40-56 rows, two of them in the previous round's row bucket), or
-``--quick`` (2 chains x 100 + 100, depth 6, 2 warm rounds; the target is not enforced).
+Run: ``python benchmarks/refit_speed.py`` (2 chains x 300 + 300, 5 warm rounds: 40-56
+rows, two of them in the previous round's row bucket), or ``--quick`` (2 chains x 100 + 100, depth 6, 2 warm rounds; the target is not enforced).
 """
 
 from __future__ import annotations

@@ -279,12 +279,13 @@ def test_a_warm_refit_centres_pinned_groups_and_returns_the_specs_sites(tiny_sim
                                                                         tiny_posterior):
     """Groups the previous posterior pins are sampled centred, the others not; the draws
     come back on the spec's own non-centred sites, consistent with log_<name>."""
+    from bayes_transfer.model import model_data
     from bayes_transfer.named_params import all_draws
     from bayes_transfer.refit import CENTRE_BELOW, centring_from
 
     spec = load_spec("transfer-gap")
-    groups = {"source": 2, "target": 2, "pair": 4}
-    centre = centring_from(tiny_posterior, spec, groups)
+    centre = centring_from(tiny_posterior,
+                           model_data(spec, tiny_sim.runs, tiny_posterior.units))
     prev = tiny_posterior.idata.posterior
     spread = prev["log_G"].std(("chain", "draw")).values.reshape(-1)
     assert centre["G"].tolist() == (spread < CENTRE_BELOW
