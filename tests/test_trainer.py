@@ -129,8 +129,28 @@ def test_synthetic_split_and_relatedness() -> None:
     assert b.digest != c.digest
 
 
+def test_word_languages_are_english_words_under_related_grammars() -> None:
+    from bayes_transfer.trainer.corpora import _WORDS, _rules
+
+    a, b = load_corpus("words-a"), load_corpus("words-b")
+    assert a.train[:1000] not in a.heldout and len(a.train) == 1_000_000
+    # Every token is one of the family's English words, so text-trained models know them.
+    assert set(a.train.split()[:-1]) <= {w.encode() for w in _WORDS}
+    words = a.train.split()
+    # The grammar is a first-order chain: a word has at most 8 distinct successors.
+    successors: dict[bytes, set[bytes]] = {}
+    for w, nxt in zip(words[:-2], words[1:-1], strict=True):
+        successors.setdefault(w, set()).add(nxt)
+    assert max(len(s) for s in successors.values()) <= 8
+    shared_b = (_rules(0.8, 1, "words") == _rules(1.0, 0, "words")).all(axis=1).mean()
+    shared_c = (_rules(0.2, 2, "words") == _rules(1.0, 0, "words")).all(axis=1).mean()
+    assert 0.6 < shared_b < 0.95 and 0.05 < shared_c < 0.4
+    assert b.digest != load_corpus("words-c").digest != load_corpus("synth-c").digest
+    assert load_corpus("words:0.8:1").train == b.train
+
+
 def test_corpora_deterministic_across_processes() -> None:
-    names = ["c-src", "english", "synth-b", "python-src"]
+    names = ["c-src", "english", "synth-b", "words-b", "python-src"]
     code = f"from bayes_transfer.trainer import load_corpus; print([load_corpus(n).digest for n in {names!r}])"
     env = {**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(REPO)}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -151,6 +171,8 @@ def test_user_directory_corpus(tmp_path: Path) -> None:
     ("edit", "message"),
     [
         ({"sources": ["no-such-corpus"]}, "unknown corpus 'no-such-corpus'"),
+        ({"targets": ["words:many"]}, "expected words:SHARE"),
+        ({"targets": ["words:1.5"]}, "SHARE must be in"),
         ({"shapes": ["huge"]}, "unknown shape 'huge'"),
         ({"pretrain_tokens": ["many"]}, "pretrain_tokens must be a non-empty list of integers"),
         ({"finetune_tokens": [0]}, "finetune_tokens must be a non-empty list of integers >= 1"),

@@ -11,6 +11,9 @@ Names a grid may use:
 * ``synth-a`` .. ``synth-d`` random Markov languages of one family: ``synth-a`` is the base
   language, and ``synth-b``/``synth-c``/``synth-d`` share 80% / 20% / 0% of its
   transition rules (see :func:`synthetic_text`); ``synth:SHARE[:VARIANT]`` makes any other
+* ``words-a`` .. ``words-d`` the same construction one level up: random grammars over
+  common English words (see :func:`word_text`), so that a model pre-trained on real text
+  already knows the words' spelling; ``words:SHARE[:VARIANT]`` makes any other
 * ``dir:PATH`` every text file under a directory; ``file:PATH`` one file
 
 Each corpus is split once into a training part and a held-out part, deterministically on
@@ -48,6 +51,13 @@ SYNTHETIC: dict[str, tuple[float, int]] = {
     "synth-c": (0.2, 2),
     "synth-d": (0.0, 3),
 }
+#: The word-level family: name -> (share with words-a, variant seed).
+WORDS: dict[str, tuple[float, int]] = {
+    "words-a": (1.0, 0),
+    "words-b": (0.8, 1),
+    "words-c": (0.2, 2),
+    "words-d": (0.0, 3),
+}
 REAL = ("python-src", "python-tests", "english", "c-src")
 
 
@@ -70,26 +80,26 @@ class Corpus:
 
 def corpus_names() -> list[str]:
     """The built-in corpus names (``dir:``, ``file:`` and ``synth:`` forms come on top)."""
-    return [*REAL, *SYNTHETIC]
+    return [*REAL, *SYNTHETIC, *WORDS]
 
 
 def check_corpus_name(name: str) -> None:
     """Raise ``ValueError`` with a one-line message if ``name`` names no corpus."""
-    if name in REAL or name in SYNTHETIC:
+    if name in REAL or name in SYNTHETIC or name in WORDS:
         return
     kind, _, arg = name.partition(":")
     if kind == "dir" and Path(arg).is_dir():
         return
     if kind == "file" and _regular_text_file(Path(arg)):
         return
-    if kind == "synth":
+    if kind in ("synth", "words"):
         _parse_synth(name)
         return
     if kind in ("dir", "file"):
         raise ValueError(f"corpus {name!r}: {arg!r} is not an existing {'directory' if kind == 'dir' else 'regular, non-empty file'}")
     raise ValueError(
         f"unknown corpus {name!r}; expected one of {', '.join(corpus_names())}, "
-        "synth:SHARE[:VARIANT], dir:PATH or file:PATH"
+        "synth:SHARE[:VARIANT], words:SHARE[:VARIANT], dir:PATH or file:PATH"
     )
 
 
@@ -100,6 +110,9 @@ def load_corpus(name: str) -> Corpus:
     if name in SYNTHETIC or name.startswith("synth:"):
         share, variant = SYNTHETIC.get(name) or _parse_synth(name)
         return Corpus(name, synthetic_text(share, variant, 0), synthetic_text(share, variant, 1))
+    if name in WORDS or name.startswith("words:"):
+        share, variant = WORDS.get(name) or _parse_synth(name)
+        return Corpus(name, word_text(share, variant, 0), word_text(share, variant, 1))
     kind, _, arg = name.partition(":")
     if kind == "file":
         return _split_bytes(name, Path(arg).read_bytes())
@@ -229,28 +242,32 @@ def _parse_synth(name: str) -> tuple[float, int]:
         share = float(fields[0])
         variant = int(fields[1]) if len(fields) > 1 else 0
     except (ValueError, IndexError):
-        raise ValueError(f"corpus {name!r}: expected synth:SHARE[:VARIANT], e.g. synth:0.5:7") from None
+        kind = name.partition(":")[0]
+        raise ValueError(f"corpus {name!r}: expected {kind}:SHARE[:VARIANT], e.g. {kind}:0.5:7") from None
     if not 0.0 <= share <= 1.0 or len(fields) > 2:
         raise ValueError(f"corpus {name!r}: SHARE must be in [0, 1]")
     return share, variant
 
 
-def _random_rules(rng: np.random.Generator) -> np.ndarray:
-    """For each context (the previous ``_ORDER`` symbols), its allowed next symbols, most likely first."""
-    n_contexts = len(_ALPHABET) ** _ORDER
-    keys = rng.random((n_contexts, len(_ALPHABET)))
-    return np.argsort(keys, axis=1)[:, :_N_SUCCESSORS]
+def _random_rules(rng: np.random.Generator, n_contexts: int = len(_ALPHABET) ** _ORDER,
+                  n_symbols: int = len(_ALPHABET), successors: int = _N_SUCCESSORS) -> np.ndarray:
+    """For each context, its allowed next symbols (indices), most likely first."""
+    keys = rng.random((n_contexts, n_symbols))
+    return np.argsort(keys, axis=1)[:, :successors]
 
 
-@functools.lru_cache(maxsize=8)
-def _rules(share: float, variant: int) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _rules(share: float, variant: int, family: str = "synth") -> np.ndarray:
     """The base language's rules, each context's rule kept with probability ``share`` and
-    redrawn otherwise: ``share`` is the relatedness to ``synth-a``, by construction."""
-    base = _random_rules(np.random.default_rng(_FAMILY_SEED))
+    redrawn otherwise: ``share`` is the relatedness to the family's base language
+    (``synth-a`` or ``words-a``), by construction."""
+    shape = () if family == "synth" else (len(_WORDS), len(_WORDS), _WORD_SUCCESSORS)
+    base = _random_rules(np.random.default_rng(_FAMILY_SEED), *shape)
     if share >= 1.0:
         return base
-    rng = np.random.default_rng([_FAMILY_SEED, variant, int(round(share * 1_000_000))])
-    fresh = _random_rules(rng)
+    seed = [_FAMILY_SEED, variant, int(round(share * 1_000_000))]
+    rng = np.random.default_rng(seed if family == "synth" else [*seed, 1])
+    fresh = _random_rules(rng, *shape)
     keep = rng.random(len(base)) < share
     return np.where(keep[:, None], base, fresh)
 
@@ -277,3 +294,59 @@ def synthetic_text(share: float, variant: int, stream: int) -> bytes:
         context = (context * n_symbols + symbol) % n_contexts
         symbols[i] = _ALPHABET[symbol]
     return bytes(symbols)
+
+
+# The word-level family: common English words, so that a model pre-trained on real text
+# knows their spelling and its zero-shot loss on them improves with what it learnt (on the
+# letter-level family a text model's sharper English predictions only hurt, so zero-shot
+# loss there did not fall with model size); the grammar stringing them together is random.
+# A fixed list rather than words read from the Python install, so that these corpora (and
+# every run id on them) are the same on every machine.
+_WORDS = tuple(dict.fromkeys("""
+the of and to in is that for it as with was on be by this are or from at which an not
+have but all they one had were can there their has been more if when will would who so
+no what out up about into than them only other its then two may some could time these
+first over new very after also any most such like our well through where much before
+must between each those back just many how made under same used while own work life
+long because still way even here part place small without number world both never need
+come water house old great general high state home since during good last give find
+side year day hand point name case fact group problem system program order line value
+data file list table text word page book start end true false open close read write call
+return test code model field type class object string error result change given next
+example default method module function source target series report simple single common
+public local global left right early late large light sound form round power level paper
+market plant river city north south east west ground heart voice color music money story
+party study child woman man people family friend school course
+""".split()))  # 220 words, in order, once each
+_WORD_SUCCESSORS = 8  # each word allows this many next words, with Zipf weights 1/rank
+_WORDS_PER_LINE = 12
+
+
+def word_text(share: float, variant: int, stream: int) -> bytes:
+    """Sample text from a language of the word-level family: a first-order Markov chain
+    over :data:`_WORDS`, each word allowing ``_WORD_SUCCESSORS`` next words with weights
+    proportional to 1/rank, twelve words a line. ``stream`` 0 is the training text and 1
+    the held-out text (independent samples of the same language, ``_TRAIN_BYTES`` and
+    ``_HELDOUT_BYTES`` long).
+
+    Example:
+        >>> word_text(1.0, 0, 1)[:9]
+        b'during tr'
+    """
+    rules = _rules(share, variant, "words").tolist()
+    seed = [_FAMILY_SEED, variant, int(round(share * 1_000_000)), 99, stream, 1]
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, _WORD_SUCCESSORS + 1)
+    size = _TRAIN_BYTES if stream == 0 else _HELDOUT_BYTES
+    # Each word and its separator take >= 2 bytes, so size // 2 draws always fill the text.
+    ranks = rng.choice(_WORD_SUCCESSORS, size=size // 2, p=weights / weights.sum()).tolist()
+    words = [w.encode() for w in _WORDS]
+    out, length, word = [], 0, 0
+    for i, rank in enumerate(ranks):
+        word = rules[word][rank]
+        end = b"\n" if i % _WORDS_PER_LINE == _WORDS_PER_LINE - 1 else b" "
+        out += (words[word], end)
+        length += len(words[word]) + 1
+        if length >= size:
+            break
+    return b"".join(out)[:size]
