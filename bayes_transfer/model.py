@@ -219,7 +219,9 @@ def crossed(p: ParamSpec, data: ModelData) -> bool:
 
 def _offsets(p: ParamSpec, group: str, data: ModelData) -> Any:
     # Non-centred: sd * z with z ~ N(0, 1) avoids the funnel when a group has few rows.
-    sd = numpyro.sample(f"{p.name}_sd_{group}", dist.HalfNormal(p.group_scale))
+    # A level in fixed_sd keeps its prior sd: too few groups to learn their spread.
+    sd = (p.group_scale if group in p.fixed_sd
+          else numpyro.sample(f"{p.name}_sd_{group}", dist.HalfNormal(p.group_scale)))
     z = numpyro.sample(f"{p.name}_z_{group}",
                        dist.Normal(0.0, 1.0).expand((_group_size(group, data),)))
     return sd * z

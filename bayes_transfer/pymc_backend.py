@@ -123,8 +123,9 @@ def param_effect(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> A
 
 
 def _offsets(p: ParamSpec, group: str, data: ModelData, dims: dict[str, list[str]]) -> Any:
-    # Non-centred, as in the NumPyro model.
-    sd = pm.HalfNormal(f"{p.name}_sd_{group}", p.group_scale)
+    # Non-centred (and fixed_sd), as in the NumPyro model.
+    sd = (p.group_scale if group in p.fixed_sd
+          else pm.HalfNormal(f"{p.name}_sd_{group}", p.group_scale))
     z = pm.Normal(f"{p.name}_z_{group}", 0.0, 1.0, shape=(_group_size(group, data),),
                   dims=_dims(f"{p.name}_z_{group}", dims))
     return sd * z

@@ -23,6 +23,11 @@ precise rows, worse (a funnel) when groups have few. ``centered = "auto"`` decid
 group from the table: centred where a group has at least ``AUTO_CENTRE_ROWS`` rows,
 non-centred where it has fewer (one partially centred parameterisation).
 
+``fixed_sd = ["target"]`` (or ``"source"``; crossed pairs only) gives that level's offsets
+the fixed prior sd ``group_scale`` instead of a learned ``sd_*``: a factor with two or
+three levels cannot tell its spread, and a learned sd then makes a funnel with the offsets
+(fixed effects with a shrinkage prior, in lme4's terms; Bambi's common effects).
+
 ``factors = K`` (crossed pairs only) adds a rank-K interaction ``sd_factor * a_s . b_t``
 with ``a_s, b_t ~ Normal(0, I_K)``: sources that resemble each other on the targets they
 share are predicted to resemble each other on the rest, so a never-run pair borrows from
@@ -79,6 +84,7 @@ class ParamSpec:
     group_scale: float = 0.5
     centered: bool | str = False
     factors: int = 0
+    fixed_sd: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -96,6 +102,15 @@ class ParamSpec:
                 or not 0 <= self.factors <= MAX_FACTORS):
             raise SpecError(f"params.{self.name}.factors must be an integer from 0 to "
                             f"{MAX_FACTORS}")
+        fixed = self.fixed_sd
+        if (not isinstance(fixed, (list, tuple)) or len(set(fixed)) != len(fixed)
+                or any(g not in ("source", "target") for g in fixed)):
+            raise SpecError(f"params.{self.name}.fixed_sd must be a list of distinct levels "
+                            f"from [\"source\", \"target\"], not {fixed!r}")
+        object.__setattr__(self, "fixed_sd", tuple(fixed))
+        if fixed and (self.level, self.pooling) != ("pair", "crossed"):
+            raise SpecError(f"parameter {self.name}: fixed_sd applies to level = \"pair\" "
+                            "with pooling = \"crossed\" only")
         if self.factors and (self.level, self.pooling) != ("pair", "crossed"):
             raise SpecError(f"parameter {self.name}: factors apply to level = \"pair\" with "
                             "pooling = \"crossed\" only")
@@ -117,7 +132,8 @@ class ParamSpec:
                   "pair": ("source", "target", "pair") if self.pooling == "crossed"
                   else ("pair",)}[self.level]
         for g in groups:
-            sites[f"{n}_sd_{g}"] = ()
+            if g not in self.fixed_sd:
+                sites[f"{n}_sd_{g}"] = ()
             sites[f"{n}_z_{g}"] = (g,)
         if self.centered:
             # The innermost level is sampled as log_<name> itself, or, when some groups
@@ -308,6 +324,8 @@ def _typed(key: str, value: Any, param: str) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise SpecError(f"params.{param}.factors must be an integer from 0 to {MAX_FACTORS}")
         return value
+    if key == "fixed_sd":
+        return tuple(value) if isinstance(value, list) else value  # checked by ParamSpec
     if key in ("level", "pooling"):
         if not isinstance(value, str):
             raise SpecError(f"params.{param}.{key} must be a string")

@@ -29,6 +29,28 @@ def test_sites_and_dims_of_the_crossed_gap(tiny_sim):
     np.testing.assert_allclose(v["log_G"], expect, rtol=1e-5)
 
 
+def test_a_fixed_sd_level_keeps_its_prior_sd_in_both_back_ends(tiny_sim):
+    import dataclasses
+
+    base = load_spec("transfer-gap")
+    g = dataclasses.replace(base.params["G"], fixed_sd=("target",), group_scale=0.7)
+    spec = dataclasses.replace(base, params={**base.params, "G": g})
+    data = model_data(spec, tiny_sim.runs)
+    trace = handlers.trace(handlers.seed(hierarchical_model, jax.random.key(0))).get_trace(data)
+    v = {k: np.asarray(s["value"]) for k, s in trace.items()}
+    assert "G_sd_target" not in trace and "G_sd_source" in trace
+    assert set(site_dims(spec)) >= {"G_z_target"} and "G_sd_target" not in site_dims(spec)
+    # The target offsets enter with the fixed sd group_scale, draw by draw.
+    expect = (v["G_mu"] + (v["G_sd_source"] * v["G_z_source"])[:, None]
+              + (0.7 * v["G_z_target"])[None, :]).reshape(-1) + v["G_sd_pair"] * v["G_z_pair"]
+    np.testing.assert_allclose(v["log_G"], expect, rtol=1e-5)
+    from bayes_transfer.data import load_runs
+    from bayes_transfer.pymc_backend import pymc_model
+
+    names = {rv.name for rv in pymc_model(spec, load_runs(tiny_sim.runs)).free_RVs}
+    assert "G_sd_target" not in names and {"G_sd_source", "G_z_target"} <= names
+
+
 def test_at_rows_indexes_every_level():
     src, tgt = np.array([0, 1, 1]), np.array([1, 0, 1])
     pair_values = np.arange(4.0)  # pairs (0,0) (0,1) (1,0) (1,1)

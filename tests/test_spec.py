@@ -41,6 +41,11 @@ def test_unknown_parameter_is_named():
     ({"level": "pair", "pooling": "crossed", "factors": 4}, "factors must be an integer from 0"),
     ({"level": "pair", "pooling": "crossed", "factors": 1.5}, "factors must be an integer"),
     ({"level": "pair", "pooling": "crossed", "factors": True}, "factors must be an integer"),
+    ({"level": "pair", "pooling": "crossed", "fixed_sd": ["pair"]}, "fixed_sd must be a list"),
+    ({"level": "pair", "pooling": "crossed", "fixed_sd": "target"}, "fixed_sd must be a list"),
+    ({"level": "pair", "pooling": "crossed", "fixed_sd": ["target", "target"]},
+     "fixed_sd must be a list of distinct"),
+    ({"level": "pair", "pooling": "partial", "fixed_sd": ["target"]}, "fixed_sd applies to"),
 ])
 def test_bad_parameter_entries(entry, words):
     with pytest.raises(SpecError, match=words):
