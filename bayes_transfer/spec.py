@@ -325,7 +325,7 @@ def _typed(key: str, value: Any, param: str) -> Any:
             raise SpecError(f"params.{param}.factors must be an integer from 0 to {MAX_FACTORS}")
         return value
     if key == "fixed_sd":
-        return tuple(value) if isinstance(value, list) else value  # checked by ParamSpec
+        return value  # checked (and made a tuple) by ParamSpec
     if key in ("level", "pooling"):
         if not isinstance(value, str):
             raise SpecError(f"params.{param}.{key} must be a string")

@@ -35,7 +35,7 @@ import hashlib
 import re
 import stat
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,15 +85,12 @@ def corpus_names() -> list[str]:
 
 def check_corpus_name(name: str) -> None:
     """Raise ``ValueError`` with a one-line message if ``name`` names no corpus."""
-    if name in REAL or name in SYNTHETIC or name in WORDS:
+    if name in REAL or _synthetic(name):  # a malformed synth:/words: form raises there
         return
     kind, _, arg = name.partition(":")
     if kind == "dir" and Path(arg).is_dir():
         return
     if kind == "file" and _regular_text_file(Path(arg)):
-        return
-    if kind in ("synth", "words"):
-        _parse_synth(name)
         return
     if kind in ("dir", "file"):
         raise ValueError(f"corpus {name!r}: {arg!r} is not an existing {'directory' if kind == 'dir' else 'regular, non-empty file'}")
@@ -107,12 +104,9 @@ def check_corpus_name(name: str) -> None:
 def load_corpus(name: str) -> Corpus:
     """Load (and cache, per process) the corpus called ``name``."""
     check_corpus_name(name)
-    if name in SYNTHETIC or name.startswith("synth:"):
-        share, variant = SYNTHETIC.get(name) or _parse_synth(name)
-        return Corpus(name, synthetic_text(share, variant, 0), synthetic_text(share, variant, 1))
-    if name in WORDS or name.startswith("words:"):
-        share, variant = WORDS.get(name) or _parse_synth(name)
-        return Corpus(name, word_text(share, variant, 0), word_text(share, variant, 1))
+    if family := _synthetic(name):
+        sample, share, variant = family
+        return Corpus(name, sample(share, variant, 0), sample(share, variant, 1))
     kind, _, arg = name.partition(":")
     if kind == "file":
         return _split_bytes(name, Path(arg).read_bytes())
@@ -234,6 +228,17 @@ _ORDER = 1  # the next symbol depends on the previous one
 _N_SUCCESSORS = 6  # each context allows this many next symbols, with Zipf weights 1/rank
 _TRAIN_BYTES = 1_000_000
 _HELDOUT_BYTES = 100_000
+
+
+def _synthetic(name: str) -> tuple[Callable[[float, int, int], bytes], float, int] | None:
+    """(text sampler, share, variant) of a synthetic language's name, or None if it names
+    none: a family's named language (``synth-b``) or its ``PREFIX:SHARE[:VARIANT]`` form."""
+    for prefix, named, sample in (("synth", SYNTHETIC, synthetic_text), ("words", WORDS, word_text)):
+        if name in named:
+            return (sample, *named[name])
+        if name.startswith(prefix + ":"):
+            return (sample, *_parse_synth(name))
+    return None
 
 
 def _parse_synth(name: str) -> tuple[float, int]:
