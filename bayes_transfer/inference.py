@@ -47,6 +47,7 @@ from bayes_transfer.sampling import (  # noqa: F401
     SamplerSettings,
     coords_for,
     pick_device,
+    resolve_target_accept,
 )
 from bayes_transfer.spec import ModelSpec, load_spec
 
@@ -72,7 +73,7 @@ def fit(
     draws: int = 1000,
     warmup: int = 1000,
     seed: int = 0,
-    target_accept: float = 0.9,
+    target_accept: float | None = None,
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     init: Init = "auto",
@@ -95,6 +96,7 @@ def fit(
         chains, draws, warmup: NUTS chains, kept draws per chain, and warmup steps.
         seed: the random seed; the same seed, data and spec give the same draws.
         target_accept: NUTS target acceptance; raise it (0.95, 0.99) on divergences.
+            Default: the spec's ``[sampler] target_accept``, else 0.9.
         max_tree_depth: NUTS trajectories stop at ``2**max_tree_depth - 1`` leapfrog steps.
         dense_mass: adapt a dense mass matrix (the posterior covariance) during warmup
             instead of a diagonal one. Worth it when the rows pin correlated parameters
@@ -136,6 +138,7 @@ def fit(
         raised as a :class:`~bayes_transfer.diagnostics.SamplingWarning` with advice.
     """
     spec = load_spec(spec)
+    target_accept = resolve_target_accept(spec, target_accept)
     settings = SamplerSettings(chains=chains, draws=draws, warmup=warmup, seed=seed,
                                target_accept=target_accept, max_tree_depth=max_tree_depth,
                                dense_mass=dense_mass, init=init, device=device,

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from bayes_transfer.spec import ModelSpec
 
 __all__ = ["SamplerSettings", "Backend", "coords_for", "pick_device", "INITS",
-           "LAPLACE_FROM_ROWS", "MAX_SEED"]
+           "LAPLACE_FROM_ROWS", "MAX_SEED", "resolve_target_accept"]
 
 Init = Literal["auto", "laplace", "prior"]
 INITS = ("auto", "laplace", "prior")
@@ -148,6 +148,28 @@ class SamplerSettings:
         out = self.fit_kwargs()
         del out["progress"]
         return out
+
+
+def resolve_target_accept(spec: ModelSpec, target_accept: float | None) -> float:
+    """The target acceptance a fit uses: the one asked for, else the spec's, else 0.9.
+
+    A spec whose geometry needs a smaller step states it once (``[sampler]``), so every
+    path that fits it (``fit``, the CLI, backtests, the loop) gets it without a flag.
+
+    Example:
+        >>> from bayes_transfer.spec import load_spec
+        >>> resolve_target_accept(load_spec("transfer-gap-size"), None)
+        0.95
+        >>> resolve_target_accept(load_spec("transfer-gap"), None)
+        0.9
+        >>> resolve_target_accept(load_spec("transfer-gap-size"), 0.8)
+        0.8
+    """
+    if target_accept is not None:
+        return target_accept
+    if spec.target_accept is not None:
+        return spec.target_accept
+    return SamplerSettings.target_accept
 
 
 def _np_bool() -> type:

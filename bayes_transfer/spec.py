@@ -193,6 +193,8 @@ class ModelSpec:
     ``units``: the reference scales of N and of token counts that the coefficients are
     measured in (see :class:`bayes_transfer.laws.Units`); ``"auto"`` picks the power of
     ten nearest the geometric mean of the fitted rows.
+    ``sampler``: defaults for NUTS that belong to the model's geometry, not to one run
+    (``target_accept``); an argument given to ``fit`` overrides them.
     """
 
     law: str
@@ -204,6 +206,7 @@ class ModelSpec:
     units: dict[str, float | str] = field(
         default_factory=lambda: {"params": "auto", "tokens": "auto"})
     discrepancy: Discrepancy | None = None
+    sampler: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "<spec>") -> ModelSpec:
@@ -217,7 +220,7 @@ class ModelSpec:
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         known = {"law", "params", "likelihood", "rows", "name", "description", "units",
-                 "discrepancy"}
+                 "discrepancy", "sampler"}
         _no_unknown(d, known, "top-level key")
         if "law" not in d:
             raise SpecError("missing key 'law'")
@@ -262,7 +265,7 @@ class ModelSpec:
             disc = Discrepancy(**raw_disc)
         return cls(law=law.name, params=params, likelihood=Likelihood(**lik), rows=rows,
                    name=str(d.get("name", law.name)), description=str(d.get("description", "")),
-                   units=units, discrepancy=disc)
+                   units=units, discrepancy=disc, sampler=_sampler(d.get("sampler", {})))
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ModelSpec:
@@ -297,6 +300,11 @@ class ModelSpec:
                         for k, v in self.units.items()})
 
     @property
+    def target_accept(self) -> float | None:
+        """NUTS target acceptance this spec's geometry needs (``[sampler]``), or None."""
+        return self.sampler.get("target_accept")
+
+    @property
     def factor_rank(self) -> int:
         """Length of the ``factor`` dim: the largest ``factors`` of any parameter (0: none)."""
         return max((p.factors for p in self.params.values()), default=0)
@@ -305,6 +313,14 @@ class ModelSpec:
     def gap(self) -> str | None:
         """The law's transfer-gap parameter (``G``, ``k``), if it has one."""
         return get_law(self.law).gap
+
+
+def _sampler(raw: Any) -> dict[str, float]:
+    # Same bounds as the CLI's --target-accept.
+    if not isinstance(raw, dict):
+        raise SpecError("'sampler' must be a table, e.g. [sampler] target_accept = 0.95")
+    _no_unknown(raw, {"target_accept"}, "key of sampler")
+    return {k: _real(v, f"sampler.{k}", low=0.5, high=0.999) for k, v in raw.items()}
 
 
 def _no_unknown(d: dict[str, Any], known: set[str], what: str) -> None:

@@ -94,6 +94,40 @@ def sim():
     return simulated("transfer-gap")
 
 
+def test_the_specs_target_accept_is_the_default_of_fit_and_of_the_cli(monkeypatch,
+                                                                       tmp_path):
+    """A spec's [sampler] target_accept reaches the sampler unless the call overrides it,
+    in Python and through `bayes-transfer fit` (the bundled transfer-gap-size asks 0.95)."""
+    from typer.testing import CliRunner
+
+    import bayes_transfer.inference as inference
+    from bayes_transfer.cli import app
+
+    sized = simulated("transfer-gap-size")
+    assert sized.spec.target_accept == 0.95
+    monkeypatch.setattr(backends, "BACKENDS", dict(BACKENDS))
+    toy = register_backend(Toy(sized))
+    common = dict(backend="toy", chains=2, draws=30, progress=False, units=sized.units)
+    for target_accept in (None, 0.8):
+        fit(sized.runs, sized.spec, target_accept=target_accept, **common)
+    unset = sized.spec.to_dict() | {"sampler": {}}
+    fit(sized.runs, unset, **common)
+    assert [s.target_accept for s in toy.calls] == [0.95, 0.8, 0.9]
+    # The CLI's --target-accept defaults to the spec's, and overrides it when given.
+    toy.calls.clear()
+    real_fit = inference.fit
+    monkeypatch.setattr(inference, "fit", lambda *a, **kw: real_fit(
+        *a, **{**kw, "backend": "toy", "units": sized.units}))
+    runs = tmp_path / "runs.csv"
+    sized.runs.df.to_csv(runs, index=False)
+    for extra in ([], ["--target-accept", "0.85"]):
+        res = CliRunner().invoke(app, ["fit", str(runs), "--spec", "transfer-gap-size",
+                                       "--out", str(tmp_path / f"p{len(extra)}.nc"),
+                                       "--chains", "2", "--draws", "30", *extra])
+        assert res.exit_code == 0, res.output
+    assert [s.target_accept for s in toy.calls] == [0.95, 0.85]
+
+
 def test_a_backend_registered_in_a_test_is_used_by_fit(sim, monkeypatch):
     monkeypatch.setattr(backends, "BACKENDS", dict(BACKENDS))  # undone after the test
     toy = register_backend(Toy(sim))

@@ -52,6 +52,30 @@ def test_bad_parameter_entries(entry, words):
         load_spec({"law": "transfer-gap", "params": {"G": entry}})
 
 
+@pytest.mark.parametrize("sampler, words", [
+    ({"target_accept": 1.0}, r"sampler.target_accept must be >= 0.5 and <= 0.999"),
+    ({"target_accept": 0.2}, r"sampler.target_accept must be >= 0.5"),
+    ({"target_accept": "high"}, r"sampler.target_accept must be a number"),
+    ({"target_accept": True}, r"sampler.target_accept must be a number"),
+    ({"max_tree": 12}, r"unknown key of sampler \['max_tree'\]"),
+    (0.95, r"'sampler' must be a table"),
+])
+def test_bad_sampler_defaults_are_named(sampler, words):
+    with pytest.raises(SpecError, match=words):
+        load_spec({"law": "transfer-gap", "sampler": sampler})
+
+
+def test_sampler_defaults_round_trip_and_default_to_none():
+    spec = load_spec({"law": "transfer-gap", "sampler": {"target_accept": 0.97}})
+    assert spec.target_accept == 0.97
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    assert load_spec({"law": "transfer-gap"}).target_accept is None
+    # A stored spec from before [sampler] existed (no key) still loads.
+    old = load_spec("transfer-gap").to_dict()
+    del old["sampler"]
+    assert ModelSpec.from_dict(old).sampler == {}
+
+
 def test_bad_toml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("law = \n")

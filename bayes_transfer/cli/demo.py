@@ -28,6 +28,7 @@ from bayes_transfer.cli._app import table as titled_table
 
 # NUTS settings: the full demo keeps R-hat and ESS checks meaningful (4 chains); --quick
 # is a smoke run for tests and first looks (intervals are rougher, diagnostics may warn).
+# The target acceptance is the spec's own ([sampler]; 0.95 for transfer-gap-size).
 SETTINGS = {
     False: {"chains": 4, "draws": 1000, "warmup": 500},
     True: {"chains": 2, "draws": 150, "warmup": 150},

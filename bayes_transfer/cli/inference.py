@@ -117,8 +117,10 @@ def fit_command(
     warmup: int = typer.Option(1000, min=1, help="Warmup (adaptation) steps per chain."),
     seed: int = typer.Option(0, help="Random seed: same seed, data and spec, same draws."),
     backend: BackendName = typer.Option(BackendName.numpyro, help="Sampler back end."),
-    target_accept: float = typer.Option(0.9, min=0.5, max=0.999,
-                                        help="NUTS target acceptance; raise on divergences."),
+    target_accept: float | None = typer.Option(
+        None, min=0.5, max=0.999, show_default=False,
+        help="NUTS target acceptance; raise on divergences. [default: the spec's "
+        "[sampler] target_accept, else 0.9]"),
     max_tree_depth: int = typer.Option(10, min=1, max=15, help="NUTS maximum tree depth."),
     dense_mass: bool = typer.Option(
         False, help="Adapt a dense mass matrix (correlated parameters, many rows a pair)."),
@@ -152,13 +154,14 @@ def fit_command(
     checks.ci(ci)
     checks.seed(seed)
     with _user_errors():
-        from bayes_transfer.sampling import SamplerSettings
+        from bayes_transfer.sampling import SamplerSettings, resolve_target_accept
         from bayes_transfer.spec import load_spec
 
-        load_spec(spec)  # a bad spec fails now, not after loading JAX
+        model_spec = load_spec(spec)  # a bad spec fails now, not after loading JAX
         settings = SamplerSettings(  # so do bad sampler settings
             chains=chains, draws=draws, warmup=warmup, seed=seed,
-            target_accept=target_accept, max_tree_depth=max_tree_depth,
+            target_accept=resolve_target_accept(model_spec, target_accept),
+            max_tree_depth=max_tree_depth,
             dense_mass=dense_mass, init=init.value, device=device.value,
             progress=show_progress(progress))
         with warnings.catch_warnings():
