@@ -174,8 +174,8 @@ def fit(
     add_predictive(idata, spec, table, prior_draws=prior_draws, seed=seed, backend=backend)
     if spec.discrepancy is not None:
         _learn_discrepancy(idata, spec, table, units, SamplerSettings(
-            chains=chains, draws=draws, warmup=warmup, seed=seed, device=device),
-            backend=backend)
+            chains=chains, draws=draws, warmup=warmup, seed=seed, device=device,
+            target_accept=target_accept), backend=backend)
     return Posterior(idata=idata, spec=spec, runs=table,
                      diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec, idata)))
 
@@ -202,7 +202,8 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
             short = SamplerSettings(
                 chains=min(settings.chains, 2), draws=min(settings.draws, 400),
                 warmup=min(settings.warmup, 400), seed=settings.seed,
-                device=settings.device, progress=False)
+                target_accept=settings.target_accept, device=settings.device,
+                progress=False)
             post = fit(inner, bare, backend=backend, units=units, **short.fit_kwargs())
         held = table.subset(test_mask)
         log_draws = np.log(post.predict_draws(held, kind="observation",

@@ -71,7 +71,7 @@ from bayes_transfer.design import (
 from bayes_transfer.design.candidates import CostFn
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import ROW_RULES, Units, features, get_law
-from bayes_transfer.sampling import MAX_DRAWS, SamplerSettings
+from bayes_transfer.sampling import MAX_DRAWS, SamplerSettings, resolve_target_accept
 from bayes_transfer.spec import ModelSpec, load_spec
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ class _NutsRefit:
     def __init__(self, spec: ModelSpec, fit_kwargs: Mapping[str, Any]) -> None:
         self.spec = spec
         sampler = {k: v for k, v in fit_kwargs.items() if k in SamplerSettings.names()}
+        sampler["target_accept"] = resolve_target_accept(spec, sampler.get("target_accept"))
         # Checked now, not after round 0's runs have been trained.
         self.sampler = SamplerSettings(chains=2, draws=300, warmup=300,
                                        progress=False).replace(**sampler)

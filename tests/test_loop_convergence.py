@@ -305,3 +305,18 @@ def test_a_warm_refit_centres_pinned_groups_and_returns_the_specs_sites(tiny_sim
     loc = g["G_mu"][..., None] + (u[..., :, None] + v[..., None, :]).reshape(*u.shape[:2], 4)
     np.testing.assert_allclose(loc + g["G_sd_pair"][..., None] * g["G_z_pair"], g["log_G"],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_the_loops_refits_use_the_specs_target_accept_unless_told_otherwise(monkeypatch):
+    """transfer-gap-size asks target_accept 0.95 ([sampler]); the loop's refits honour it
+    (they used to pass SamplerSettings' own 0.9 explicitly, overriding the spec)."""
+    from bayes_transfer.loop import _default_fit
+
+    sized, plain = load_spec("transfer-gap-size"), load_spec("transfer-gap")
+    assert _default_fit(sized, {}).settings().target_accept == 0.95
+    assert _default_fit(sized, {"target_accept": 0.8}).settings(longer=2).target_accept == 0.8
+    assert _default_fit(plain, {}).settings().target_accept == 0.9
+    seen = []
+    monkeypatch.setattr(inference, "fit", lambda table, spec, **kw: seen.append(kw))
+    _default_fit(sized, {"chains": 3})(table=None)
+    assert seen[0]["target_accept"] == 0.95 and seen[0]["chains"] == 3
