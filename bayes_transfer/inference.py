@@ -139,10 +139,10 @@ def fit(
     """
     spec = load_spec(spec)
     target_accept = resolve_target_accept(spec, target_accept)
-    settings = SamplerSettings(chains=chains, draws=draws, warmup=warmup, seed=seed,
-                               target_accept=target_accept, max_tree_depth=max_tree_depth,
-                               dense_mass=dense_mass, init=init, device=device,
-                               progress=progress)
+    asked = SamplerSettings(chains=chains, draws=draws, warmup=warmup, seed=seed,
+                            target_accept=target_accept, max_tree_depth=max_tree_depth,
+                            dense_mass=dense_mass, init=init, device=device,
+                            progress=progress)
     sampler = get_backend(backend)
     table = load_runs(runs)
     table, left_out = select_rows(spec, table)
@@ -155,7 +155,7 @@ def fit(
         # draws are a start point of the same parameters.
         units = units or warm_start.units
     units = units or spec.resolve_units(table.df)
-    settings = settings.for_rows(len(table))
+    settings = asked.for_rows(len(table))
     idata, started = None, settings.init if sampler.uses_init else sampler.name
     if warm is not None:
         from bayes_transfer.refit import warm_warmup
@@ -173,9 +173,7 @@ def fit(
 
     add_predictive(idata, spec, table, prior_draws=prior_draws, seed=seed, backend=backend)
     if spec.discrepancy is not None:
-        _learn_discrepancy(idata, spec, table, units, SamplerSettings(
-            chains=chains, draws=draws, warmup=warmup, seed=seed, device=device,
-            target_accept=target_accept), backend=backend)
+        _learn_discrepancy(idata, spec, table, units, asked, backend=backend)
     return Posterior(idata=idata, spec=spec, runs=table,
                      diagnostics=diagnose(idata, var_names=_diagnosed_vars(spec, idata)))
 
@@ -186,7 +184,8 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
     :mod:`bayes_transfer.discrepancy`) and store its draws as ``disc_tau_<axis>``.
 
     The inner fits are short (at most 2 chains x 400 draws after 400 warmup) with the
-    default NUTS options; ``settings`` gives their seed, device and upper bounds."""
+    default NUTS options; ``settings`` (the fit's own) gives their seed, device, target
+    acceptance and upper bounds."""
     from bayes_transfer import discrepancy as dsc
     from bayes_transfer.diagnostics import SamplingWarning
 

@@ -47,6 +47,9 @@ MAX_SEED = 2**32 - 1  # what every sampler's seed accepts (PyMC's through numpy)
 #: More chains, or draws a chain, than any fit needs; 2**70 would only fail deep in JAX.
 MAX_CHAINS = 1024
 MAX_DRAWS = 10_000_000
+#: What a user may ask for (the CLI's --target-accept, a spec's [sampler]): below 0.5 NUTS
+#: steps too coarsely to be useful; at 1.0 the step size adapts to zero.
+TARGET_ACCEPT_RANGE = (0.5, 0.999)
 
 
 @dataclass(frozen=True)

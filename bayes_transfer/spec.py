@@ -54,6 +54,7 @@ from typing import Any
 from bayes_transfer.bundled import MODELS_DIR
 from bayes_transfer.discrepancy import Discrepancy
 from bayes_transfer.laws import Units, get_law
+from bayes_transfer.sampling import TARGET_ACCEPT_RANGE  # the CLI's bounds too
 
 __all__ = ["SpecError", "ParamSpec", "Likelihood", "ModelSpec", "load_spec", "LEVELS"]
 
@@ -316,11 +317,11 @@ class ModelSpec:
 
 
 def _sampler(raw: Any) -> dict[str, float]:
-    # Same bounds as the CLI's --target-accept.
     if not isinstance(raw, dict):
         raise SpecError("'sampler' must be a table, e.g. [sampler] target_accept = 0.95")
     _no_unknown(raw, {"target_accept"}, "key of sampler")
-    return {k: _real(v, f"sampler.{k}", low=0.5, high=0.999) for k, v in raw.items()}
+    low, high = TARGET_ACCEPT_RANGE
+    return {k: _real(v, f"sampler.{k}", low=low, high=high) for k, v in raw.items()}
 
 
 def _no_unknown(d: dict[str, Any], known: set[str], what: str) -> None:

@@ -31,6 +31,7 @@ from bayes_transfer.cli._app import (
     user_errors,
 )
 from bayes_transfer.cli._output import emit, print_frame
+from bayes_transfer.sampling import TARGET_ACCEPT_RANGE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,9 +119,9 @@ def fit_command(
     seed: int = typer.Option(0, help="Random seed: same seed, data and spec, same draws."),
     backend: BackendName = typer.Option(BackendName.numpyro, help="Sampler back end."),
     target_accept: float | None = typer.Option(
-        None, min=0.5, max=0.999, show_default=False,
-        help="NUTS target acceptance; raise on divergences. [default: the spec's "
-        "[sampler] target_accept, else 0.9]"),
+        None, min=TARGET_ACCEPT_RANGE[0], max=TARGET_ACCEPT_RANGE[1], show_default=False,
+        help="NUTS target acceptance; raise on divergences. (default: the spec's "
+        "sampler.target_accept, else 0.9)"),
     max_tree_depth: int = typer.Option(10, min=1, max=15, help="NUTS maximum tree depth."),
     dense_mass: bool = typer.Option(
         False, help="Adapt a dense mass matrix (correlated parameters, many rows a pair)."),
