@@ -29,7 +29,13 @@ import gc
 import warnings
 from typing import TYPE_CHECKING
 
-from bayes_transfer.sampling import Backend, SamplerSettings, coords_for, pick_device
+from bayes_transfer.sampling import (
+    Backend,
+    SamplerSettings,
+    coords_for,
+    pick_device,
+    reached_max_treedepth,
+)
 
 if TYPE_CHECKING:
     import arviz as az
@@ -151,9 +157,11 @@ class NumPyroBackend:
                 "energy": np.asarray(extra["energy"]),
                 # Log density of each draw (for the non-finite check), as PyMC's lp.
                 "lp": -np.asarray(extra["potential_energy"]),
-                # Leapfrog steps per draw, as PyMC calls them: 2^max_tree_depth - 1 means
-                # the trajectory was cut at the maximum tree depth.
+                # Leapfrog steps per draw, and whether the trajectory was cut at the
+                # maximum tree depth, as PyMC calls them.
                 "n_steps": np.asarray(extra["num_steps"]),
+                "reached_max_treedepth": reached_max_treedepth(
+                    np.asarray(extra["num_steps"]), s.max_tree_depth),
             },
             observed_data={"log_loss": np.asarray(data.log_loss)},
             coords=coords_for(table, spec), dims=site_dims(spec),

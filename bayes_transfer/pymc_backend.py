@@ -247,5 +247,7 @@ def _like_numpyro(idata: az.InferenceData, model: pm.Model) -> az.InferenceData:
     stats = idata.sample_stats
     if "lp" not in stats and "logp" in stats:
         idata.sample_stats["lp"] = stats["logp"]
+    if "reached_max_treedepth" not in stats and "maxdepth_reached" in stats:
+        idata.sample_stats["reached_max_treedepth"] = stats["maxdepth_reached"]
     return idata
 

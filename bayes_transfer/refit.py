@@ -34,7 +34,7 @@ from jax.flatten_util import ravel_pytree
 from bayes_transfer.data import RunTable
 from bayes_transfer.laws import Units
 from bayes_transfer.model import ModelData, hierarchical_model, model_data, site_dims
-from bayes_transfer.sampling import SamplerSettings, coords_for, pick_device
+from bayes_transfer.sampling import SamplerSettings, coords_for, pick_device, reached_max_treedepth
 from bayes_transfer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -307,6 +307,8 @@ def sample_warm(spec: ModelSpec, table: RunTable, units: Units, previous: Poster
                             {k: jnp.asarray(v) for k, v in z0.items()}, jnp.asarray(inv_mass))
         values = _to_spec_sites(jax.tree.map(np.asarray, values), spec, centre)
         stats = jax.tree.map(np.asarray, stats)
+        stats["reached_max_treedepth"] = reached_max_treedepth(stats["n_steps"],
+                                                               settings.max_tree_depth)
     dims = site_dims(spec)
     return az.from_dict(
         posterior={k: v for k, v in values.items() if k != "log_loss"},

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from bayes_transfer.spec import ModelSpec
 
 __all__ = ["SamplerSettings", "Backend", "coords_for", "pick_device", "INITS",
-           "LAPLACE_FROM_ROWS", "MAX_SEED", "resolve_target_accept"]
+           "LAPLACE_FROM_ROWS", "MAX_SEED", "resolve_target_accept", "reached_max_treedepth"]
 
 Init = Literal["auto", "laplace", "prior"]
 INITS = ("auto", "laplace", "prior")
@@ -175,6 +175,20 @@ def resolve_target_accept(spec: ModelSpec, target_accept: float | None) -> float
     return SamplerSettings.target_accept
 
 
+def reached_max_treedepth(n_steps: Any, max_tree_depth: int) -> Any:
+    """Whether each draw's trajectory was cut at the maximum tree depth, from its leapfrog
+    steps: a full tree of depth ``d`` takes ``2**d - 1`` (PyMC records the same flag).
+
+    Example:
+        >>> import numpy as np
+        >>> reached_max_treedepth(np.array([7, 1023, 500]), 10).tolist()
+        [False, True, False]
+    """
+    import numpy as np
+
+    return np.asarray(n_steps) >= 2 ** int(max_tree_depth) - 1
+
+
 def _np_bool() -> type:
     import numpy as np
 
@@ -197,7 +211,8 @@ class Backend(Protocol):
 
     ``sample`` returns InferenceData with a ``posterior`` of the model's sites (dims
     from :func:`bayes_transfer.model.site_dims`, coords from :func:`coords_for`),
-    ``sample_stats`` with ``diverging``, ``energy``, ``lp`` and ``n_steps``, and
+    ``sample_stats`` with ``diverging``, ``energy``, ``lp``, ``n_steps`` and
+    ``reached_max_treedepth`` (:func:`reached_max_treedepth`), and
     ``observed_data`` ``log_loss``; ``fit`` adds the rest. ``uses_init`` says whether
     ``settings.init`` chooses its chains' starts (a file records the back end's name as
     ``init`` otherwise). A back end may also offer

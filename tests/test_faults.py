@@ -40,7 +40,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
 
 
 def fake_idata(*, chains: int = 4, draws: int = 300, divergent: int = 0, shift: float = 0.0,
-               rho: float = 0.0, nonfinite: int = 0) -> az.InferenceData:
+               rho: float = 0.0, nonfinite: int = 0, saturated: int = 0) -> az.InferenceData:
     """Draws of one scalar with exactly the requested problems (seeded, deterministic)."""
     rng = np.random.default_rng(0)
     eps = rng.standard_normal((chains, draws))
@@ -53,7 +53,10 @@ def fake_idata(*, chains: int = 4, draws: int = 300, divergent: int = 0, shift: 
     diverging.flat[:divergent] = True
     lp = -0.5 * x**2
     lp.flat[:nonfinite] = -np.inf
-    stats = {"diverging": diverging, "lp": lp, "energy": rng.standard_normal((chains, draws))}
+    at_max_depth = np.zeros((chains, draws), bool)
+    at_max_depth.flat[:saturated] = True
+    stats = {"diverging": diverging, "lp": lp, "energy": rng.standard_normal((chains, draws)),
+             "reached_max_treedepth": at_max_depth}
     return az.from_dict(posterior={"x": x}, sample_stats=stats)
 
 
@@ -61,6 +64,21 @@ def test_a_clean_fake_has_no_problem():
     with warnings.catch_warnings():
         warnings.simplefilter("error", SamplingWarning)
         assert diagnose(fake_idata()).ok
+
+
+def test_draws_at_the_maximum_tree_depth_are_a_note_not_a_failure():
+    """Stan's convention: a cost to report with advice, not a wrong posterior by itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)
+        diag = diagnose(fake_idata(saturated=90))
+    assert diag.ok and diag.max_treedepth_draws == 90
+    assert diag.to_dict()["max_treedepth_draws"] == 90
+    text = str(diag)
+    assert "diagnostics OK" in text
+    assert "90/1200 draws (8%) stopped at the maximum tree depth" in text
+    assert "centered" in text  # the advice
+    clean = diagnose(fake_idata())
+    assert clean.max_treedepth_draws == 0 and not clean.notes and "note" not in str(clean)
 
 
 @pytest.mark.parametrize("problem, kwargs, words", [
@@ -85,7 +103,7 @@ def test_the_report_command_prints_each_problem_with_advice(tmp_path):
     from _posteriors import known_posterior, simulated
 
     post = known_posterior(simulated("transfer-gap"), spread=0.1)
-    stats = fake_idata(chains=2, draws=300, divergent=5, nonfinite=2).sample_stats
+    stats = fake_idata(chains=2, draws=300, divergent=5, nonfinite=2, saturated=30).sample_stats
     post.idata.add_groups({"sample_stats": stats})
     path = post.save(tmp_path / "post.nc")
     with pytest.warns(SamplingWarning):
@@ -94,7 +112,8 @@ def test_the_report_command_prints_each_problem_with_advice(tmp_path):
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())  # rich wraps lines
     for words in ("5 divergent transitions", "raise target_accept",
-                  "2 draws with a non-finite log density", "NOT trustworthy"):
+                  "2 draws with a non-finite log density", "NOT trustworthy",
+                  "30/600 draws (5%) stopped at the maximum tree depth"):
         assert words in out, out
 
 
@@ -106,6 +125,11 @@ def test_a_badly_run_real_fit_warns(tiny_sim):
         post = fit(tiny_sim.runs, "transfer-gap", chains=2, warmup=10, draws=20,
                    max_tree_depth=2, progress=False)
     assert not post.diagnostics.ok
+    # NumPyro records the cut trajectories as PyMC does, and the file keeps them.
+    stats = post.idata.sample_stats
+    assert stats["reached_max_treedepth"].values.tolist() == \
+        (stats["n_steps"].values == 3).tolist()
+    assert post.diagnostics.max_treedepth_draws == int((stats["n_steps"] == 3).sum()) > 0
 
 
 # ---- SIGKILL at random points ---------------------------------------------------------------

@@ -117,6 +117,7 @@ def test_sample_pymc_gives_stats_for_diagnostics_and_caps_trees():
     stats = idata.sample_stats
     assert {"diverging", "energy", "lp"} <= set(stats.data_vars)
     assert int(stats["n_steps"].max()) <= 2**2 - 1
+    assert (stats["reached_max_treedepth"] == (stats["n_steps"] == 3)).all()
     assert set(idata.posterior.data_vars) == set(_model_pair("transfer-gap")[3].named_vars) \
         - {"log_loss"}
 
