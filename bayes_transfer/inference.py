@@ -43,6 +43,7 @@ from bayes_transfer.model import select_rows
 # Re-exported here, where users found them; their home is bayes_transfer.sampling.
 from bayes_transfer.sampling import (  # noqa: F401
     LAPLACE_FROM_ROWS,
+    Centring,
     Init,
     SamplerSettings,
     coords_for,
@@ -80,6 +81,7 @@ def fit(
     backend: BackendName = "numpyro",
     device: str | None = None,
     progress: bool = True,
+    centring: Centring = "auto",
     units: Units | None = None,
     warm_start: Posterior | None = None,
     prior_draws: int = 0,
@@ -116,6 +118,17 @@ def fit(
             (JAX, GPU when present) or ``"pymc"`` (cross-check).
         device: ``"cpu"``, ``"gpu"`` or None (GPU when present); NumPyro only.
         progress: show a progress bar.
+        centring: ``"mode"``: NumPyro samples each group of a non-centred pooled
+            parameter that the rows pin (the posterior's curvature at its mode says so)
+            centred and the others non-centred, and returns the draws on the spec's own
+            sites: the same posterior without the ridges that make NUTS run at its
+            maximum tree depth (bundled table: ~190 leapfrog steps a draw instead of
+            1,020, the fit in 31 s instead of 73 s). The file records the groups
+            (``centred_groups``). ``"spec"``: sample exactly as the spec states.
+            ``"auto"`` (default): ``"mode"`` when rows x chains x (warmup + draws) is at
+            least 100,000 (finding the mode costs ~5 s of compilation, which a short fit
+            of a small table does not repay), else ``"spec"``. A warm start chooses the
+            groups from the previous posterior instead; PyMC samples as the spec states.
         units: reference scales of N and tokens (default: the spec's, ``auto`` from the
             table); pin them to compare posteriors fitted on different tables.
         warm_start: a posterior of the same spec on a table this one extends (the
@@ -142,7 +155,7 @@ def fit(
     asked = SamplerSettings(chains=chains, draws=draws, warmup=warmup, seed=seed,
                             target_accept=target_accept, max_tree_depth=max_tree_depth,
                             dense_mass=dense_mass, init=init, device=device,
-                            progress=progress)
+                            progress=progress, centring=centring)
     sampler = get_backend(backend)
     table = load_runs(runs)
     table, left_out = select_rows(spec, table)
@@ -166,7 +179,14 @@ def fit(
             settings, started = short, "warm"
     if idata is None:
         idata = sampler.sample(spec, table, units, settings)
-    settings = settings.to_dict() | {"init": started}  # what the file records
+    # What the file records: how the chains started and how the groups were centred (a
+    # warm start chooses them from the previous posterior; a back end that does not say
+    # which it centred sampled as the spec states).
+    settings = settings.to_dict() | {"init": started}
+    if started == "warm":
+        settings["centring"] = "warm"
+    elif "centred_groups" not in idata.posterior.attrs:
+        settings["centring"] = "spec"
     _annotate(idata, spec, table, backend=backend, left_out=left_out, units=units,
               settings=settings)
     from bayes_transfer.predictive import add_predictive
@@ -202,7 +222,7 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
                 chains=min(settings.chains, 2), draws=min(settings.draws, 400),
                 warmup=min(settings.warmup, 400), seed=settings.seed,
                 target_accept=settings.target_accept, device=settings.device,
-                progress=False)
+                centring=settings.centring, progress=False)
             post = fit(inner, bare, backend=backend, units=units, **short.fit_kwargs())
         held = table.subset(test_mask)
         log_draws = np.log(post.predict_draws(held, kind="observation",
@@ -255,7 +275,10 @@ def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out
     # sampler's offsets out of the default views (see bayes_transfer.named_params).
     from bayes_transfer.named_params import organise
 
+    centred = idata.posterior.attrs.get("centred_groups")  # the back end's, if it says
     organise(idata, spec)
+    if centred is not None:
+        idata.posterior.attrs["centred_groups"] = centred
     idata.posterior.attrs.update({
         "bayes_transfer_format": FORMAT_VERSION,
         "spec": spec.to_json(),

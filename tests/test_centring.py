@@ -3,6 +3,8 @@ table gives it many rows and non-centred where it gives few (``model.centring``)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,3 +50,80 @@ def test_auto_has_the_centred_sites_and_survives_the_saved_spec():
 def test_bad_centered_values_are_refused(bad):
     with pytest.raises(SpecError, match='centered must be true, false or "auto"'):
         _spec(bad)
+
+
+# ---- centring="mode": a cold fit centres the groups its rows pin ------------------------
+
+
+def test_the_mode_centres_the_groups_the_rows_pin_and_never_a_group_without_rows(tiny_sim):
+    """In z the curvature at the mode is 1 + sd^2 I: exactly 1 for a pair with no rows
+    (its z meets only its prior), above 5 where the rows pin the group to half the
+    level's sd."""
+    import jax
+
+    from bayes_transfer.refit import centring_from_mode
+
+    spec = load_spec("transfer-gap")
+    data = model_data(spec, tiny_sim.runs, tiny_sim.units)
+    centre = centring_from_mode(data, jax.random.key(0))
+    assert centre, "the tiny table's rows pin some groups"
+    never_run = list(tiny_sim.runs.pairs).index(("b", "y"))
+    for name, pinned in centre.items():
+        p = spec.params[name]
+        assert not p.centered and p.pooling != "none"  # only the non-centred ones
+        assert pinned.dtype == bool and pinned.shape == data.has_rows(p.level).shape
+        if p.level == "pair":
+            assert not pinned[never_run], name
+    # A spec whose pooled parameters are all centred has nothing to choose.
+    d = spec.to_dict()
+    for q in d["params"].values():
+        q["centered"] = True
+    assert centring_from_mode(model_data(load_spec(d), tiny_sim.runs, tiny_sim.units),
+                              jax.random.key(0)) == {}
+
+
+@pytest.mark.slow
+def test_centring_from_the_mode_samples_the_same_posterior_on_the_specs_sites(tmp_path):
+    """On the bundled table (A and G non-centred, the c-src pairs pinned) the two
+    parameterisations agree to a fraction of a posterior sd, and the mode's draws come
+    back on the spec's own sites: substituted into the spec's model, its offsets give
+    the law's values that were recorded."""
+    import json
+
+    from numpyro import handlers
+
+    from bayes_transfer.data import load_runs
+    from bayes_transfer.inference import Posterior, fit
+    from bayes_transfer.model import hierarchical_model
+    from bayes_transfer.named_params import all_draws
+
+    runs = load_runs(Path(__file__).resolve().parents[1] / "data" / "transfer_runs.csv")
+    kw = dict(chains=4, warmup=500, draws=1000, seed=0, progress=False)  # the demo's
+    mode = fit(runs, "transfer-gap-size", centring="mode", **kw)
+    spec_way = fit(runs, "transfer-gap-size", centring="spec", **kw)
+    assert mode.diagnostics.ok and spec_way.diagnostics.ok
+    assert json.loads(mode.idata.posterior.attrs["sampler_settings"])["centring"] == "mode"
+    groups = json.loads(mode.idata.posterior.attrs["centred_groups"])
+    assert set(groups) == {"A", "G"} and all(len(v) == 12 for v in groups.values())
+    assert any(groups["G"]) and not all(groups["G"])  # partially centred: the point
+
+    a, b = mode.flat_log_params(), spec_way.flat_log_params()
+    worst = max(float(np.max(np.abs(np.median(a[k], 0) - np.median(b[k], 0))
+                             / b[k].std(0))) for k in b)
+    assert worst < 0.3, worst
+
+    path = mode.save(tmp_path / "mode.nc")
+    draws = all_draws(Posterior.load(path).idata)
+    assert "G_z_pair" in draws and not any("_pc_" in v or "_loc_" in v for v in draws)
+    data = model_data(mode.spec, mode.runs, mode.units)
+    model = handlers.seed(hierarchical_model, 0)
+    sites = [k for k, v in handlers.trace(model).get_trace(data).items()
+             if v["type"] == "sample" and not v["is_observed"]]
+    assert "G_z_pair" in sites and set(sites) <= set(draws.data_vars)
+    for chain, draw in [(0, 0), (3, 999)]:
+        one = {s: np.asarray(draws[s].values[chain, draw]) for s in sites}
+        trace = handlers.trace(handlers.substitute(model, data=one)).get_trace(data)
+        for name in ("A", "G"):
+            np.testing.assert_allclose(trace[f"log_{name}"]["value"],
+                                       draws[f"log_{name}"].values[chain, draw], rtol=1e-5,
+                                       atol=1e-6)

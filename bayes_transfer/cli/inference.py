@@ -64,6 +64,12 @@ class InitName(StrEnum):
     prior = "prior"
 
 
+class CentringName(StrEnum):
+    auto = "auto"
+    mode = "mode"
+    spec = "spec"
+
+
 class DeviceName(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -129,6 +135,11 @@ def fit_command(
         InitName.auto, help="Chain starts: laplace (at the mode, with its curvature), prior "
         "(NumPyro's default), auto (laplace from 2,000 rows on). NumPyro only."),
     device: DeviceName = typer.Option(DeviceName.auto, help="JAX device (numpyro only)."),
+    centring: CentringName = typer.Option(
+        CentringName.auto, help="Non-centred pooled parameters: mode (centre each group "
+        "the rows pin, from the curvature at the posterior's mode; the draws come back on "
+        "the spec's sites), spec (sample as the spec states), auto (mode from 100,000 "
+        "rows x chains x iterations on). NumPyro only."),
     prior_draws: int = typer.Option(
         0, min=0, max=100_000, help="Also save this many prior draws (groups prior and "
         "prior_predictive); posterior_predictive is saved either way."),
@@ -164,7 +175,7 @@ def fit_command(
             target_accept=resolve_target_accept(model_spec, target_accept),
             max_tree_depth=max_tree_depth,
             dense_mass=dense_mass, init=init.value, device=device.value,
-            progress=show_progress(progress))
+            centring=centring.value, progress=show_progress(progress))
         with warnings.catch_warnings():
             # Diagnostics are printed below, once, with advice.
             warnings.simplefilter("ignore", SamplingWarning)
