@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import warnings
 from typing import TYPE_CHECKING
 
@@ -119,13 +118,11 @@ class NumPyroBackend:
             # the Laplace start and the centring take keys folded from it.
             key = jax.random.key(s.seed)
             init_key = jax.random.fold_in(key, 1)
-            centre = {}
-            if s.centring == "mode":
-                from bayes_transfer.refit import centring_from_mode
+            from bayes_transfer.refit import cold_centring, to_spec_sites
 
-                centre = centring_from_mode(data, jax.random.fold_in(key, 2))
-                if centre:
-                    data = dataclasses.replace(data, centre=centre)
+            centre = cold_centring(data, s)
+            if centre:
+                data = dataclasses.replace(data, centre=centre)
             init_params, inverse_mass = None, None
             if s.init == "laplace":
                 from bayes_transfer.laplace import laplace_start
@@ -152,9 +149,7 @@ class NumPyroBackend:
             samples = {k: np.asarray(v) for k, v in
                        mcmc.get_samples(group_by_chain=True).items()}
             if centre:
-                from bayes_transfer.refit import _to_spec_sites
-
-                samples = _to_spec_sites(samples, spec, centre)
+                samples = to_spec_sites(samples, spec, centre)
         # The sampler's compiled program sits in reference cycles that outlive this call,
         # and while it lives the next fit in this process runs ~1.7x slower per leapfrog
         # step (bundled table, same seed, same trajectories: 70 s of CPU instead of 41).
@@ -182,9 +177,7 @@ class NumPyroBackend:
             attrs={"inference_library": "numpyro",
                    "inference_library_version": numpyro_version},
         )
-        # Which groups were sampled centred (the draws are on the spec's own sites).
-        idata.posterior.attrs["centred_groups"] = json.dumps(
-            {k: np.asarray(v).astype(int).tolist() for k, v in centre.items()})
+        record_centring(idata, centre)
         return idata
 
     def sample_warm(self, spec: ModelSpec, table: RunTable, units: Units,
@@ -195,6 +188,17 @@ class NumPyroBackend:
         from bayes_transfer.refit import sample_warm
 
         return sample_warm(spec, table, units, previous, settings)
+
+
+def record_centring(idata: az.InferenceData, centre: dict) -> None:
+    """Record which groups a back end sampled centred (its draws are on the spec's own
+    sites either way); ``fit`` keeps it in the file as ``centred_groups``."""
+    import json
+
+    import numpy as np
+
+    idata.posterior.attrs["centred_groups"] = json.dumps(
+        {k: np.asarray(v).astype(int).tolist() for k, v in centre.items()})
 
 
 class PyMCBackend:

@@ -128,7 +128,8 @@ def fit(
             ``"auto"`` (default): ``"mode"`` when rows x chains x (warmup + draws) is at
             least 100,000 (finding the mode costs ~5 s of compilation, which a short fit
             of a small table does not repay), else ``"spec"``. A warm start chooses the
-            groups from the previous posterior instead; PyMC samples as the spec states.
+            groups from the previous posterior instead. Both back ends centre the same
+            groups.
         units: reference scales of N and tokens (default: the spec's, ``auto`` from the
             table); pin them to compare posteriors fitted on different tables.
         warm_start: a posterior of the same spec on a table this one extends (the

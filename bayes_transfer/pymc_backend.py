@@ -103,19 +103,22 @@ def param_effect(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> A
         value = value + (u[:, None] + v[None, :]).reshape((-1,))
         if p.factors:
             value = value + _interaction(p, data, dims)
-    if p.centered:
-        # Centred innermost level (partially centred when some groups have no rows), as in
-        # the NumPyro model.
+    override = data.centre is not None and name in data.centre
+    if p.centered or override:
+        # Centred innermost level (partially centred when some groups have no rows, or
+        # where a cold fit centres only the groups the rows pin), as in the NumPyro model.
         sd = pm.HalfNormal(f"{name}_sd_{p.level}", p.group_scale)
         n = _group_size(p.level, data)
-        centre = centring(p, data)
-        if centre.all():
+        centre = np.asarray(centring(p, data), dtype=bool)
+        if not override and centre.all():
             return pm.Normal(f"log_{name}", value, sd, shape=(n,),
                              dims=_dims(f"log_{name}", dims))
         c = centre.astype(float)
         value = value * np.ones(n)
+        if override:  # the draws are mapped back to the spec's own sites with it
+            pm.Deterministic(f"{name}_loc_{p.level}", value, dims=_dims(f"log_{name}", dims))
         raw = pm.Normal(f"{name}_pc_{p.level}", c * value, sd**c, shape=(n,),
-                        dims=_dims(f"{name}_pc_{p.level}", dims))
+                        dims=_dims(f"log_{name}", dims))  # the level's groups
         return pm.Deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value),
                                 dims=_dims(f"log_{name}", dims))
     value = value + _offsets(p, p.level, data, dims)
@@ -142,16 +145,21 @@ def _interaction(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> A
 
 
 def pymc_model(spec: ModelSpec, table: RunTable, observed: bool = True,
-               units: Units | None = None) -> pm.Model:
+               units: Units | None = None,
+               centre: dict[str, np.ndarray] | None = None) -> pm.Model:
     """The PyMC model of ``spec`` on ``table`` (rows already selected by ``select_rows``).
 
     Same variable names, priors, dims and likelihood as
     :func:`bayes_transfer.model.hierarchical_model`. With ``observed=False`` the log
-    losses are free variables (prior predictive).
+    losses are free variables (prior predictive). ``centre`` (a bool per group of
+    non-centred parameters, :func:`bayes_transfer.refit.cold_centring`) samples those
+    groups centred, as the NumPyro model does with ``ModelData.centre``.
     """
     # A spec's [discrepancy] is not part of the sampled model: fit() learns it afterwards
     # from an internal extrapolation, with whichever back end sampled the law.
     data = _numpy_data(model_data(spec, table, units))
+    if centre:
+        data = dataclasses.replace(data, centre=centre)
     law = get_law(spec.law)
     dims = site_dims(spec)
     with pm.Model(coords=coords_for(table, spec)) as model:
@@ -205,7 +213,11 @@ def sample_pymc(
         except ImportError:
             raise ImportError("nuts_sampler='nutpie' needs the nutpie package: "
                               "pip install nutpie") from None
-    model = pymc_model(spec, table, units=units)
+    from bayes_transfer.refit import cold_centring
+
+    s = s.for_rows(len(table))
+    centre = cold_centring(model_data(spec, table, units), s)
+    model = pymc_model(spec, table, units=units, centre=centre)
     with model, warnings.catch_warnings():
         # PyMC forks one worker per chain; JAX (already started by model_data) warns on
         # any fork. The workers only run PyTensor code and never call into JAX, so the
@@ -220,7 +232,26 @@ def sample_pymc(
             nuts_sampler=nuts_sampler, compute_convergence_checks=False,
             **_sampler_kwargs(nuts_sampler, s.max_tree_depth, s.dense_mass),
         )
-    return _like_numpyro(idata, model)
+    idata = _like_numpyro(idata, model)
+    if centre:
+        idata.posterior = _on_spec_sites(idata.posterior, spec, table, centre)
+    from bayes_transfer.backends import record_centring
+
+    record_centring(idata, centre)
+    return idata
+
+
+def _on_spec_sites(posterior: Any, spec: ModelSpec, table: RunTable,
+                   centre: dict[str, np.ndarray]) -> Any:
+    """A partially centred sample's posterior on the spec's own sites (named dims)."""
+    from bayes_transfer.refit import to_spec_sites
+
+    values = to_spec_sites({k: posterior[k].values for k in posterior.data_vars}, spec,
+                           centre)
+    out = az.from_dict(posterior=values, coords=coords_for(table, spec),
+                       dims=site_dims(spec)).posterior
+    out.attrs = posterior.attrs
+    return out
 
 
 def _sampler_kwargs(nuts_sampler: str, max_tree_depth: int,

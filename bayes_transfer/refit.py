@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
 
 __all__ = ["sample_warm", "bucket_rows", "warm_warmup", "clear_compiled", "centring_from",
-           "centring_from_mode", "MIN_ROWS_BUCKET"]
+           "centring_from_mode", "cold_centring", "to_spec_sites", "MIN_ROWS_BUCKET"]
 
 MIN_ROWS_BUCKET = 32
 # A group is sampled centred in a warm refit when its previous posterior sd (of the log
@@ -187,6 +187,16 @@ def centring_from_mode(data: ModelData, rng_key: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def cold_centring(data: ModelData, settings: SamplerSettings) -> dict[str, np.ndarray]:
+    """The groups a cold fit samples centred: :func:`centring_from_mode` when
+    ``settings.centring`` is ``"mode"`` (``SamplerSettings.for_rows`` resolves
+    ``"auto"``), none otherwise. Every back end calls it with the same key, folded from
+    the seed, so that they sample the same parameterisation."""
+    if settings.centring != "mode":
+        return {}
+    return centring_from_mode(data, jax.random.fold_in(jax.random.key(settings.seed), 2))
+
+
 def _previous_draws(post: Any, name: str, centre: dict[str, np.ndarray]) -> Any:
     """The previous posterior's draws of site ``name`` of the refit's model: the site
     itself, or for ``<p>_pc_<level>`` (a parameter the refit centres by group) log_<p>
@@ -201,7 +211,7 @@ def _previous_draws(post: Any, name: str, centre: dict[str, np.ndarray]) -> Any:
     return post[name].values if name in post else None
 
 
-def _to_spec_sites(values: dict[str, Any], spec: ModelSpec, centre: dict[str, np.ndarray]
+def to_spec_sites(values: dict[str, Any], spec: ModelSpec, centre: dict[str, np.ndarray]
                    ) -> dict[str, Any]:
     """The refit's draws on the spec's own sites: z = (log - loc) / sd for every
     parameter the refit sampled partially centred."""
@@ -356,7 +366,7 @@ def sample_warm(spec: ModelSpec, table: RunTable, units: Units, previous: Poster
                                                    for k, v in centre.items()}}
         values, stats = run(keys, arrays,
                             {k: jnp.asarray(v) for k, v in z0.items()}, jnp.asarray(inv_mass))
-        values = _to_spec_sites(jax.tree.map(np.asarray, values), spec, centre)
+        values = to_spec_sites(jax.tree.map(np.asarray, values), spec, centre)
         stats = jax.tree.map(np.asarray, stats)
         stats["reached_max_treedepth"] = reached_max_treedepth(stats["n_steps"],
                                                                settings.max_tree_depth)

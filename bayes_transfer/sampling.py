@@ -84,8 +84,8 @@ class SamplerSettings:
             sites: the same posterior, explored without the ridges a pinned non-centred
             group makes. ``"spec"``: exactly as the spec states. ``"auto"``: ``"mode"``
             when the fit is long enough to repay finding the mode
-            (:data:`CENTRING_FROM_WORK`), else ``"spec"``. PyMC samples as the spec
-            states.
+            (:data:`CENTRING_FROM_WORK`), else ``"spec"``. Both back ends centre the
+            same groups.
 
     Example:
         >>> SamplerSettings(target_accept=1.0)

@@ -95,6 +95,51 @@ def test_same_log_density(spec_name):
         assert float(logp(point)) == pytest.approx(float(expected), rel=1e-5, abs=1e-3)
 
 
+@pytest.mark.parametrize("spec_name", ["transfer-gap", "transfer-gap-size", "factor-gap"])
+def test_same_model_when_a_cold_fit_centres_some_groups(spec_name):
+    """centring="mode" samples some groups of non-centred parameters centred: both back
+    ends build that model alike (variables, dims of the law's values, log density)."""
+    import dataclasses
+
+    spec, table, data, _ = _model_pair(spec_name)
+    centre = {p.name: np.arange(data.has_rows(p.level).size) % 2 == 0
+              for p in spec.params.values() if p.pooling != "none" and not p.centered}
+    assert centre
+    data = dataclasses.replace(data, centre=centre)
+    model = pymc_model(spec, table, centre=centre)
+    trace = handlers.trace(handlers.seed(hierarchical_model, 0)).get_trace(data)
+    sites = {k for k, s in trace.items() if s["type"] in ("sample", "deterministic")}
+    assert set(model.named_vars) == sites
+    assert all(f"{n}_pc_{spec.params[n].level}" in sites for n in centre)
+    logp = model.compile_logp(jacobian=False, mode="FAST_COMPILE")
+    for seed in range(2):
+        trace = handlers.trace(handlers.seed(hierarchical_model, jax.random.key(seed))) \
+            .get_trace(data)
+        params = {k: s["value"] for k, s in trace.items()
+                  if s["type"] == "sample" and not s["is_observed"]}
+        expected, _ = log_density(hierarchical_model, (data,), {}, params)
+        point = {}
+        for rv in model.free_RVs:
+            name = model.rvs_to_values[rv].name
+            value = np.asarray(params[rv.name], dtype=np.float64)
+            point[name] = np.log(value) if name.endswith("_log__") else value
+        assert float(logp(point)) == pytest.approx(float(expected), rel=1e-5, abs=1e-3)
+
+
+def test_sample_pymc_centres_from_the_mode_and_returns_the_specs_sites():
+    spec, table, _, _ = _model_pair("transfer-gap")
+    as_spec = sample_pymc(spec, table, chains=1, warmup=20, draws=20, progress=False,
+                          centring="spec")
+    by_mode = sample_pymc(spec, table, chains=1, warmup=20, draws=20, progress=False,
+                          centring="mode")
+    assert set(by_mode.posterior.data_vars) == set(as_spec.posterior.data_vars)
+    assert by_mode.posterior["G_z_pair"].dims == as_spec.posterior["G_z_pair"].dims
+    import json
+
+    assert json.loads(as_spec.posterior.attrs["centred_groups"]) == {}
+    assert any(any(v) for v in json.loads(by_mode.posterior.attrs["centred_groups"]).values())
+
+
 def test_logaddexp_is_stable():
     import pytensor
     import pytensor.tensor as pt

@@ -139,7 +139,7 @@ def fit_command(
         CentringName.auto, help="Non-centred pooled parameters: mode (centre each group "
         "the rows pin, from the curvature at the posterior's mode; the draws come back on "
         "the spec's sites), spec (sample as the spec states), auto (mode from 100,000 "
-        "rows x chains x iterations on). NumPyro only."),
+        "rows x chains x iterations on)."),
     prior_draws: int = typer.Option(
         0, min=0, max=100_000, help="Also save this many prior draws (groups prior and "
         "prior_predictive); posterior_predictive is saved either way."),
