@@ -77,7 +77,7 @@ class SamplerSettings:
             ignores it.
         device: ``"cpu"``, ``"gpu"`` or None / ``"auto"`` (GPU when present); NumPyro only.
         progress: show a progress bar.
-        centring: how NumPyro samples the spec's non-centred pooled parameters.
+        centring: how the spec's non-centred pooled parameters are sampled.
             ``"mode"``: each group the rows pin (read off the posterior's curvature at
             its mode, :func:`bayes_transfer.refit.centring_from_mode`) is sampled
             centred, the others non-centred, and the draws come back on the spec's own
