@@ -118,22 +118,27 @@ class NumPyroBackend:
             # the Laplace start and the centring take keys folded from it.
             key = jax.random.key(s.seed)
             init_key = jax.random.fold_in(key, 1)
-            from bayes_transfer.refit import cold_centring, to_spec_sites
+            from bayes_transfer.refit import centred_start, cold_centring, to_spec_sites
 
             centre = cold_centring(data, s)
-            if centre:
-                data = dataclasses.replace(data, centre=centre)
             init_params, inverse_mass = None, None
             if s.init == "laplace":
                 from bayes_transfer.laplace import laplace_start
 
+                # In the spec's own coordinates, then moved to the centred groups' (see
+                # refit.centred_start).
                 init_params, inverse_mass = laplace_start(hierarchical_model, (data,),
                                                           init_key, s.chains)
+                if centre:
+                    init_params, inverse_mass = centred_start(init_params, inverse_mass,
+                                                              data, centre)
                 gc.collect()  # its compiled program, lest it slow the sampler (see below)
                 if s.chains == 1:
                     init_params = jax.tree.map(lambda v: v[0], init_params)
                 if s.dense_mass:
                     inverse_mass = jnp.diag(inverse_mass)
+            if centre:
+                data = dataclasses.replace(data, centre=centre)
             kernel = NUTS(hierarchical_model, target_accept_prob=s.target_accept,
                           max_tree_depth=s.max_tree_depth, dense_mass=s.dense_mass,
                           inverse_mass_matrix=inverse_mass)

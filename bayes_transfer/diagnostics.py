@@ -139,9 +139,10 @@ def diagnose(idata: az.InferenceData, var_names: list[str] | None = None,
         notes.append(f"{saturated}/{chains * draws} draws ({saturated / (chains * draws):.0%}) "
                      "stopped at the maximum tree depth: each cost 2^max_tree_depth - 1 "
                      "gradients. An efficiency cost, not an error while R-hat and ESS pass; "
-                     "a ridge or funnel in the posterior is the usual cause: try the other "
-                     "centring of the pooled parameters (centered = true / false / \"auto\"), "
-                     "tighter group_scale priors, or a larger max_tree_depth")
+                     "a ridge or funnel in the posterior is the usual cause: fit with "
+                     "centring=\"mode\" (--centring mode) if it was not, or change the "
+                     "spec's centered, tighten its group_scale priors, or raise "
+                     "max_tree_depth")
     diag = Diagnostics(max_rhat=max_rhat, min_ess_bulk=ess_bulk, min_ess_tail=ess_tail,
                        divergences=divergences, n_draws=chains * draws, chains=chains,
                        bfmi=bfmi, nonfinite_draws=nonfinite, worst_rhat_var=rhat_var,

@@ -265,7 +265,8 @@ def _check_structure(path: Path, groups: dict[str, xr.Dataset]) -> tuple[ModelSp
         raise _error(path, f"format version {version} is not one bayes_transfer wrote")
     spec = _spec(path, attrs.get("spec"))
     _units(path, attrs.get("units"))
-    for key in ("table_name", "law", "backend", "sampler_settings", "discrepancy"):
+    for key in ("table_name", "law", "backend", "sampler_settings", "discrepancy",
+                "centred_groups"):
         if key in attrs and not isinstance(attrs[key], str):
             raise _error(path, f"damaged posterior metadata: {key} is not text")
     if spec.discrepancy is not None:

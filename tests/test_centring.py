@@ -127,3 +127,39 @@ def test_centring_from_the_mode_samples_the_same_posterior_on_the_specs_sites(tm
             np.testing.assert_allclose(trace[f"log_{name}"]["value"],
                                        draws[f"log_{name}"].values[chain, draw], rtol=1e-5,
                                        atol=1e-6)
+
+
+def test_a_laplace_start_moves_to_the_centred_groups_coordinates(tiny_sim):
+    """centring="mode" with init="laplace": the start is the spec's Laplace approximation
+    moved to the partially centred model: the same sites and flat layout as that model,
+    each centred group at its log value, the log density finite."""
+    import dataclasses
+
+    import jax
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
+
+    from bayes_transfer.laplace import laplace_start
+    from bayes_transfer.model import hierarchical_model
+    from bayes_transfer.refit import centred_start
+
+    spec = load_spec("transfer-gap")
+    data = model_data(spec, tiny_sim.runs, tiny_sim.units)
+    init, inv_mass = laplace_start(hierarchical_model, (data,), jax.random.key(0), 2)
+    centre = {"G": np.array([True, False, True, False]), "A": np.array([1, 1, 0, 0], bool)}
+    moved, moved_mass = centred_start(init, inv_mass, data, centre)
+    centred = dataclasses.replace(data, centre=centre)
+    sites = initialize_model(jax.random.key(0), hierarchical_model,
+                             model_args=(centred,)).param_info.z
+    assert set(moved) == set(sites)
+    assert moved_mass.shape == ravel_pytree(sites)[0].shape and (moved_mass > 0).all()
+    for chain in range(2):
+        z = {k: v[chain] for k, v in moved.items()}
+        assert np.isfinite(float(potential_energy(hierarchical_model, (centred,), {}, z)))
+        before = constrain_fn(hierarchical_model, (data,), {},
+                              {k: v[chain] for k, v in init.items()},
+                              return_deterministic=True)
+        after = constrain_fn(hierarchical_model, (centred,), {}, z, return_deterministic=True)
+        for name in centre:  # the same point of the same posterior
+            np.testing.assert_allclose(after[f"log_{name}"], before[f"log_{name}"],
+                                       rtol=1e-5, atol=1e-5)

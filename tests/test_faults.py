@@ -76,7 +76,7 @@ def test_draws_at_the_maximum_tree_depth_are_a_note_not_a_failure():
     text = str(diag)
     assert "diagnostics OK" in text
     assert "90/1200 draws (8%) stopped at the maximum tree depth" in text
-    assert "centered" in text  # the advice
+    assert "centring=\"mode\"" in text and "centered" in text  # the advice
     clean = diagnose(fake_idata())
     assert clean.max_treedepth_draws == 0 and not clean.notes and "note" not in str(clean)
 
