@@ -118,7 +118,12 @@ class NumPyroBackend:
             # the Laplace start and the centring take keys folded from it.
             key = jax.random.key(s.seed)
             init_key = jax.random.fold_in(key, 1)
-            from bayes_transfer.refit import centred_start, cold_centring, to_spec_sites
+            from bayes_transfer.refit import (
+                centred_start,
+                cold_centring,
+                record_centring,
+                to_spec_sites,
+            )
 
             centre = cold_centring(data, s)
             init_params, inverse_mass = None, None
@@ -193,17 +198,6 @@ class NumPyroBackend:
         from bayes_transfer.refit import sample_warm
 
         return sample_warm(spec, table, units, previous, settings)
-
-
-def record_centring(idata: az.InferenceData, centre: dict) -> None:
-    """Record which groups a back end sampled centred (its draws are on the spec's own
-    sites either way); ``fit`` keeps it in the file as ``centred_groups``."""
-    import json
-
-    import numpy as np
-
-    idata.posterior.attrs["centred_groups"] = json.dumps(
-        {k: np.asarray(v).astype(int).tolist() for k, v in centre.items()})
 
 
 class PyMCBackend:

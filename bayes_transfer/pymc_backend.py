@@ -235,7 +235,7 @@ def sample_pymc(
     idata = _like_numpyro(idata, model)
     if centre:
         idata.posterior = _on_spec_sites(idata.posterior, spec, table, centre)
-    from bayes_transfer.backends import record_centring
+    from bayes_transfer.refit import record_centring
 
     record_centring(idata, centre)
     return idata

@@ -6,7 +6,9 @@ posterior, takes the inverse mass matrix from the previous posterior's draws (th
 variances in the unconstrained space), and adapts only the step size in a short warmup.
 Each group of a non-centred parameter whose previous posterior is much narrower than its
 level's sd (the data pin it) is sampled centred, the others non-centred, and the draws are
-mapped back to the spec's own sites (:func:`centring_from`).
+mapped back to the spec's own sites (:func:`centring_from`). A cold fit can make the
+same choice from the curvature at the posterior's mode (``fit(..., centring="mode")``,
+:func:`centring_from_mode`, :func:`cold_centring`).
 The table is padded to a bucketed number of rows (:func:`bucket_rows`) with a mask on
 the likelihood, so that the sampler, which takes the table's arrays as
 arguments, is compiled once per bucket and reused in-process (and, with JAX's persistent
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["sample_warm", "bucket_rows", "warm_warmup", "clear_compiled", "centring_from",
            "centring_from_mode", "cold_centring", "centred_start", "to_spec_sites",
+           "record_centring",
            "MIN_ROWS_BUCKET"]
 
 MIN_ROWS_BUCKET = 32
@@ -190,12 +193,20 @@ def centring_from_mode(data: ModelData, rng_key: Any) -> dict[str, np.ndarray]:
 
 def cold_centring(data: ModelData, settings: SamplerSettings) -> dict[str, np.ndarray]:
     """The groups a cold fit samples centred: :func:`centring_from_mode` when
-    ``settings.centring`` is ``"mode"`` (``SamplerSettings.for_rows`` resolves
-    ``"auto"``), none otherwise. Every back end calls it with the same key, folded from
-    the seed, so that they sample the same parameterisation."""
+    ``settings.centring`` is ``"mode"``, none otherwise. Every back end calls it with the
+    same key, folded from the seed, so that they sample the same parameterisation."""
     if settings.centring != "mode":
         return {}
     return centring_from_mode(data, jax.random.fold_in(jax.random.key(settings.seed), 2))
+
+
+def record_centring(idata: az.InferenceData, centre: dict[str, np.ndarray]) -> None:
+    """Record which groups a cold fit sampled centred (its draws are on the spec's own
+    sites either way); ``fit`` keeps it in the file as ``centred_groups``."""
+    import json
+
+    idata.posterior.attrs["centred_groups"] = json.dumps(
+        {k: np.asarray(v).astype(int).tolist() for k, v in centre.items()})
 
 
 def centred_start(init: dict[str, Any], inverse_mass: Any, data: ModelData,

@@ -36,19 +36,13 @@ if TYPE_CHECKING:
     from bayes_transfer.spec import ModelSpec
 
 __all__ = ["SamplerSettings", "Backend", "coords_for", "pick_device", "INITS",
-           "CENTRINGS", "CENTRING_FROM_WORK", "LAPLACE_FROM_ROWS", "MAX_SEED", "resolve_target_accept",
+           "CENTRINGS", "LAPLACE_FROM_ROWS", "MAX_SEED", "resolve_target_accept",
            "reached_max_treedepth"]
 
 Init = Literal["auto", "laplace", "prior"]
 INITS = ("auto", "laplace", "prior")
-Centring = Literal["auto", "mode", "spec"]
-CENTRINGS = ("auto", "mode", "spec")
-# centring="auto" chooses the centring from the posterior's mode when the sampling is at
-# least this long (fitted rows x chains x (warmup + draws)): finding the mode costs ~5 s
-# of compilation on 2 CPU cores, which a short fit of a small table does not repay (2 x
-# 200 iterations on 28 rows: 16 s instead of 10 s), while a long one gains several
-# times that (the bundled table, 432 rows x 4 x 1,500: 31 s instead of 73 s).
-CENTRING_FROM_WORK = 100_000
+Centring = Literal["spec", "mode"]
+CENTRINGS = ("spec", "mode")
 # init="auto" starts from the Laplace approximation from this many fitted rows on: below
 # it, the extra compilation (~6 s on 2 CPU cores) costs more than the warmup it saves.
 LAPLACE_FROM_ROWS = 2000
@@ -82,10 +76,9 @@ class SamplerSettings:
             its mode, :func:`bayes_transfer.refit.centring_from_mode`) is sampled
             centred, the others non-centred, and the draws come back on the spec's own
             sites: the same posterior, explored without the ridges a pinned non-centred
-            group makes. ``"spec"``: exactly as the spec states. ``"auto"``: ``"mode"``
-            when the fit is long enough to repay finding the mode
-            (:data:`CENTRING_FROM_WORK`), else ``"spec"``. Both back ends centre the
-            same groups.
+            group makes, but it can make funnels one level up (divergences): opt in and
+            check the diagnostics. ``"spec"`` (default): exactly as the spec states.
+            Both back ends centre the same groups.
 
     Example:
         >>> SamplerSettings(target_accept=1.0)
@@ -104,7 +97,7 @@ class SamplerSettings:
     init: Init = "auto"
     device: str | None = None
     progress: bool = True
-    centring: Centring = "auto"
+    centring: Centring = "spec"
 
     def __post_init__(self) -> None:
         for name, low, high in (("chains", 1, MAX_CHAINS), ("draws", 1, MAX_DRAWS),
@@ -125,8 +118,7 @@ class SamplerSettings:
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; use 'auto', 'laplace' or 'prior'")
         if self.centring not in CENTRINGS:
-            raise ValueError(f"unknown centring {self.centring!r}; use 'auto', 'mode' or "
-                             "'spec'")
+            raise ValueError(f"unknown centring {self.centring!r}; use 'spec' or 'mode'")
         if self.device is not None and (not isinstance(self.device, str) or not self.device):
             raise ValueError(f"device must be 'cpu', 'gpu', 'auto' or None, "
                              f"not {self.device!r}")
@@ -156,25 +148,11 @@ class SamplerSettings:
         return dataclasses.replace(self, **changes)
 
     def for_rows(self, n_rows: int) -> SamplerSettings:
-        """``init="auto"`` and ``centring="auto"`` made concrete for a table of
-        ``n_rows`` fitted rows: ``"laplace"`` from :data:`LAPLACE_FROM_ROWS` rows on,
-        ``"prior"`` below; ``"mode"`` from :data:`CENTRING_FROM_WORK` rows x chains x
-        iterations on, ``"spec"`` below.
-
-        Example:
-            >>> s = SamplerSettings(chains=4, warmup=500, draws=1000).for_rows(432)
-            >>> s.init, s.centring
-            ('prior', 'mode')
-            >>> SamplerSettings(chains=2, warmup=100, draws=100).for_rows(28).centring
-            'spec'
-        """
-        out = self
-        if self.init == "auto":
-            out = out.replace(init="laplace" if n_rows >= LAPLACE_FROM_ROWS else "prior")
-        if self.centring == "auto":
-            work = n_rows * self.chains * (self.warmup + self.draws)
-            out = out.replace(centring="mode" if work >= CENTRING_FROM_WORK else "spec")
-        return out
+        """``init="auto"`` made concrete for a table of ``n_rows`` fitted rows:
+        ``"laplace"`` from :data:`LAPLACE_FROM_ROWS` rows on, ``"prior"`` below."""
+        if self.init != "auto":
+            return self
+        return self.replace(init="laplace" if n_rows >= LAPLACE_FROM_ROWS else "prior")
 
     def fit_kwargs(self) -> dict[str, Any]:
         """Every setting as keywords of :func:`~bayes_transfer.inference.fit`."""

@@ -59,7 +59,6 @@ from bayes_transfer.inference import fit
 from bayes_transfer.model import select_rows
 from bayes_transfer.pymc_backend import sample_pymc
 from bayes_transfer.runtime import use_host_devices
-from bayes_transfer.sampling import SamplerSettings
 from bayes_transfer.spec import ModelSpec, load_spec
 
 use_host_devices()  # as the CLI does: NumPyro's CPU chains in parallel, one device each
@@ -101,7 +100,7 @@ def _cpu_seconds() -> float:
 
 
 def _fit(sampler: str, spec: ModelSpec, runs: RunTable, *, chains: int, warmup: int,
-         draws: int, seed: int, centring: str = "auto") -> az.InferenceData:
+         draws: int, seed: int, centring: str = "spec") -> az.InferenceData:
     kw = dict(chains=chains, warmup=warmup, draws=draws, seed=seed, progress=False,
               centring=centring)
     if sampler in ("numpyro", "pymc"):
@@ -248,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="default: per table (see tables())")
     parser.add_argument("--draws", type=int, default=None, help="default: per table")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--centring", choices=["spec", "mode"], default="spec",
+                        help="fit's centring for both back ends (default: as the spec "
+                             "states)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds per table (default: 3 for the bundled table, 1 for 10x)")
     parser.add_argument("--nutpie", action="store_true",
@@ -268,9 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, runs, note, length, seeds in tables(spec, args.quick):
         warmup, draws = args.warmup or length, args.draws or length
         seeds = args.seeds or seeds
-        # Both back ends centre the groups the rows pin (fit's default, centring="auto").
-        centring = SamplerSettings(chains=args.chains, warmup=warmup, draws=draws).for_rows(
-            len(select_rows(spec, runs)[0])).centring
+        centring = args.centring  # both back ends sample the same parameterisation
         print(f"table {name}: {note + ', ' if note else ''}{args.chains} chains x ({warmup} "
               f"warmup + {draws} draws), seeds {args.seed}..{args.seed + seeds - 1}, "
               f"centring {centring}", flush=True)

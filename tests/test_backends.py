@@ -40,7 +40,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bayes_transfer"
     ({"progress": 1}, "progress must be True or False, not 1"),
     ({"init": "map"}, "unknown init 'map'; use 'auto', 'laplace' or 'prior'"),
     ({"device": ""}, "device must be 'cpu', 'gpu', 'auto' or None"),
-    ({"centring": "centred"}, "unknown centring 'centred'; use 'auto', 'mode' or 'spec'"),
+    ({"centring": "auto"}, "unknown centring 'auto'; use 'spec' or 'mode'"),
 ])
 def test_settings_refuse_bad_values_naming_them(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -57,16 +57,11 @@ def test_settings_accept_what_they_should_and_record_what_decides_the_draws():
     assert type(s.chains) is int and s.dense_mass is True and s.warmup == 0
     assert s.to_dict() == {"chains": 2, "draws": 50, "warmup": 0, "seed": 2**32 - 1,
                            "target_accept": 0.99, "max_tree_depth": 10, "dense_mass": True,
-                           "init": "auto", "device": "cpu", "centring": "auto"}
+                           "init": "auto", "device": "cpu", "centring": "spec"}
     assert json.loads(json.dumps(s.to_dict())) == s.to_dict()
     assert SamplerSettings(**s.fit_kwargs()) == s
     assert s.for_rows(10).init == "prior" and s.for_rows(5000).init == "laplace"
     assert s.replace(init="laplace").for_rows(10).init == "laplace"
-    # centring="auto": from the mode once the fit is long enough to repay finding it.
-    assert s.for_rows(10).centring == "spec"  # 10 rows x 2 chains x 50 iterations
-    assert s.replace(draws=2000).for_rows(25).centring == "mode"  # 100,000
-    assert s.replace(draws=2000, centring="spec").for_rows(25).centring == "spec"
-    assert s.replace(centring="mode").for_rows(10).centring == "mode"
     with pytest.raises(TypeError, match="unknown sampler setting.*chain.*the settings are"):
         s.replace(chain=3)
 
@@ -143,7 +138,7 @@ def test_a_backend_registered_in_a_test_is_used_by_fit(sim, monkeypatch):
                target_accept=0.95, progress=False, units=sim.units)
     (settings,) = toy.calls
     assert settings == SamplerSettings(chains=2, draws=30, seed=7, target_accept=0.95,
-                                       init="prior", progress=False, centring="mode")
+                                       init="prior", progress=False)
     attrs = post.idata.posterior.attrs
     assert attrs["backend"] == "toy"
     recorded = json.loads(attrs["sampler_settings"])

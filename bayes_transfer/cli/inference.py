@@ -65,9 +65,8 @@ class InitName(StrEnum):
 
 
 class CentringName(StrEnum):
-    auto = "auto"
-    mode = "mode"
     spec = "spec"
+    mode = "mode"
 
 
 class DeviceName(StrEnum):
@@ -136,10 +135,10 @@ def fit_command(
         "(NumPyro's default), auto (laplace from 2,000 rows on). NumPyro only."),
     device: DeviceName = typer.Option(DeviceName.auto, help="JAX device (numpyro only)."),
     centring: CentringName = typer.Option(
-        CentringName.auto, help="Non-centred pooled parameters: mode (centre each group "
-        "the rows pin, from the curvature at the posterior's mode; the draws come back on "
-        "the spec's sites), spec (sample as the spec states), auto (mode from 100,000 "
-        "rows x chains x iterations on)."),
+        CentringName.spec, help="Non-centred pooled parameters: spec (sample as the spec "
+        "states) or mode (centre each group the rows pin, from the curvature at the "
+        "posterior's mode; the draws come back on the spec's sites; fewer leapfrog steps, "
+        "but check for divergences)."),
     prior_draws: int = typer.Option(
         0, min=0, max=100_000, help="Also save this many prior draws (groups prior and "
         "prior_predictive); posterior_predictive is saved either way."),
