@@ -10,6 +10,10 @@ where ``d`` is how far ``x`` lies outside group g's fitted range along the axis 
 log tokens or log f; 0 inside), one slope ``s`` per group (pair, target, source or one
 global) and axis, and ``tau_axis`` is shared by all groups (hierarchical).
 
+With ``on = "reducible"`` the drift moves the log of the loss above the law's floor
+``E`` instead, carried to the log loss through each row's share ``(L - E) / L``
+(:func:`drift_draws`): curves far above their floor get the wider intervals.
+
 ``tau`` cannot be learned from rows inside the range (there ``d = 0``), so it is learned
 from an **internal extrapolation** of the same table: for each axis the spec's law is
 fitted (NUTS, the same spec without discrepancy) on the rows below ``1 - holdout`` of the
@@ -47,6 +51,8 @@ _GRID = 150
 #: Growth powers of the drift with distance that the data choose among (see
 #: :func:`drift_posterior`).
 POWERS = (1.0, 1.5, 2.0)
+#: What the drift moves: the log loss, or the log of the loss above the law's floor E.
+ON = ("loss", "reducible")
 
 
 @dataclass(frozen=True)
@@ -57,13 +63,16 @@ class Discrepancy:
     ``finetune_tokens`` the drift runs along; ``level``: one slope per ``pair``,
     ``target``, ``source`` or ``global``; ``scale``: HalfNormal prior scale of each
     axis's ``tau`` (log loss per unit of log distance); ``holdout``: the top fraction of
-    each axis's log range held out by the internal extrapolation that learns ``tau``.
+    each axis's log range held out by the internal extrapolation that learns ``tau``;
+    ``on``: what drifts, the log ``"loss"`` or the log of its ``"reducible"`` part, the
+    loss above the law's floor ``E`` (see :func:`drift_draws`).
     """
 
     axes: tuple[str, ...] = ("params",)
     level: str = "pair"
     scale: float = 0.02
     holdout: float = 0.3
+    on: str = "loss"
 
     def __post_init__(self) -> None:
         from bayes_transfer.spec import SpecError
@@ -76,6 +85,8 @@ class Discrepancy:
         object.__setattr__(self, "axes", axes)
         if self.level not in _LEVELS:
             raise SpecError(f"discrepancy.level {self.level!r} is not one of {_LEVELS}")
+        if self.on not in ON:
+            raise SpecError(f"discrepancy.on {self.on!r} is not one of {ON}")
         for key, hi in (("scale", 10.0), ("holdout", 0.9)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
@@ -150,13 +161,16 @@ def _drift_grid(resid, sd, u, group, scale):
 
 
 def drift_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.ndarray,
-                    scale: float, draws: int, rng: np.random.Generator
+                    scale: float, draws: int, rng: np.random.Generator,
+                    share: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draws of the drift's mean slope ``m``, its sd ``tau`` and its growth ``power``.
 
     Each group's rows share one slope ``m + tau z``, and the drift at distance d is
-    ``slope * d^power``: ``r_g ~ Normal(m u_g, diag(sd^2) + tau^2 u_g u_g^T)`` with
-    ``u = d^power``, whose density needs no matrix (Sherman-Morrison). Priors:
+    ``slope * share * d^power`` (``share``: each row's reducible share of the loss,
+    see :func:`drift_draws`; 1 by default): ``r_g ~ Normal(m u_g, diag(sd^2) + tau^2
+    u_g u_g^T)`` with ``u = share * d^power``, whose density needs no matrix
+    (Sherman-Morrison). Priors:
     ``m ~ Normal(0, scale)``, ``tau ~ HalfNormal(scale)``, ``power`` uniform on
     :data:`POWERS` (linear growth, or faster: a law whose error accelerates away from
     the data). The posterior is evaluated on a grid per power, the powers weighted by
@@ -165,7 +179,8 @@ def drift_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.
     if len(resid) == 0:
         return (rng.normal(0.0, scale, draws), np.abs(rng.normal(0.0, scale, draws)),
                 rng.choice(POWERS, size=draws))
-    grids = [_drift_grid(resid, sd, d**power, group, scale) for power in POWERS]
+    share = np.ones_like(d) if share is None else share
+    grids = [_drift_grid(resid, sd, share * d**power, group, scale) for power in POWERS]
     evidence = np.array([g[3] for g in grids])
     weights = np.exp(evidence - evidence.max())
     which = rng.choice(len(POWERS), size=draws, p=weights / weights.sum())
@@ -184,10 +199,20 @@ def drift_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.
 
 
 def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndarray,
-                group: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Draws ``(draws, rows)`` of ``(m + tau z_g) d^power``: one slope per draw and group."""
+                group: np.ndarray, n: int, rng: np.random.Generator,
+                share: np.ndarray | None = None) -> np.ndarray:
+    """Draws ``(draws, rows)`` of ``(m + tau z_g) share d^power``: one slope per draw and
+    group.
+
+    ``share`` (per row, 1 by default) is what ``on = "reducible"`` puts there: the
+    median share of the law's loss above its floor, ``(L - E) / L``. The drift is then
+    one of the log *reducible* loss, ``log(L - E)``, carried to the log loss to first
+    order: a curve far above its floor can still fall (or stall) a long way beyond the
+    data, one that has nearly reached it cannot, and a single drift on the log loss
+    would give both the same width."""
     slopes = mean[:, None] + tau[:, None] * rng.standard_normal((len(tau), n))
-    return slopes[:, group] * d[None, :] ** power[:, None]
+    share = np.ones_like(d) if share is None else share
+    return slopes[:, group] * share[None, :] * d[None, :] ** power[:, None]
 
 
 def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndarray,
@@ -198,7 +223,8 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
 
     ``predict_holdout(fit_mask, test_mask)`` fits the rows of ``fit_mask`` and returns,
     for the rows of ``test_mask`` (above the cut, of groups with rows below it), the log
-    predictive median and sd and the observed log loss. Returns per axis the ``tau`` draws and
+    predictive median and sd, the observed log loss and the rows' share of the drift
+    (ones, or with ``on = "reducible"`` the reducible share: :func:`drift_draws`). Returns per axis the ``tau`` draws and
     what the calibration saw (rows held out, their median absolute log error).
     """
     rng = np.random.default_rng(seed)
@@ -207,7 +233,7 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
         x = np.asarray(feats[AXES[axis]], dtype=np.float64)
         finite = np.isfinite(x)
         info: dict[str, Any] = {"rows": 0, "median_abs_log_error": None}
-        resid = sd = d = g = np.zeros(0)
+        resid = sd = d = g = share = np.zeros(0)
         if finite.any() and np.ptp(x[finite]) > 1e-6:
             lo, hi = float(x[finite].min()), float(x[finite].max())
             cut = hi - disc.holdout * (hi - lo)
@@ -216,14 +242,14 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
             # Held out: rows above the cut of groups that keep rows below it.
             test = ~fit_mask & np.isfinite(hi_g[group])
             if test.any() and fit_mask.sum() >= 3:
-                log_med, log_sd, log_obs = predict_holdout(fit_mask, test)
+                log_med, log_sd, log_obs, share = predict_holdout(fit_mask, test)
                 resid = log_obs - log_med
                 sd, g = log_sd, group[test]
                 d = distances(x[test], lo_g[g], hi_g[g])
                 info = {"rows": int(test.sum()), "cut": float(np.exp(cut)),
                         "median_abs_log_error": float(np.median(np.abs(resid)))}
         mean, tau, power = drift_posterior(resid, np.maximum(sd, 1e-6), d, g, disc.scale,
-                                           draws, rng)
+                                           draws, rng, share=share)
         info["mean_median"] = float(np.median(mean))
         info["tau_median"] = float(np.median(tau))
         info["power_mean"] = float(np.mean(power))

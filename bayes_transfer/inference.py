@@ -38,7 +38,7 @@ from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs
 from bayes_transfer.diagnostics import Diagnostics, diagnose
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import Units, features, get_law
-from bayes_transfer.model import select_rows
+from bayes_transfer.model import at_rows, select_rows
 
 # Re-exported here, where users found them; their home is bayes_transfer.sampling.
 from bayes_transfer.sampling import (  # noqa: F401
@@ -228,7 +228,7 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
         log_draws = np.log(post.predict_draws(held, kind="observation",
                                               seed=settings.seed))
         return (np.median(log_draws, axis=0), log_draws.std(axis=0),
-                np.log(held.df["loss"].to_numpy(np.float64)))
+                np.log(held.df["loss"].to_numpy(np.float64)), drift_share(post, disc, held))
 
     n_chain, n_draw = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
     learned = dsc.calibrate(disc, features(table.df, units), group, n, predict_holdout,
@@ -244,6 +244,28 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
                         "hi": [None if np.isnan(v) else float(v) for v in hi],
                         **result["info"]}
     idata.posterior.attrs["discrepancy"] = json.dumps(stored)
+
+
+def drift_share(post: Posterior, disc: Any, rows: RunTable) -> np.ndarray:
+    """Each row's share of the discrepancy's drift (see
+    :func:`bayes_transfer.discrepancy.drift_draws`): 1 with ``on = "loss"``; with
+    ``on = "reducible"`` the posterior median of ``(L - E) / L``, the share of the law's
+    loss above its floor. The median, not each draw's share: a floor the rows leave
+    loosely identified (its chains apart) would otherwise carry its R-hat into every
+    prediction beyond the range."""
+    if disc.on == "loss":
+        return np.ones(len(rows))
+    table = rows.with_levels(post.runs.sources, post.runs.targets)
+    feats = {k: jnp.asarray(v) for k, v in post.features(table.df).items()}
+    flat = post.flat_log_params()
+    log_loss = np.asarray(log_loss_at_rows(
+        post.spec.law, feats, {k: jnp.asarray(v) for k, v in flat.items()},
+        levels=levels_of(post.spec), source_idx=table.source_idx,
+        target_idx=table.target_idx, n_targets=len(post.runs.targets)))
+    log_floor = at_rows(post.spec.params["E"].level, flat["E"], table.source_idx,
+                        table.target_idx, len(post.runs.targets))
+    share = -np.expm1(np.broadcast_to(log_floor, log_loss.shape) - log_loss)
+    return np.clip(np.median(share, axis=0), 0.0, 1.0)
 
 
 def _diagnosed_vars(spec: ModelSpec, idata: az.InferenceData) -> list[str]:
@@ -423,7 +445,8 @@ class Posterior:
                               lo[group], hi[group])
             mean, tau, power = (self.idata.posterior[f"disc_{k}_{axis}"].values.reshape(-1)
                                 for k in ("mean", "tau", "power"))
-            total += dsc.drift_draws(mean, tau, power, d, group, n, rng)
+            total += dsc.drift_draws(mean, tau, power, d, group, n, rng,
+                                     share=drift_share(self, disc, table))
         return total
 
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",

@@ -264,6 +264,9 @@ class ModelSpec:
         if raw_disc is not None:
             _no_unknown(raw_disc, {f.name for f in fields(Discrepancy)}, "key of discrepancy")
             disc = Discrepancy(**raw_disc)
+            if disc.on == "reducible" and "E" not in law.params:
+                raise SpecError(f'discrepancy.on = "reducible" needs a law with a floor E; '
+                                f"law {law.name!r} has {', '.join(law.params)}")
         return cls(law=law.name, params=params, likelihood=Likelihood(**lik), rows=rows,
                    name=str(d.get("name", law.name)), description=str(d.get("description", "")),
                    units=units, discrepancy=disc, sampler=_sampler(d.get("sampler", {})))

@@ -71,10 +71,49 @@ def test_drift_draws_share_a_slope_within_a_group():
     ({"scale": float("inf")}, "discrepancy.scale"),
     ({"holdout": 1.0}, "discrepancy.holdout"),
     ({"knots": 4}, "unknown key of discrepancy"),
+    ({"on": "log_loss"}, "discrepancy.on"),
 ])
 def test_bad_discrepancy_sections_are_refused(section, words):
     with pytest.raises(SpecError, match=words):
         ModelSpec.from_dict({"law": "chinchilla", "discrepancy": section})
+
+
+def test_a_reducible_drift_needs_a_floor_and_survives_json():
+    from bayes_transfer.laws import Law, register_law
+
+    spec = ModelSpec.from_dict({"law": "rectified", "discrepancy": {"on": "reducible"}})
+    assert ModelSpec.from_json(spec.to_json()).discrepancy.on == "reducible"
+
+    def no_floor(x, lp, xp=None):
+        return lp["A"] - xp.exp(lp["alpha"]) * x["log_N"]
+
+    register_law(Law("test-no-floor", ("A", "alpha"), no_floor, formula="L = A N^-alpha"),
+                 overwrite=True)
+    with pytest.raises(SpecError, match="needs a law with a floor E"):
+        ModelSpec.from_dict({"law": "test-no-floor", "discrepancy": {"on": "reducible"}})
+
+
+def test_the_drift_of_the_reducible_loss_is_learned_through_each_rows_share():
+    """Errors made as ``share * slope * d`` (curves far above their floor drift more):
+    told the shares, the posterior of the mean slope holds the truth; read as a drift
+    of the log loss (share 1), it is pulled towards the rows that barely move."""
+    rng = np.random.default_rng(7)
+    group = np.repeat(np.arange(30), 4)
+    d = np.tile(np.linspace(0.5, 2.0, 4), 30)
+    share = np.repeat(rng.uniform(0.05, 1.0, 30), 4)
+    sd = np.full(group.size, 0.002)
+    slopes = -0.05 + 0.01 * rng.standard_normal(30)
+    resid = share * slopes[group] * d + sd * rng.standard_normal(group.size)
+    told = dsc.drift_posterior(resid, sd, d, group, 0.05, 4000, rng, share=share)
+    lo, hi = np.quantile(told[0], [0.05, 0.95])
+    assert lo <= -0.05 <= hi and np.mean(told[2] == 1.0) > 0.9
+    assert abs(np.median(told[1]) - 0.01) < 0.004  # the slopes' own spread
+    untold = dsc.drift_posterior(resid, sd, d, group, 0.05, 4000, rng)[0]
+    assert np.quantile(untold, 0.05) > -0.04  # about -0.05 times the mean share
+    # and the draws carry each row's share
+    out = dsc.drift_draws(np.full(3, -0.05), np.zeros(3), np.ones(3), np.array([1.0, 1.0]),
+                          np.array([0, 0]), 1, rng, share=np.array([1.0, 0.25]))
+    np.testing.assert_allclose(out, [[-0.05, -0.0125]] * 3)
 
 
 def test_drift_power_follows_the_data():
@@ -142,6 +181,26 @@ def test_fit_learns_tau_and_intervals_widen_outside_the_range(drift_posterior):
     assert width[2] > 1.5 * bare_width[2]
 
 
+def test_a_reducible_drift_scales_with_each_rows_share_above_the_floor(drift_posterior):
+    """``on = "reducible"``: the same drift draws, times the posterior median of
+    ``(L - E) / L`` at each row; the far row (near the floor) moves least."""
+    from dataclasses import replace
+
+    post, _ = drift_posterior
+    rows = pd.DataFrame({"source": "web", "target": "web", "params": [3e8, 1e10, 1e12],
+                         "pretrain_tokens": [6e9, 2e11, 2e13], "finetune_tokens": 0})
+    bare = replace(post, spec=replace(post.spec, discrepancy=None))
+    law = np.log(bare.predict_draws(rows))
+    as_loss = np.log(post.predict_draws(rows, seed=1)) - law
+    on = replace(post.spec.discrepancy, on="reducible")
+    reducible = replace(post, spec=replace(post.spec, discrepancy=on))
+    as_reducible = np.log(reducible.predict_draws(rows, seed=1)) - law
+    floor = np.exp(post.idata.posterior["log_E"].values.reshape(-1, 1))
+    share = np.median(1 - floor / np.exp(law), axis=0)
+    assert (share > 0).all() and (share < 1).all() and share[2] < share[0]
+    np.testing.assert_allclose(as_reducible, as_loss * share, rtol=1e-4, atol=1e-6)  # float32
+
+
 def test_discrepancy_survives_save_and_load(drift_posterior):
     from bayes_transfer.inference import Posterior
 
@@ -163,7 +222,7 @@ def test_calibrate_predicts_only_groups_with_rows_below_the_cut():
     def predict_holdout(fit_mask, test_mask):
         seen["fit"], seen["test"] = fit_mask.copy(), test_mask.copy()
         k = int(test_mask.sum())
-        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02)
+        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), np.ones(k)
 
     disc = dsc.Discrepancy(axes=("params",), level="pair", holdout=0.3)
     out = dsc.calibrate(disc, {"log_N": x}, group, 2, predict_holdout, draws=200, seed=0)
