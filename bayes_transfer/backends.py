@@ -36,6 +36,7 @@ from bayes_transfer.sampling import (
     coords_for,
     pick_device,
     reached_max_treedepth,
+    stamp_library,
 )
 
 if TYPE_CHECKING:
@@ -184,9 +185,8 @@ class NumPyroBackend:
             },
             observed_data={"log_loss": np.asarray(data.log_loss)},
             coords=coords_for(table, spec), dims=site_dims(spec),
-            attrs={"inference_library": "numpyro",
-                   "inference_library_version": numpyro_version},
         )
+        stamp_library(idata, "numpyro", numpyro_version)
         record_centring(idata, centre)
         return idata
 

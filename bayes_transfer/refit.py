@@ -36,7 +36,13 @@ from jax.flatten_util import ravel_pytree
 from bayes_transfer.data import RunTable
 from bayes_transfer.laws import Units
 from bayes_transfer.model import ModelData, hierarchical_model, model_data, site_dims
-from bayes_transfer.sampling import SamplerSettings, coords_for, pick_device, reached_max_treedepth
+from bayes_transfer.sampling import (
+    SamplerSettings,
+    coords_for,
+    pick_device,
+    reached_max_treedepth,
+    stamp_library,
+)
 from bayes_transfer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -413,11 +419,10 @@ def sample_warm(spec: ModelSpec, table: RunTable, units: Units, previous: Poster
         stats["reached_max_treedepth"] = reached_max_treedepth(stats["n_steps"],
                                                                settings.max_tree_depth)
     dims = site_dims(spec)
-    return az.from_dict(
+    return stamp_library(az.from_dict(
         posterior={k: v for k, v in values.items() if k != "log_loss"},
         sample_stats=stats,
         observed_data={"log_loss": np.asarray(data.log_loss)},
         coords=coords_for(table), dims={k: v for k, v in dims.items() if k != "log_loss"}
         | {"log_loss": ["row"]},
-        attrs={"inference_library": "numpyro", "inference_library_version": numpyro_version},
-    )
+    ), "numpyro", numpyro_version)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from bayes_transfer.laws import Units
     from bayes_transfer.spec import ModelSpec
 
-__all__ = ["SamplerSettings", "Backend", "coords_for", "pick_device", "INITS",
+__all__ = ["SamplerSettings", "Backend", "coords_for", "pick_device", "INITS", "stamp_library",
            "CENTRINGS", "LAPLACE_FROM_ROWS", "MAX_SEED", "resolve_target_accept",
            "reached_max_treedepth"]
 
@@ -201,6 +201,16 @@ def reached_max_treedepth(n_steps: Any, max_tree_depth: int) -> Any:
     import numpy as np
 
     return np.asarray(n_steps) >= 2 ** int(max_tree_depth) - 1
+
+
+def stamp_library(idata: Any, library: str, version: str) -> Any:
+    """Record the sampling library in every group's attrs, as ``az.from_numpyro`` and
+    PyMC do (``inference_library``, ``inference_library_version``). ``az.from_dict``
+    of arviz 0.2x drops its ``attrs`` argument, so it is set afterwards."""
+    for group in idata.groups():
+        idata[group].attrs.update(inference_library=library,
+                                  inference_library_version=version)
+    return idata
 
 
 def _np_bool() -> type:

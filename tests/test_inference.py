@@ -91,6 +91,9 @@ def test_save_load_round_trip(tiny_posterior, tmp_path):
     back = Posterior.load(path)
     assert back.spec == tiny_posterior.spec
     assert back.idata.posterior.attrs["bayes_transfer_format"] == FORMAT_VERSION
+    for group in ("posterior", "sample_stats", "observed_data"):  # as az.from_numpyro
+        assert back.idata[group].attrs["inference_library"] == "numpyro", group
+        assert back.idata[group].attrs["inference_library_version"][0].isdigit()
     pd.testing.assert_frame_equal(back.runs.df, tiny_posterior.runs.df, check_dtype=False)
     assert back.runs.sources == tiny_posterior.runs.sources
     np.testing.assert_array_equal(back.log_param("G").values,
