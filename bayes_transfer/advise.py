@@ -428,7 +428,7 @@ def compute_frontier(
         "finetune_tokens": 0,
     })
     if post.spec.discrepancy is not None:
-        log_loss = log_loss + _discrepancy_at(post, law, rows, seed).reshape(
+        log_loss = log_loss + _discrepancy_at(post, rows, seed).reshape(
             (post.n_draws, *shape))
     lo_q, hi_q = (1 - ci) / 2, (1 + ci) / 2
     out = pd.DataFrame({"source": np.repeat([s for s, _ in labels], len(budgets)),
@@ -473,19 +473,11 @@ def _frontier_groups(post: Posterior, source: str | None, target: str | None
     return pairs, pairs
 
 
-def _discrepancy_at(post: Posterior, law, rows: pd.DataFrame, seed: int) -> np.ndarray:
+def _discrepancy_at(post: Posterior, rows: pd.DataFrame, seed: int) -> np.ndarray:
     """Draws ``(draws, rows)`` of the learned discrepancy's log drift at ``rows``.
 
     ``predict_draws`` adds the drift to the law; taking the law back out leaves the drift.
     It is read at the median optimum: the loss is flat in the allocation at its minimum,
     and the drift depends on how far the point lies beyond the fitted N and D.
     """
-    from bayes_transfer.evaluate import levels_of, log_loss_at_rows
-
-    runs = post.runs
-    law_only = np.asarray(log_loss_at_rows(
-        law, post.features(rows), post.flat_log_params(), levels=levels_of(post.spec),
-        source_idx=np.array([runs.sources.index(s) for s in rows["source"]]),
-        target_idx=np.array([runs.targets.index(t) for t in rows["target"]]),
-        n_targets=len(runs.targets), xp=np))
-    return np.log(post.predict_draws(rows, kind="mean", seed=seed)) - law_only
+    return np.log(post.predict_draws(rows, kind="mean", seed=seed)) - post.law_log_loss(rows)

@@ -224,8 +224,9 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
     ``predict_holdout(fit_mask, test_mask)`` fits the rows of ``fit_mask`` and returns,
     for the rows of ``test_mask`` (above the cut, of groups with rows below it), the log
     predictive median and sd, the observed log loss and the rows' share of the drift
-    (ones, or with ``on = "reducible"`` the reducible share: :func:`drift_draws`). Returns per axis the ``tau`` draws and
-    what the calibration saw (rows held out, their median absolute log error).
+    (ones, or with ``on = "reducible"`` the reducible share: :func:`drift_draws`).
+    Returns per axis the ``tau`` draws and what the calibration saw (rows held out,
+    their median absolute log error).
     """
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, Any]] = {}

@@ -246,24 +246,22 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
     idata.posterior.attrs["discrepancy"] = json.dumps(stored)
 
 
-def drift_share(post: Posterior, disc: Any, rows: RunTable) -> np.ndarray:
+def drift_share(post: Posterior, disc: Any, rows: RunTable,
+                log_loss: np.ndarray | None = None) -> np.ndarray:
     """Each row's share of the discrepancy's drift (see
     :func:`bayes_transfer.discrepancy.drift_draws`): 1 with ``on = "loss"``; with
     ``on = "reducible"`` the posterior median of ``(L - E) / L``, the share of the law's
     loss above its floor. The median, not each draw's share: a floor the rows leave
     loosely identified (its chains apart) would otherwise carry its R-hat into every
-    prediction beyond the range."""
+    prediction beyond the range. ``log_loss``: the law's log loss at the rows, where the
+    caller has it already (:meth:`Posterior.law_log_loss`)."""
     if disc.on == "loss":
         return np.ones(len(rows))
     table = rows.with_levels(post.runs.sources, post.runs.targets)
-    feats = {k: jnp.asarray(v) for k, v in post.features(table.df).items()}
-    flat = post.flat_log_params()
-    log_loss = np.asarray(log_loss_at_rows(
-        post.spec.law, feats, {k: jnp.asarray(v) for k, v in flat.items()},
-        levels=levels_of(post.spec), source_idx=table.source_idx,
-        target_idx=table.target_idx, n_targets=len(post.runs.targets)))
-    log_floor = at_rows(post.spec.params["E"].level, flat["E"], table.source_idx,
-                        table.target_idx, len(post.runs.targets))
+    if log_loss is None:
+        log_loss = post.law_log_loss(table)
+    log_floor = at_rows(post.spec.params["E"].level, post.flat_log_params()["E"],
+                        table.source_idx, table.target_idx, len(post.runs.targets))
     share = -np.expm1(np.broadcast_to(log_floor, log_loss.shape) - log_loss)
     return np.clip(np.median(share, axis=0), 0.0, 1.0)
 
@@ -407,17 +405,13 @@ class Posterior:
                                                           self.runs.targets)
         # Every row must be one the law explains (a zero-shot row has log f = -inf).
         select_rows(replace(self.spec, rows="all"), table)
-        feats = {k: jnp.asarray(v) for k, v in self.features(table.df).items()}
         if kind not in ("mean", "observation"):
             raise ValueError(f"kind must be 'mean' or 'observation', not {kind!r}")
-        log_mean = np.asarray(log_loss_at_rows(
-            self.spec.law, feats, {k: jnp.asarray(v) for k, v in self.flat_log_params().items()},
-            levels=levels_of(self.spec), source_idx=table.source_idx,
-            target_idx=table.target_idx, n_targets=len(self.runs.targets)))
-        log_mean = np.broadcast_to(log_mean, (self.n_draws, len(table)))
+        log_mean = self.law_log_loss(table)
         rng = np.random.default_rng(seed)
         if self.spec.discrepancy is not None:
-            log_mean = log_mean + self._discrepancy_draws(table, rng)
+            share = drift_share(self, self.spec.discrepancy, table, log_mean)
+            log_mean = log_mean + self._discrepancy_draws(table, rng, share)
         if kind == "mean":
             return np.exp(log_mean)
         sigma = self.idata.posterior["sigma"].values.reshape(-1, 1)
@@ -425,9 +419,22 @@ class Posterior:
             "normal" else rng.standard_t(self.spec.likelihood.nu, size=log_mean.shape)
         return np.exp(log_mean + sigma * noise)
 
-    def _discrepancy_draws(self, table: RunTable, rng: np.random.Generator) -> np.ndarray:
+    def law_log_loss(self, rows: pd.DataFrame | RunTable) -> np.ndarray:
+        """The law's log loss at ``rows``, ``(draws, rows)``: the curve alone, without
+        the discrepancy's drift or the noise (:meth:`predict_draws` adds those)."""
+        table = _prediction_table(rows).with_levels(self.runs.sources, self.runs.targets)
+        feats = {k: jnp.asarray(v) for k, v in self.features(table.df).items()}
+        log_loss = np.asarray(log_loss_at_rows(
+            self.spec.law, feats, {k: jnp.asarray(v) for k, v in self.flat_log_params().items()},
+            levels=levels_of(self.spec), source_idx=table.source_idx,
+            target_idx=table.target_idx, n_targets=len(self.runs.targets)))
+        return np.broadcast_to(log_loss, (self.n_draws, len(table)))
+
+    def _discrepancy_draws(self, table: RunTable, rng: np.random.Generator,
+                           share: np.ndarray) -> np.ndarray:
         """Draws ``(draws, rows)`` of the discrepancy at ``table``'s rows: one drift slope
-        per draw and group, times the row's log distance outside its group's range."""
+        per draw and group, times the row's share (:func:`drift_share`) and its log
+        distance outside its group's range."""
         from bayes_transfer import discrepancy as dsc
 
         disc = self.spec.discrepancy
@@ -445,8 +452,7 @@ class Posterior:
                               lo[group], hi[group])
             mean, tau, power = (self.idata.posterior[f"disc_{k}_{axis}"].values.reshape(-1)
                                 for k in ("mean", "tau", "power"))
-            total += dsc.drift_draws(mean, tau, power, d, group, n, rng,
-                                     share=drift_share(self, disc, table))
+            total += dsc.drift_draws(mean, tau, power, d, group, n, rng, share=share)
         return total
 
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",
