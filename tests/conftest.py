@@ -60,12 +60,17 @@ CLEAR_ABOVE_BYTES = 3 * 2**30
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n 2 --dist loadgroup`` (``make test``), every Ray test runs in one
-    worker: two local Ray instances at once would each claim the machine's cores and a
-    third of its memory for their object stores."""
-    for item in items:
-        if item.get_closest_marker("ray"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+    """``make test`` runs ``pytest -n 2 --dist loadfile``: each file in one worker, so a
+    module-scoped fixture (most are fitted posteriors) is built once, not once a worker.
+    (``--dist loadgroup`` grouped nothing: xdist 3.8 renames the node ids of a group
+    through an attribute pytest 9 no longer reads, so every module fixture was built
+    twice, the PyMC back end's pair of fits among them.) Two local Ray instances at once
+    would each claim the machine's cores and a third of its memory for their object
+    stores, so every Ray test must live in one file."""
+    ray_files = {str(item.path) for item in items if item.get_closest_marker("ray")}
+    if len(ray_files) > 1:
+        raise pytest.UsageError(f"Ray tests in {len(ray_files)} files ({sorted(ray_files)}): "
+                                "keep them in one, which one worker runs")
 
 
 @pytest.fixture(autouse=True)
