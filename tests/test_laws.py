@@ -102,13 +102,15 @@ def test_registry_and_user_law():
         return xp.logaddexp(lp["E"], lp["A"] - xp.exp(lp["alpha"]) * x["log_N"])
 
     law = register_law(Law("test-size-only", ("E", "A", "alpha"), size_only), overwrite=True)
-    assert float(law.loss(N=1e4, E=1.0, A=10.0, alpha=0.5)) == pytest.approx(1.1, rel=1e-5)
-    assert law.doc == "L = E + A N^-alpha."
-    with pytest.raises(ValueError, match="already registered"):
-        register_law(law)
-    with pytest.raises(ValueError, match="gap 'Z' is not one of"):
-        Law("bad", ("E",), size_only, gap="Z")
-    del LAWS["test-size-only"]
+    try:  # out of the global registry even when an assertion fails
+        assert float(law.loss(N=1e4, E=1.0, A=10.0, alpha=0.5)) == pytest.approx(1.1, rel=1e-5)
+        assert law.doc == "L = E + A N^-alpha."
+        with pytest.raises(ValueError, match="already registered"):
+            register_law(law)
+        with pytest.raises(ValueError, match="gap 'Z' is not one of"):
+            Law("bad", ("E",), size_only, gap="Z")
+    finally:
+        LAWS.pop("test-size-only", None)
 
 
 def test_every_law_documents_its_formula_and_source():
