@@ -78,8 +78,8 @@ def test_bad_discrepancy_sections_are_refused(section, words):
         ModelSpec.from_dict({"law": "chinchilla", "discrepancy": section})
 
 
-def test_a_reducible_drift_needs_a_floor_and_survives_json():
-    from bayes_transfer.laws import LAWS, Law, register_law
+def test_a_reducible_drift_needs_a_floor_and_survives_json(monkeypatch):
+    from bayes_transfer.laws import LAWS, Law
 
     spec = ModelSpec.from_dict({"law": "rectified", "discrepancy": {"on": "reducible"}})
     assert ModelSpec.from_json(spec.to_json()).discrepancy.on == "reducible"
@@ -87,15 +87,12 @@ def test_a_reducible_drift_needs_a_floor_and_survives_json():
     def no_floor(x, lp, xp=None):
         return lp["A"] - xp.exp(lp["alpha"]) * x["log_N"]
 
-    # Registered for this test only: the registry is global, and a test of every law's
-    # documentation may run later in the same process.
-    register_law(Law("test-no-floor", ("A", "alpha"), no_floor, formula="L = A N^-alpha"),
-                 overwrite=True)
-    try:
-        with pytest.raises(SpecError, match="needs a law with a floor E"):
-            ModelSpec.from_dict({"law": "test-no-floor", "discrepancy": {"on": "reducible"}})
-    finally:
-        LAWS.pop("test-no-floor", None)
+    # In the global registry for this test only (monkeypatch takes it out again): a test
+    # of every law's documentation may run later in the same process.
+    monkeypatch.setitem(LAWS, "test-no-floor",
+                        Law("test-no-floor", ("A", "alpha"), no_floor, formula="L = A N^-alpha"))
+    with pytest.raises(SpecError, match="needs a law with a floor E"):
+        ModelSpec.from_dict({"law": "test-no-floor", "discrepancy": {"on": "reducible"}})
 
 
 def test_the_drift_of_the_reducible_loss_is_learned_through_each_rows_share():
