@@ -137,6 +137,10 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
                     else ("finetune_tokens", "pretrain_tokens"))
     df = post.runs.df.assign(pair=lambda d: d["source"].astype(str) + "->" +
                              d["target"].astype(str))
+    if not (pd.to_numeric(df[x_col], errors="coerce") > 0).any():
+        other = "f" if against == "p" else "p"
+        raise ValueError(f"no fitted row has {x_col} > 0 to place on the log x axis of "
+                         f"against={against!r}; plot against {other!r}")
     if pairs is None:
         counts = df["pair"].value_counts()
         pairs = sorted(counts.index[:max_pairs])
@@ -151,7 +155,8 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
             _loss_panel(post, ax, df[df["pair"] == label], label, x_col, c_col, ci,
                         params, points, cmap)
         # The curves' levels are the same in every panel: one legend is enough.
-        axes.flat[0].legend(loc="upper right", fontsize=7)
+        if axes.flat[0].get_legend_handles_labels()[0]:
+            axes.flat[0].legend(loc="upper right", fontsize=7)
         for ax in axes.flat[len(pairs):]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
@@ -176,12 +181,19 @@ def _loss_panel(post, ax, rows: pd.DataFrame, label: str, x_col: str, c_col: str
         x_vals = table_df[x_col][table_df[x_col] > 0]
     lo, hi = np.log10(x_vals.min()) - 0.3, np.log10(x_vals.max()) + 0.3
     grid = np.logspace(lo, hi, points)
-    levels = sorted(v for v in (rows[c_col] if len(rows) else table_df[c_col]).unique()
-                    if v > 0)
-    for i, level in enumerate(levels):
-        color = cmap(i / max(1, len(levels) - 1) * 0.85)
+    # Every level the panel's rows (else the table's) have, 0 included (from-scratch rows
+    # plotted against p are the curve f = 0), where the law explains the curve's rows.
+    from bayes_transfer.laws import ROW_RULES, get_law
+
+    explains = ROW_RULES[get_law(post.spec.law).rows][0]
+    curves = []
+    for level in sorted((rows[c_col] if len(rows) else table_df[c_col]).dropna().unique()):
         new = pd.DataFrame({"source": source, "target": target, "params": int(size),
                             x_col: grid.astype(np.int64), c_col: int(level)})
+        if level >= 0 and explains(new).all():
+            curves.append((level, new))
+    for i, (level, new) in enumerate(curves):
+        color = cmap(i / max(1, len(curves) - 1) * 0.85)
         mean = post.predict_draws(new, kind="mean")
         obs = post.predict_draws(new, kind="observation", seed=i)
         m_lo, m_med, m_hi = _quantiles(mean, ci)

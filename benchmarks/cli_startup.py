@@ -71,9 +71,9 @@ def median_seconds(args: list[str], runs: int, cwd: Path) -> tuple[float, float]
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=None,
-                   help="subprocess runs per command and variant (default 7, --quick 3)")
+                   help="subprocess runs per command and variant (default 7, --quick 1)")
     args = p.parse_args(argv)
-    runs = args.runs or (3 if args.quick else 7)
+    runs = args.runs or (1 if args.quick else 7)
     header(f"CLI start-up, median of {runs} subprocess runs per command")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from bayes_transfer import plots
 from bayes_transfer.bundled import MODELS_DIR
 from bayes_transfer.cli import app
+from bayes_transfer.inference import Posterior
 
 runner = CliRunner()
 SPECS = sorted(p.stem for p in MODELS_DIR.glob("*.toml") if p.stem != "candidates-example")
@@ -89,3 +91,8 @@ def test_cli_round_trip(tmp_path, spec, shape):
         png = tmp_path / f"{kind}.png"
         res = runner.invoke(app, ["plot", str(post), kind, "--out", str(png)])
         assert res.exit_code == 0 and png.stat().st_size > 0, (kind, res.output)
+    # The picture `plot losses` draws by default has its curves in every panel (a
+    # from-scratch table's is the curve f = 0), not only a file of the right size.
+    fig = plots.plot_losses(Posterior.load(post), "p")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert panels and all(ax.lines for ax in panels), [ax.get_title() for ax in panels]
