@@ -428,7 +428,10 @@ def compute_frontier(
         "finetune_tokens": 0,
     })
     if post.spec.discrepancy is not None:
-        log_loss = log_loss + _discrepancy_at(post, rows, seed).reshape(
+        # The drift is read at the median optimum: the loss is flat in the allocation at
+        # its minimum, and the drift depends on how far the point lies beyond the fitted
+        # N and D.
+        log_loss = log_loss + post.drift_draws(rows, seed=seed).reshape(
             (post.n_draws, *shape))
     lo_q, hi_q = (1 - ci) / 2, (1 + ci) / 2
     out = pd.DataFrame({"source": np.repeat([s for s, _ in labels], len(budgets)),
@@ -471,13 +474,3 @@ def _frontier_groups(post: Posterior, source: str | None, target: str | None
             and (disc is None or disc.level == "global")):
         return [pairs[0]], [("*", "*")]
     return pairs, pairs
-
-
-def _discrepancy_at(post: Posterior, rows: pd.DataFrame, seed: int) -> np.ndarray:
-    """Draws ``(draws, rows)`` of the learned discrepancy's log drift at ``rows``.
-
-    ``predict_draws`` adds the drift to the law; taking the law back out leaves the drift.
-    It is read at the median optimum: the loss is flat in the allocation at its minimum,
-    and the drift depends on how far the point lies beyond the fitted N and D.
-    """
-    return np.log(post.predict_draws(rows, kind="mean", seed=seed)) - post.law_log_loss(rows)

@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from bayes_transfer.data import RunTable, load_runs
 from bayes_transfer.evaluate import log_loss_at_rows
-from bayes_transfer.laws import ROW_RULES, Law, features, get_law
+from bayes_transfer.laws import Law, features, get_law
 from bayes_transfer.spec import ModelSpec, SpecError, load_spec
 
 __all__ = ["BaselineFit", "fit_baseline", "huber", "default_starts", "HUBER_DELTA"]
@@ -189,8 +189,7 @@ def fit_baseline(
     """
     law = _as_law(law)
     table = load_runs(runs)
-    rule, _ = ROW_RULES[law.rows]
-    ok = rule(table.df)
+    ok = law.explains(table.df)
     left_out = int((~ok).sum())
     table = table.subset(ok)
     grid = _start_grid(law, starts)

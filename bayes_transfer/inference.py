@@ -410,8 +410,7 @@ class Posterior:
         log_mean = self.law_log_loss(table)
         rng = np.random.default_rng(seed)
         if self.spec.discrepancy is not None:
-            share = drift_share(self, self.spec.discrepancy, table, log_mean)
-            log_mean = log_mean + self._discrepancy_draws(table, rng, share)
+            log_mean = log_mean + self._drift_given_law(table, log_mean, rng)
         if kind == "mean":
             return np.exp(log_mean)
         sigma = self.idata.posterior["sigma"].values.reshape(-1, 1)
@@ -429,6 +428,21 @@ class Posterior:
             levels=levels_of(self.spec), source_idx=table.source_idx,
             target_idx=table.target_idx, n_targets=len(self.runs.targets)))
         return np.broadcast_to(log_loss, (self.n_draws, len(table)))
+
+    def drift_draws(self, rows: pd.DataFrame | RunTable, *, seed: int = 0) -> np.ndarray:
+        """Draws ``(draws, rows)`` of the discrepancy's log drift at ``rows``: what
+        :meth:`predict_draws` adds to :meth:`law_log_loss` (the same draws for the same
+        seed); zeros for a spec without a ``[discrepancy]`` or inside the fitted range."""
+        table = _prediction_table(rows).with_levels(self.runs.sources, self.runs.targets)
+        if self.spec.discrepancy is None:
+            return np.zeros((self.n_draws, len(table)))
+        return self._drift_given_law(table, self.law_log_loss(table),
+                                     np.random.default_rng(seed))
+
+    def _drift_given_law(self, table: RunTable, log_mean: np.ndarray,
+                         rng: np.random.Generator) -> np.ndarray:
+        share = drift_share(self, self.spec.discrepancy, table, log_mean)
+        return self._discrepancy_draws(table, rng, share)
 
     def _discrepancy_draws(self, table: RunTable, rng: np.random.Generator,
                            share: np.ndarray) -> np.ndarray:

@@ -142,6 +142,23 @@ class Law:
             first = self.doc.splitlines()[0] if self.doc else self.name
             object.__setattr__(self, "formula", first)
 
+    def explains(self, df: pd.DataFrame) -> np.ndarray:
+        """A bool per row of ``df``: can this law explain the row (its row rule)?
+
+        Example:
+            >>> import pandas as pd
+            >>> rows = pd.DataFrame({"source": ["a", "a"], "target": ["b", "b"],
+            ...                      "pretrain_tokens": [10, 10], "finetune_tokens": [0, 5]})
+            >>> get_law("transfer-gap").explains(rows).tolist()
+            [False, True]
+        """
+        return np.asarray(ROW_RULES[self.rows][0](df), dtype=bool)
+
+    @property
+    def row_needs(self) -> str:
+        """What the row rule needs, in words, for errors (``"needs finetune_tokens >= 0"``)."""
+        return ROW_RULES[self.rows][1]
+
     @property
     def has_size_term(self) -> bool:
         """Whether the loss depends on the model size N (so advice on N means something)."""

@@ -70,7 +70,7 @@ from bayes_transfer.design import (
 )
 from bayes_transfer.design.candidates import CostFn
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
-from bayes_transfer.laws import ROW_RULES, Units, features, get_law
+from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.sampling import MAX_DRAWS, SamplerSettings, resolve_target_accept
 from bayes_transfer.spec import ModelSpec, load_spec
 
@@ -549,11 +549,10 @@ def simulated_runner(truth: Simulation, seed: int = 0) -> RunFn:
         rows = chosen[[c for c in ("run_id", *_KEY) if c in chosen.columns]].copy()
         table = load_runs(rows.assign(loss=1.0), name="simulated runs")
         table = table.with_levels(truth.runs.sources, truth.runs.targets)
-        rule, words = ROW_RULES[law.rows]
-        bad = np.flatnonzero(~rule(table.df))
+        bad = np.flatnonzero(~law.explains(table.df))
         if len(bad):
             raise ValueError(f"run {rows['run_id'].iloc[bad[0]]!r}: the simulated truth's "
-                             f"law {law.name} {words}")
+                             f"law {law.name} {law.row_needs}")
         mean = np.asarray(log_loss_at_rows(
             law, features(table.df, units), true_log, levels=levels_of(spec),
             source_idx=table.source_idx, target_idx=table.target_idx,

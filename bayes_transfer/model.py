@@ -34,7 +34,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayes_transfer.data import Problem, RunTable, RunTableError
-from bayes_transfer.laws import ROW_RULES, Units, features, get_law
+from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.spec import AUTO_CENTRE_ROWS, ModelSpec, ParamSpec
 
 __all__ = ["ModelData", "model_data", "hierarchical_model", "param_effect", "crossed", "centring",
@@ -91,8 +91,8 @@ def select_rows(spec: ModelSpec, table: RunTable) -> tuple[RunTable, int]:
     it; with ``rows = "applicable"`` such rows are left out and counted.
     """
     law = get_law(spec.law)
-    rule, words = ROW_RULES[law.rows]
-    ok = rule(table.df)
+    words = law.row_needs
+    ok = law.explains(table.df)
     if ok.all():
         return table, 0
     if spec.rows == "applicable":

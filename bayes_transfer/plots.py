@@ -183,14 +183,14 @@ def _loss_panel(post, ax, rows: pd.DataFrame, label: str, x_col: str, c_col: str
     grid = np.logspace(lo, hi, points)
     # Every level the panel's rows (else the table's) have, 0 included (from-scratch rows
     # plotted against p are the curve f = 0), where the law explains the curve's rows.
-    from bayes_transfer.laws import ROW_RULES, get_law
+    from bayes_transfer.laws import get_law
 
-    explains = ROW_RULES[get_law(post.spec.law).rows][0]
+    law = get_law(post.spec.law)
     curves = []
     for level in sorted((rows[c_col] if len(rows) else table_df[c_col]).dropna().unique()):
         new = pd.DataFrame({"source": source, "target": target, "params": int(size),
                             x_col: grid.astype(np.int64), c_col: int(level)})
-        if level >= 0 and explains(new).all():
+        if level >= 0 and law.explains(new).all():
             curves.append((level, new))
     for i, (level, new) in enumerate(curves):
         color = cmap(i / max(1, len(curves) - 1) * 0.85)

@@ -231,3 +231,16 @@ def test_calibrate_predicts_only_groups_with_rows_below_the_cut():
     assert seen["test"].tolist() == [False, False, False, True, True, False, False, False]
     assert not seen["fit"][5:].any()
     assert out["params"]["info"]["rows"] == 2 and out["params"]["mean"].shape == (200,)
+
+
+def test_drift_draws_are_what_predict_draws_adds_to_the_law(drift_posterior):
+    """``drift_draws`` is the drift alone: the law plus it is ``predict_draws`` with the
+    same seed; zero inside the fitted range, growing beyond it."""
+    post, _ = drift_posterior
+    rows = pd.DataFrame({"source": "web", "target": "web", "params": [3e7, 1e9, 1e10],
+                         "pretrain_tokens": [6e8, 2e10, 2e11], "finetune_tokens": 0})
+    drift = post.drift_draws(rows, seed=5)
+    np.testing.assert_allclose(post.law_log_loss(rows) + drift,
+                               np.log(post.predict_draws(rows, seed=5)), rtol=1e-5, atol=1e-6)
+    spread = drift.std(axis=0)
+    assert spread[0] == 0 and 0 < spread[1] < spread[2]

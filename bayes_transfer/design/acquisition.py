@@ -66,7 +66,7 @@ import pandas as pd
 
 from bayes_transfer.data import RunTable, load_runs
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
-from bayes_transfer.laws import ROW_RULES, Units, features, get_law
+from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -150,8 +150,7 @@ def _rows_table(draws: PosteriorDraws, rows: pd.DataFrame) -> RunTable:
 
 def applicable(draws: PosteriorDraws, rows: pd.DataFrame) -> np.ndarray:
     """Rows the spec's law can explain (others carry no information under this model)."""
-    rule, _ = ROW_RULES[get_law(draws.spec.law).rows]
-    return np.asarray(rule(rows), dtype=bool)
+    return get_law(draws.spec.law).explains(rows)
 
 
 _LOG_MEAN_CACHE: dict[str, Any] = {}
