@@ -82,6 +82,7 @@ def fit(
     device: str | None = None,
     progress: bool = True,
     centring: Centring = "spec",
+    shear: bool = True,
     units: Units | None = None,
     warm_start: Posterior | None = None,
     prior_draws: int = 0,
@@ -129,6 +130,11 @@ def fit(
             README), so it is opt-in: check the diagnostics. The file records the
             groups (``centred_groups``). A warm start chooses them from the previous
             posterior instead. Both back ends centre the same groups.
+        shear: with a Laplace start (``init``), NumPyro samples each centred
+            pair-level parameter sheared off the source and target parameters it trades
+            with (:mod:`bayes_transfer.shear`): the same posterior in fewer leapfrog
+            steps when many pairs share a target. The file records which
+            (``sheared``). ``False``: the spec's own sites.
         units: reference scales of N and tokens (default: the spec's, ``auto`` from the
             table); pin them to compare posteriors fitted on different tables.
         warm_start: a posterior of the same spec on a table this one extends (the
@@ -155,7 +161,7 @@ def fit(
     asked = SamplerSettings(chains=chains, draws=draws, warmup=warmup, seed=seed,
                             target_accept=target_accept, max_tree_depth=max_tree_depth,
                             dense_mass=dense_mass, init=init, device=device,
-                            progress=progress, centring=centring)
+                            progress=progress, centring=centring, shear=shear)
     sampler = get_backend(backend)
     table = load_runs(runs)
     table, left_out = select_rows(spec, table)
@@ -295,10 +301,11 @@ def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out
     # sampler's offsets out of the default views (see bayes_transfer.named_params).
     from bayes_transfer.named_params import organise
 
-    centred = idata.posterior.attrs.get("centred_groups")  # the back end's, if it says
+    # What the back end says of how it sampled (centred groups, sheared parameters).
+    said = {k: idata.posterior.attrs[k] for k in ("centred_groups", "sheared")
+            if k in idata.posterior.attrs}
     organise(idata, spec)
-    if centred is not None:
-        idata.posterior.attrs["centred_groups"] = centred
+    idata.posterior.attrs.update(said)
     idata.posterior.attrs.update({
         "bayes_transfer_format": FORMAT_VERSION,
         "spec": spec.to_json(),

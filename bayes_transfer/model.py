@@ -68,6 +68,10 @@ class ModelData:
     # centring: a warm refit chooses it from the previous posterior (bayes_transfer.refit),
     # and the model then also records the level's mean as <name>_loc_<level>.
     centre: Mapping[str, np.ndarray] | None = None
+    # Per pair-level parameter, the source- and target-level parameters its pairs are
+    # sheared off, each as (slope per pair, centre per group): a Laplace-started fit
+    # samples log_<name> - sum slope * (log_<other> - centre) (bayes_transfer.shear).
+    shear: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None
 
     @property
     def pair_idx(self) -> Any:
@@ -149,16 +153,18 @@ def _group_size(group: str, data: ModelData) -> int:
             "pair": data.n_sources * data.n_targets}[group]
 
 
-def param_effect(p: ParamSpec, data: ModelData) -> Any:
+def param_effect(p: ParamSpec, data: ModelData, shift: Any = None) -> Any:
     """Sample one parameter's sites; return its log value over its level's groups.
 
     Returns a scalar (global) or an array over sources, targets or pairs, recorded as
-    the deterministic site ``log_<name>``.
+    the deterministic site ``log_<name>``. ``shift`` (from :func:`bayes_transfer.shear.
+    shift`, only for a parameter whose ``log_<name>`` is itself a site) moves the
+    sampled coordinate: the sampler sees ``log_<name> - shift``, the model is the same.
     """
     name = p.name
     if p.pooling == "none":
         shape = () if p.level == "global" else (_group_size(p.level, data),)
-        return numpyro.sample(f"log_{name}", dist.Normal(p.loc, p.scale).expand(shape))
+        return _log_site(p, p.loc, p.scale, shape, shift)
     value = numpyro.sample(f"{name}_mu", dist.Normal(p.loc, p.scale))
     if crossed(p, data):
         u = _offsets(p, "source", data)
@@ -175,7 +181,7 @@ def param_effect(p: ParamSpec, data: ModelData) -> Any:
         n = _group_size(p.level, data)
         centre = centring(p, data)
         if not override and centre.all():
-            return numpyro.sample(f"log_{name}", dist.Normal(value, sd).expand((n,)))
+            return _log_site(p, value, sd, (n,), shift)
         # Groups without rows (or, "auto", with few) have only or mostly their prior, and
         # centred they would make a funnel with sd: partially centred (Papaspiliopoulos et
         # al. 2007), centred where c = 1 and non-centred where c = 0.
@@ -186,6 +192,18 @@ def param_effect(p: ParamSpec, data: ModelData) -> Any:
         raw = numpyro.sample(f"{name}_pc_{p.level}", dist.Normal(c * value, sd**c))
         return numpyro.deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value))
     return numpyro.deterministic(f"log_{name}", value + _offsets(p, p.level, data))
+
+
+def _log_site(p: ParamSpec, loc: Any, scale: Any, shape: tuple[int, ...], shift: Any) -> Any:
+    """Sample ``log_<name> ~ Normal(loc, scale)`` over ``shape``, or with a ``shift``
+    sample ``<name>_sh_<level> = log_<name> - shift`` from the prior moved by it (a
+    translation given the other parameters: no Jacobian) and record ``log_<name>`` as a
+    deterministic site."""
+    if shift is None:
+        return numpyro.sample(f"log_{p.name}", dist.Normal(loc, scale).expand(shape))
+    moved = numpyro.sample(f"{p.name}_sh_{p.level}",
+                           dist.Normal(loc - shift, scale).expand(shape))
+    return numpyro.deterministic(f"log_{p.name}", moved + shift)
 
 
 def centring(p: ParamSpec, data: ModelData) -> np.ndarray:
@@ -258,8 +276,20 @@ def hierarchical_model(data: ModelData, observed: bool = True) -> None:
     """
     spec = data.spec
     law = get_law(spec.law)
+    sheared = data.shear or {}
+    log_values: dict[str, Any] = {}
+    # Sheared parameters after the ones their shift reads: pairs' last, and in spec order
+    # among themselves (bayes_transfer.shear orders its slopes so).
+    for name in sorted(spec.params, key=lambda n: (n in sheared,
+                                                   spec.params[n].level == "pair")):
+        shift = None
+        if name in sheared:
+            from bayes_transfer.shear import shift_of
+
+            shift = shift_of(name, sheared[name], log_values, data)
+        log_values[name] = param_effect(spec.params[name], data, shift)
     log_params = {
-        name: at_rows(p.level, param_effect(p, data), data.source_idx, data.target_idx,
+        name: at_rows(p.level, log_values[name], data.source_idx, data.target_idx,
                       data.n_targets)
         for name, p in spec.params.items()
     }

@@ -20,7 +20,9 @@ chain x 200 + 200: ESS 1-9 of 200 draws).
   centred where it has >= 5 rows): the stock non-centred spec ran 1,000 pairs at the
   maximum tree depth (R-hat 1.66). Columns ``gap_rhat`` and ``gap_ess`` are the largest
   R-hat and the smallest bulk ESS over the pairs' log gaps (issue target: <= 1.01 and
-  >= 400 in <= 10 minutes; run with ``--draws 500`` to judge ESS).
+  >= 400 in <= 10 minutes; run with ``--draws 500`` to judge ESS). From 2,000 rows the
+  Laplace start also shears each pair's gap and coefficient off its source's and
+  target's parameters (``bayes_transfer.shear``; ``--no-shear`` to compare).
 
 Each size runs in a fresh subprocess; the time is the wall time of ``fit`` (JIT
 compilation included), the memory the subprocess's peak resident set size
@@ -90,7 +92,7 @@ SPEC_MODES = {"stock": False, "centred": True, "auto": "auto"}
 
 
 def one(pairs: int, rows: int, seed: int, draws: int, mode: str,
-        device: str | None = None) -> dict:
+        device: str | None = None, shear: bool = True) -> dict:
     """Fit one size in this process and return its figures (run in a subprocess)."""
     import resource
     import time
@@ -107,7 +109,7 @@ def one(pairs: int, rows: int, seed: int, draws: int, mode: str,
         warnings.simplefilter("ignore", SamplingWarning)  # short chains: timing only
         post = fit(runs, centred(spec, SPEC_MODES[mode]) if SPEC_MODES[mode] else spec,
                    chains=CHAINS, warmup=draws, draws=draws, seed=seed, progress=False,
-                   device=device)
+                   device=device, shear=shear)
     seconds = time.perf_counter() - start
     steps = post.idata.sample_stats["n_steps"]
     gaps = az.summary(post.idata, var_names=["log_G"], kind="diagnostics")
@@ -115,12 +117,14 @@ def one(pairs: int, rows: int, seed: int, draws: int, mode: str,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "max_rhat": post.diagnostics.max_rhat, "steps": float(steps.mean()),
             "gap_rhat": float(gaps["r_hat"].max()), "gap_ess": float(gaps["ess_bulk"].min()),
-            "spec": mode, "device": str(post.idata.posterior.attrs.get("device", device))}
+            "spec": mode + ("" if shear else ", no shear"),
+            "device": str(post.idata.posterior.attrs.get("device", device))}
 
 
-def run_size(pairs: int, rows: int, seed: int, draws: int, mode: str) -> dict:
+def run_size(pairs: int, rows: int, seed: int, draws: int, mode: str,
+             shear: bool = True) -> dict:
     cmd = [sys.executable, __file__, "--one", str(pairs), str(rows), "--seed", str(seed),
-           "--draws", str(draws), "--mode", mode]
+           "--draws", str(draws), "--mode", mode] + ([] if shear else ["--no-shear"])
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"size {pairs} pairs x {rows} rows failed:\n{res.stderr[-3000:]}")
@@ -142,12 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["cpu", "gpu"], default=None,
                    help="internal: with --one, the JAX device to sample on (default: GPU "
                         "when present)")
+    p.add_argument("--no-shear", action="store_true",
+                   help="fit without sheared pair coordinates (fit(shear=False)), to "
+                        "compare")
     p.add_argument("--series", choices=["rows", "pairs", "both"], default="both",
                    help="which series to run (default both; the target is on rows)")
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(one(*args.one, seed=args.seed, draws=args.draws, mode=args.mode,
-                             device=args.device)))
+                             device=args.device, shear=not args.no_shear)))
         return 0
 
     if args.quick:
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         for pairs, rows in sizes:
             if (pairs, rows, mode) not in done:
                 r = done[pairs, rows, mode] = run_size(pairs, rows, args.seed, args.draws,
-                                                       mode)
+                                                       mode, shear=not args.no_shear)
                 print(f"  {pairs:>5} pairs {rows:>7} rows ({r['spec']} spec): "
                       f"{r['seconds']:7.1f} s, {r['peak_rss_mb']:6.0f} MB, "
                       f"{r['steps']:.0f} steps a draw", flush=True)

@@ -14,7 +14,14 @@ import pytest
 
 from bayes_transfer.diagnostics import SamplingWarning
 from bayes_transfer.inference import LAPLACE_FROM_ROWS, fit
-from bayes_transfer.laplace import find_mode, hessian_diagonal, laplace_start
+from bayes_transfer.laplace import (
+    find_mode,
+    hessian_diagonal,
+    hessian_diagonal_by_probes,
+    laplace_start,
+    probe_diagonal,
+    probe_groups,
+)
 
 
 def test_mode_and_curvature_of_a_quadratic_with_very_different_scales():
@@ -28,6 +35,56 @@ def test_mode_and_curvature_of_a_quadratic_with_very_different_scales():
     mode = find_mode(potential, jnp.zeros(3))
     np.testing.assert_allclose(mode, centre, atol=1e-2)
     np.testing.assert_allclose(hessian_diagonal(potential, mode), precision, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spec_name", ["transfer-gap", "factor-gap", "chinchilla-pairs"])
+def test_the_diagonal_by_probes_is_the_diagonal_of_the_models_hessian(tiny_sim, spec_name):
+    """One product per site (per column of a factor site) reads the same diagonal as one
+    per coordinate, at a random point of the model's unconstrained space."""
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import initialize_model
+
+    from bayes_transfer.model import hierarchical_model, model_data, select_rows
+    from bayes_transfer.spec import load_spec
+
+    if spec_name == "factor-gap":  # a rank-2 interaction: its columns couple
+        d = load_spec("transfer-gap").to_dict()
+        d["params"]["G"]["factors"] = 2
+        spec = load_spec(d)
+    else:
+        spec = load_spec(spec_name)
+    table, _ = select_rows(spec, tiny_sim.runs)
+    data = model_data(spec, table)
+    info = initialize_model(jax.random.key(1), hierarchical_model, model_args=(data,))
+    flat, unravel = ravel_pytree(info.param_info.z)
+
+    def potential(z):
+        return info.potential_fn(unravel(z))
+
+    groups, n_groups = probe_groups(info.param_info.z)
+    assert n_groups < flat.shape[0]
+    exact = hessian_diagonal(potential, flat)
+    # The unchecked products themselves, not the checked function (which would return
+    # the exact loop's diagonal on a disagreement).
+    np.testing.assert_allclose(probe_diagonal(potential, flat, groups, n_groups), exact,
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(hessian_diagonal_by_probes(potential, flat, groups, n_groups),
+                               exact, rtol=1e-4, atol=1e-4)
+
+
+def test_probes_that_couple_fall_back_to_the_exact_diagonal():
+    # Two coordinates of one site that couple: H @ 1 read at each is H_ii + H_ij, wrong.
+    h = jnp.array([[4.0, 1.5], [1.5, 3.0]])
+
+    def potential(z):
+        return 0.5 * z @ h @ z
+
+    groups, n_groups = probe_groups({"x": jnp.zeros(2)})
+    assert n_groups == 1
+    np.testing.assert_allclose(probe_diagonal(potential, jnp.ones(2), groups, n_groups),
+                               [5.5, 4.5])  # what the product alone reads
+    np.testing.assert_allclose(
+        hessian_diagonal_by_probes(potential, jnp.ones(2), groups, n_groups), [4.0, 3.0])
 
 
 def test_laplace_start_of_a_conjugate_model_matches_its_posterior():

@@ -139,6 +139,10 @@ def fit_command(
         "states) or mode (centre each group the rows pin, from the curvature at the "
         "posterior's mode; the draws come back on the spec's sites; fewer leapfrog steps, "
         "but check for divergences)."),
+    shear: bool = typer.Option(
+        True, "--shear/--no-shear", help="With a Laplace start, sample each centred "
+        "pair-level parameter sheared off its source's and target's parameters (the same "
+        "posterior, fewer leapfrog steps with many pairs a target). NumPyro only."),
     prior_draws: int = typer.Option(
         0, min=0, max=100_000, help="Also save this many prior draws (groups prior and "
         "prior_predictive); posterior_predictive is saved either way."),
@@ -174,7 +178,7 @@ def fit_command(
             target_accept=resolve_target_accept(model_spec, target_accept),
             max_tree_depth=max_tree_depth,
             dense_mass=dense_mass, init=init.value, device=device.value,
-            centring=centring.value, progress=show_progress(progress))
+            centring=centring.value, shear=shear, progress=show_progress(progress))
         with warnings.catch_warnings():
             # Diagnostics are printed below, once, with advice.
             warnings.simplefilter("ignore", SamplingWarning)
