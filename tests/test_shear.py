@@ -62,18 +62,23 @@ def test_sheared_coordinates_have_the_same_density(problem):
     the spec model's at the original, with no Jacobian."""
     _, _, data, _, start, moved = problem
     sheared = replace(data, shear=moved.slopes)
-    variances = ravel_pytree({k: v[0] for k, v in start.init.items()})[1](start.inverse_mass)
-    init, new_var = shear.sheared_start(start.init, variances, sheared, moved)
+    # Points well away from the mode in the sheared-off sites, so that the shifts matter.
+    rng = np.random.default_rng(0)
+    points = {k: v + (0.3 * rng.standard_normal(v.shape) if k in ("log_E", "log_beta",
+                                                                  "log_alpha") else 0.0)
+              for k, v in start.init.items()}
+    variances = ravel_pytree({k: v[0] for k, v in points.items()})[1](start.inverse_mass)
+    init, new_var = shear.sheared_start(points, variances, sheared, moved)
     assert "G_sh_pair" in init and "log_G" not in init and "E_sh_target" in init
     assert set(new_var) == set(init)
     for c in range(3):
-        here = {k: v[c] for k, v in start.init.items()}
+        here = {k: v[c] for k, v in points.items()}
         there = {k: v[c] for k, v in init.items()}
         assert _potential(sheared, there) == pytest.approx(_potential(data, here), rel=1e-5)
     # Moved the wrong way, the density differs: the test can tell.
     wrong = {k: (v[0] + 0.1 if k == "G_sh_pair" else v[0]) for k, v in init.items()}
     assert _potential(sheared, wrong) != pytest.approx(
-        _potential(data, {k: v[0] for k, v in start.init.items()}), rel=1e-5)
+        _potential(data, {k: v[0] for k, v in points.items()}), rel=1e-5)
 
 
 def test_at_the_mode_the_pairs_no_longer_couple_with_their_floors_and_exponents(problem):
