@@ -57,7 +57,8 @@ def test_settings_accept_what_they_should_and_record_what_decides_the_draws():
     assert type(s.chains) is int and s.dense_mass is True and s.warmup == 0
     assert s.to_dict() == {"chains": 2, "draws": 50, "warmup": 0, "seed": 2**32 - 1,
                            "target_accept": 0.99, "max_tree_depth": 10, "dense_mass": True,
-                           "init": "auto", "device": "cpu", "centring": "spec"}
+                           "init": "auto", "device": "cpu", "centring": "spec",
+                           "shear": True}
     assert json.loads(json.dumps(s.to_dict())) == s.to_dict()
     assert SamplerSettings(**s.fit_kwargs()) == s
     assert s.for_rows(10).init == "prior" and s.for_rows(5000).init == "laplace"
