@@ -39,7 +39,7 @@ Example:
     >>> design = simulate.design_grid(["a", "b"], ["x", "y"], params=[1e6],
     ...     pretrain_tokens=[1e6, 1e8], finetune_tokens=[1e4, 1e6])
     >>> plan(model_data(spec, simulate.simulate(spec, design, seed=0).runs))
-    {'G': ('alpha', 'beta', 'E'), 'A': ('alpha', 'beta', 'E')}
+    {'A': ('alpha', 'beta', 'E'), 'G': ('alpha', 'beta', 'E')}
 """
 
 from __future__ import annotations
