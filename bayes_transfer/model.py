@@ -279,9 +279,12 @@ def hierarchical_model(data: ModelData, observed: bool = True) -> None:
     sheared = data.shear or {}
     log_values: dict[str, Any] = {}
     # Sheared parameters after the ones their shift reads: pairs' last, and in spec order
-    # among themselves (bayes_transfer.shear orders its slopes so).
-    for name in sorted(spec.params, key=lambda n: (n in sheared,
-                                                   spec.params[n].level == "pair")):
+    # among themselves (bayes_transfer.shear orders its slopes so). Without a shear the
+    # spec's order, which the sites' start values (and so a seed's draws) depend on.
+    order = list(spec.params)
+    if sheared:
+        order.sort(key=lambda n: (n in sheared, spec.params[n].level == "pair"))
+    for name in order:
         shift = None
         if name in sheared:
             from bayes_transfer.shear import shift_of
