@@ -108,7 +108,15 @@ def fits(problem, tmp_path_factory):
     from bayes_transfer.diagnostics import SamplingWarning
     from bayes_transfer.inference import fit
 
-    runs, spec, *_ = problem
+    # Its own table, wide in p and f with between-group sds of 0.8: a posterior both
+    # parameterisations sample well from any start. On the 9-row pairs of ``problem``,
+    # centred floors have a funnel neck that one chain may fall into on one machine and
+    # not another (CI, 2026-12-03: a chain stuck there, medians 2 nats apart).
+    spec = problem[1]
+    design = simulate.design_grid(["a", "b", "c"], ["x", "y", "z"], params=[1e6],
+                                  pretrain_tokens=[1e5, 1e6, 1e7, 1e8, 1e9],
+                                  finetune_tokens=[1e3, 1e4, 1e5, 1e6, 1e7])
+    runs = simulate.simulate(spec, design, seed=5, typical=True, group_sd=0.8).runs
     kw = dict(chains=2, draws=400, warmup=400, seed=3, init="laplace", progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
@@ -135,6 +143,10 @@ def test_a_sheared_fit_samples_the_same_posterior_on_the_specs_sites(fits):
         assert np.allclose(a.std(0), b.std(0), rtol=0.35), name
     again = Posterior.load(path)
     assert again.idata.posterior.attrs["sheared"] == on.idata.posterior.attrs["sheared"]
-    # Centred on 9 rows a pair, both parameterisations meet the odd funnel (2026-12-03:
-    # 5 divergences sheared, 15 not, of 800 draws); the shear must not add to them.
-    assert on.diagnostics.divergences <= max(off.diagnostics.divergences, 0.01 * on.n_draws)
+    # Both converge here (seeds 3 and 5 of the fit, 4 and 5 of the table, 2026-12-03:
+    # 0-2 divergences of 800 draws, medians within 0.08 of a 90% width, R-hat of every
+    # site <= 1.07: the between-group sds of 3 groups mix slowest). A stuck chain, as on
+    # CI's funnel, gives R-hat > 2.
+    for post in (on, off):
+        assert post.diagnostics.divergences <= 0.01 * post.n_draws
+        assert post.diagnostics.max_rhat < 1.15
