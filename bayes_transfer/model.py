@@ -12,14 +12,21 @@ residual, so its gap posterior is the predictive from its source's and target's 
 The likelihood is on the log loss: Student-t (or Normal) around the law's log mean,
 with scale ``sqrt(sigma^2 + (loss_se / loss)^2)``.
 
-Example:
-    >>> import numpyro, jax
+Example (NUTS on the model directly; :func:`bayes_transfer.inference.fit` does this with
+diagnostics, a good start and named dims)::
+
+    >>> import jax, numpyro
+    >>> from bayes_transfer import simulate
     >>> from bayes_transfer.spec import load_spec
-    >>> from bayes_transfer.simulate import simulate_design
-    >>> runs = simulate_design(["a", "b"], ["x"], seed=0)  # doctest: +SKIP
-    >>> data = model_data(load_spec("transfer-gap"), runs)  # doctest: +SKIP
-    >>> numpyro.infer.MCMC(numpyro.infer.NUTS(hierarchical_model), num_warmup=200,
-    ...     num_samples=200).run(jax.random.key(0), data)  # doctest: +SKIP
+    >>> spec = load_spec("transfer-gap")
+    >>> design = simulate.design_grid(["a", "b"], ["x"], params=[1e6],
+    ...     pretrain_tokens=[1e6, 1e8], finetune_tokens=[1e4, 1e6])
+    >>> table, _ = select_rows(spec, simulate.simulate(spec, design, seed=0).runs)
+    >>> mcmc = numpyro.infer.MCMC(numpyro.infer.NUTS(hierarchical_model), num_warmup=100,
+    ...                           num_samples=100, progress_bar=False)
+    >>> mcmc.run(jax.random.key(0), model_data(spec, table))
+    >>> mcmc.get_samples()["log_G"].shape  # 100 draws of the log gap of 2 pairs
+    (100, 2)
 """
 
 from __future__ import annotations

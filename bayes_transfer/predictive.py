@@ -119,7 +119,7 @@ def posterior_predictive(post: Posterior, *, seed: int = 0) -> xr.DataArray:
 
     Example:
         >>> pp = posterior_predictive(post)  # doctest: +SKIP
-        >>> pp.dims
+        >>> pp.dims  # doctest: +SKIP
         ('chain', 'draw', 'row')
     """
     import xarray as xr
@@ -205,7 +205,7 @@ def prior_groups(spec: ModelSpec, table: RunTable, units: Units, *, draws: int,
 
     Example:
         >>> groups = prior_groups(spec, runs, units, draws=500)  # doctest: +SKIP
-        >>> groups["prior_predictive"]["log_loss"].dims
+        >>> groups["prior_predictive"]["log_loss"].dims  # doctest: +SKIP
         ('chain', 'draw', 'row')
     """
     if isinstance(draws, bool) or not isinstance(draws, int | np.integer) or draws < 1:

@@ -17,8 +17,8 @@ Example:
     ...     pretrain_tokens=[1e6, 1e8], finetune_tokens=[1e4, 1e6])
     >>> sim = simulate.simulate("transfer-gap", design, seed=0)
     >>> model = pymc_model(sim.spec, sim.runs)
-    >>> sorted(model.named_vars)[:4]
-    ['A_mu', 'A_sd_pair', 'A_sd_source', 'A_sd_target']
+    >>> sorted(model.named_vars)[:4]  # one target: A is pooled over pairs, not crossed
+    ['A_mu', 'A_sd_pair', 'A_z_pair', 'E_mu']
     >>> idata = sample_pymc(sim.spec, sim.runs, chains=2, draws=100,
     ...                     warmup=100)  # doctest: +SKIP
 """

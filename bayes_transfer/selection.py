@@ -95,7 +95,7 @@ def pearson_percent(predicted: np.ndarray, actual: np.ndarray) -> float:
 
     Example:
         >>> round(pearson_percent(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.5])), 2)
-        99.87
+        99.79
     """
     x = np.asarray(predicted, dtype=np.float64)
     y = np.asarray(actual, dtype=np.float64)

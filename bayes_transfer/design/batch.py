@@ -10,6 +10,7 @@ learn.
 
 Example:
     >>> from bayes_transfer import simulate
+    >>> from bayes_transfer.design.candidates import candidate_grid
     >>> from bayes_transfer.inference import fit
     >>> design = simulate.design_grid(["a", "b"], ["x", "y"], params=[1e6],
     ...     pretrain_tokens=[1e7, 1e9], finetune_tokens=[1e5, 1e7])
