@@ -72,15 +72,21 @@ def find_mode(potential: Callable[[Any], Any], z0: Any, *, steps: int = ADAM_STE
     return z
 
 
+def _hvp(potential: Callable[[Any], Any], z: Any) -> Callable[[Any], Any]:
+    # v -> H(z) v, forward over reverse: memory linear in the dimension.
+    grad = jax.grad(potential)
+    return lambda v: jax.jvp(grad, (z,), (v,))[1]
+
+
+def _diagonal_entries(potential: Callable[[Any], Any], z: Any, index: Any) -> Any:
+    # H[i, i] for each i in index, one product with the one-hot vector of i each.
+    hvp = _hvp(potential, z)
+    return jax.lax.map(lambda i: hvp(jax.nn.one_hot(i, z.shape[0], dtype=z.dtype))[i], index)
+
+
 def hessian_diagonal(potential: Callable[[Any], Any], z: Any) -> Any:
     """The Hessian's diagonal at ``z``: one Hessian-vector product per dimension."""
-    grad = jax.grad(potential)
-
-    def entry(i):
-        e = jax.nn.one_hot(i, z.shape[0], dtype=z.dtype)
-        return jax.jvp(grad, (z,), (e,))[1][i]
-
-    return jax.lax.map(entry, jnp.arange(z.shape[0]))
+    return _diagonal_entries(potential, z, jnp.arange(z.shape[0]))
 
 
 def probe_groups(tree: Any) -> Any:
@@ -100,9 +106,8 @@ def probe_diagonal(potential: Callable[[Any], Any], z: Any, groups: Any,
     """``(H @ 1_g)[i]`` for each coordinate ``i`` of group ``g``: the Hessian's diagonal
     when no two coordinates of a group couple (unchecked; see
     :func:`hessian_diagonal_by_probes`)."""
-    grad = jax.grad(potential)
-    probed = jax.lax.map(lambda g: jax.jvp(grad, (z,), ((groups == g).astype(z.dtype),))[1],
-                         jnp.arange(n_groups))
+    hvp = _hvp(potential, z)
+    probed = jax.lax.map(lambda g: hvp((groups == g).astype(z.dtype)), jnp.arange(n_groups))
     return probed[groups, jnp.arange(z.shape[0])]
 
 
@@ -119,18 +124,13 @@ def hessian_diagonal_by_probes(potential: Callable[[Any], Any], z: Any, groups: 
     whose coordinates do couple costs the full loop, never a wrong diagonal. (A
     10,000-pair table has 20,715 coordinates but 25 groups.)
     """
-    grad = jax.grad(potential)
-
-    def hvp(v):
-        return jax.jvp(grad, (z,), (v,))[1]
-
     diag = probe_diagonal(potential, z, groups, n_groups)
     index = jnp.arange(z.shape[0])
     firsts = jnp.array([jnp.min(jnp.where(groups == g, index, z.shape[0]))
                         for g in range(n_groups)])
     lasts = jnp.array([jnp.max(jnp.where(groups == g, index, -1)) for g in range(n_groups)])
     check = jnp.concatenate([firsts, lasts])
-    exact = jax.lax.map(lambda i: hvp(jax.nn.one_hot(i, z.shape[0], dtype=z.dtype))[i], check)
+    exact = _diagonal_entries(potential, z, check)
     agree = jnp.all(jnp.abs(exact - diag[check]) <= 1e-3 * (jnp.abs(exact) + 1.0))
     return jax.lax.cond(agree, lambda: diag, lambda: hessian_diagonal(potential, z))
 
@@ -183,12 +183,12 @@ def laplace_fit(model: Callable[..., None], model_args: tuple, rng_key: Any, cha
         # A draw that lands where the density is not finite starts at the mode instead.
         finite = jnp.isfinite(jax.vmap(potential)(starts))
         starts = jnp.where(finite[:, None], starts, mode)
-        grad = jax.grad(potential)
+        hvp = _hvp(potential, mode)
         probed = {}
         for name in probes:
             ones = unravel(jnp.zeros_like(flat0))
             ones[name] = jnp.ones_like(ones[name])
-            probed[name] = unravel(jax.jvp(grad, (mode,), (ravel_pytree(ones)[0],))[1])
+            probed[name] = unravel(hvp(ravel_pytree(ones)[0]))
         return (jax.vmap(unravel)(starts), variance, unravel(mode), unravel(curvature),
                 probed, jnp.all(jnp.isfinite(mode)))
 

@@ -201,6 +201,11 @@ def param_effect(p: ParamSpec, data: ModelData, shift: Any = None) -> Any:
     return numpyro.deterministic(f"log_{name}", value + _offsets(p, p.level, data))
 
 
+def sheared_site(name: str, level: str) -> str:
+    """The sampled site of a sheared parameter (``G`` at pair level: ``G_sh_pair``)."""
+    return f"{name}_sh_{level}"
+
+
 def _log_site(p: ParamSpec, loc: Any, scale: Any, shape: tuple[int, ...], shift: Any) -> Any:
     """Sample ``log_<name> ~ Normal(loc, scale)`` over ``shape``, or with a ``shift``
     sample ``<name>_sh_<level> = log_<name> - shift`` from the prior moved by it (a
@@ -208,7 +213,7 @@ def _log_site(p: ParamSpec, loc: Any, scale: Any, shape: tuple[int, ...], shift:
     deterministic site."""
     if shift is None:
         return numpyro.sample(f"log_{p.name}", dist.Normal(loc, scale).expand(shape))
-    moved = numpyro.sample(f"{p.name}_sh_{p.level}",
+    moved = numpyro.sample(sheared_site(p.name, p.level),
                            dist.Normal(loc - shift, scale).expand(shape))
     return numpyro.deterministic(f"log_{p.name}", moved + shift)
 

@@ -52,14 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayes_transfer.model import ModelData, centring
+from bayes_transfer.model import sheared_site as site
 from bayes_transfer.spec import ParamSpec
 
 __all__ = ["Shear", "plan", "probes", "shift_of", "from_laplace", "sheared_start", "spec_sites", "site"]
-
-
-def site(name: str, level: str) -> str:
-    """The sampled site of a sheared parameter (``G`` at pair level: ``G_sh_pair``)."""
-    return f"{name}_sh_{level}"
 
 
 def _direct(p: ParamSpec, data: ModelData) -> bool:
