@@ -42,7 +42,13 @@ import numpyro.distributions as dist
 
 from bayes_transfer.data import Problem, RunTable, RunTableError
 from bayes_transfer.laws import Units, features, get_law
+from bayes_transfer.runtime import atomic_compilation_cache
 from bayes_transfer.spec import AUTO_CENTRE_ROWS, ModelSpec, ParamSpec
+
+# Every fit compiles through this module's model: from here on, an entry of JAX's
+# persistent compilation cache (if one is in use) is written atomically and a damaged
+# one heals (a kill mid-write otherwise leaves it unreadable for good).
+atomic_compilation_cache()
 
 __all__ = ["ModelData", "model_data", "hierarchical_model", "param_effect", "crossed", "centring",
            "at_rows", "site_dims", "select_rows"]

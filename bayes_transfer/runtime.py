@@ -7,6 +7,9 @@ command asks for one per core at its entry point; a Python user who wants the sa
 vectorised in one program: correct, just slower on a multi-core machine).
 
 This module imports nothing heavy, so that the CLI can call it before JAX is loaded.
+The one change it makes by itself is a repair, not a setting: :func:`atomic_compilation_cache`
+(called when :mod:`bayes_transfer.model` imports JAX) makes JAX's persistent cache write
+its entries atomically, whoever turned the cache on.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import re
 import sys
 import warnings
 
-__all__ = ["use_host_devices", "use_compilation_cache", "quiet_third_party_warnings",
-           "CACHE_ENV"]
+__all__ = ["use_host_devices", "use_compilation_cache", "atomic_compilation_cache",
+           "quiet_third_party_warnings", "CACHE_ENV"]
 
 #: Where the CLI keeps JAX's compiled programs: a folder, or ``off`` (also 0, false, no,
 #: none, or empty) to compile every time.
@@ -89,9 +92,50 @@ def use_compilation_cache(path: str | os.PathLike[str] | None = None) -> str | N
     if "jax" in sys.modules:
         jax = sys.modules["jax"]
         jax.config.update("jax_compilation_cache_dir", path)
-    else:
+        atomic_compilation_cache()
+    else:  # bayes_transfer.model makes the writes atomic when it imports JAX
         os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     return path
+
+
+def atomic_compilation_cache() -> bool:
+    """Make JAX's persistent compilation cache write its entries atomically.
+
+    JAX writes an entry with ``Path.write_bytes`` and never rewrites one that exists, so a
+    process killed mid-write (a Ctrl-C'd fit, a SIGKILLed loop, two test workers sharing
+    a folder) leaves a truncated entry that every later process fails to read, warns
+    about and recompiles, for good. Here an entry is written to a temporary file and
+    renamed over its name (:func:`bayes_transfer._io.atomic_write_bytes`), and an entry
+    JAX asks to write although the file exists (which it does only after failing to read
+    it) replaces it: a damaged entry heals on its next compilation. Only the local,
+    size-unlimited cache (JAX's default) is changed; with ``jax_compilation_cache_max_size``
+    set, JAX's own eviction bookkeeping is kept. Idempotent; imports JAX. Returns whether
+    the writes are atomic (False on a JAX without the private class this wraps).
+    """
+    try:
+        from jax._src import lru_cache
+    except ImportError:  # another JAX layout: its own writes stand
+        return False
+    cache_class = getattr(lru_cache, "LRUCache", None)
+    put = getattr(cache_class, "put", None)
+    if put is None:
+        return False
+    if getattr(put, "_bayes_transfer_atomic", False):
+        return True
+    suffix = getattr(lru_cache, "_CACHE_SUFFIX", "-cache")
+
+    def atomic_put(self, key: str, value: bytes) -> None:
+        if getattr(self, "eviction_enabled", True) or not key or \
+                not isinstance(getattr(self, "path", None), os.PathLike):
+            return put(self, key, value)
+        from bayes_transfer._io import atomic_write_bytes
+
+        atomic_write_bytes(os.path.join(os.fspath(self.path), f"{key}{suffix}"), value)
+
+    atomic_put._bayes_transfer_atomic = True  # type: ignore[attr-defined]
+    atomic_put.__wrapped__ = put  # type: ignore[attr-defined]
+    cache_class.put = atomic_put
+    return True
 
 
 def quiet_third_party_warnings() -> None:

@@ -219,6 +219,67 @@ def test_the_compilation_cache_is_set_by_the_cli_not_by_import(tmp_path):
     assert os.path.isdir(folder)
 
 
+_COMPILE_ONCE = """
+import sys, warnings, jax, jax.numpy as jnp
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+import bayes_transfer.model  # noqa: F401  (makes the cache's writes atomic)
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    jax.jit(lambda x: jnp.sin(x) * 3.0 + jnp.cos(x) ** 2)(1.0).block_until_ready()
+print(sum("persistent compilation cache" in str(w.message) for w in seen))
+"""
+
+
+def test_a_truncated_compilation_cache_entry_heals_on_its_next_compilation(tmp_path):
+    """A process killed while JAX wrote a cache entry leaves it truncated; JAX alone then
+    fails to read it, warns and recompiles in every later process, and never rewrites it.
+    With the package imported the next compilation replaces it."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "cache"
+
+    def compile_once() -> int:  # a fresh process each time: no in-memory cache
+        out = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, str(folder)],
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[-1])
+
+    assert compile_once() == 0
+    entries = [p for p in folder.iterdir() if p.name.endswith("-cache")]
+    assert entries, "nothing was cached"
+    sizes = {p: p.stat().st_size for p in entries}
+    for p in entries:  # what a kill mid-write leaves
+        p.write_bytes(p.read_bytes()[: sizes[p] // 3])
+    assert compile_once() >= 1  # read fails once: warned, recompiled, rewritten
+    assert {p: p.stat().st_size for p in entries} == sizes
+    assert compile_once() == 0  # healed: read without a warning
+
+
+def test_a_failed_compilation_cache_write_leaves_no_entry(tmp_path, monkeypatch):
+    """An entry is written to a temporary file and renamed into place: a write that fails
+    part way (here, at the fsync before the rename) leaves no entry, not a truncated one."""
+    from jax._src.lru_cache import LRUCache
+
+    import bayes_transfer._io as io
+    from bayes_transfer.runtime import atomic_compilation_cache
+
+    assert atomic_compilation_cache()
+    cache = LRUCache(str(tmp_path), max_size=-1)
+
+    def fail(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", fail)
+    with pytest.raises(OSError):
+        cache.put("k", b"x" * 4096)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    cache.put("k", b"y" * 10)
+    assert cache.get("k") == b"y" * 10
+
+
 def test_padded_rows_add_nothing_to_the_log_density(tiny_sim):
     """The masked padding of a warm refit leaves the posterior as it was."""
     from numpyro.infer.util import potential_energy
