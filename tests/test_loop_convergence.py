@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from _posteriors import loop_candidates
@@ -196,6 +197,42 @@ def test_a_warm_refit_starts_from_the_previous_posterior(tiny_sim, tiny_posterio
     assert np.isfinite(post.gap_table()["median"]).all()
     assert [bucket_rows(n) for n in (1, 32, 33, 41, 64, 65, 100)] == \
         [32, 32, 40, 48, 64, 80, 112]
+
+
+def test_the_warm_start_is_what_an_eager_trace_and_ravel_pytree_give(tiny_sim,
+                                                                      tiny_posterior):
+    """The warm start's latent sites (traced abstractly) and its mass matrix (the draws
+    flattened in numpy) are exactly those of an eager trace and of ravel_pytree per draw,
+    the order NumPyro's NUTS reads a flat mass matrix in."""
+    from jax.flatten_util import ravel_pytree
+    from numpyro import handlers
+    from numpyro.distributions.transforms import biject_to
+
+    from bayes_transfer.model import hierarchical_model, model_data
+    from bayes_transfer.named_params import all_draws
+    from bayes_transfer.refit import _latent_sites, _warm_init
+
+    data = model_data(load_spec("transfer-gap"), tiny_sim.runs)
+    trace = handlers.trace(handlers.seed(hierarchical_model, 0)).get_trace(data)
+    eager = {k: (tuple(v["value"].shape), v["fn"].support) for k, v in trace.items()
+             if v["type"] == "sample" and not v["is_observed"]}
+    sites = _latent_sites(data)
+    assert list(sites) == list(eager) and len(sites) > 5
+    for name, (shape, support) in eager.items():
+        assert sites[name][0] == shape and type(sites[name][1]) is type(support), name
+
+    starts, inv_mass = _warm_init(tiny_posterior, sites, chains=2, dense=False)
+    post = all_draws(tiny_posterior.idata).stack(sample=("chain", "draw"))
+    rows = []
+    for i in range(post.sizes["sample"]):
+        z = {k: biject_to(sup).inv(jnp.asarray(np.moveaxis(post[k].values, -1, 0)[i]))
+             for k, (_, sup) in sites.items()}
+        rows.append(np.asarray(ravel_pytree(z)[0]))
+    flat = np.stack(rows)
+    n = len(flat)
+    expected = (n / (n + 5.0)) * flat.var(axis=0) + 1e-3 * (5.0 / (n + 5.0))
+    np.testing.assert_allclose(inv_mass, expected, rtol=1e-6, atol=1e-12)
+    assert set(starts) == set(sites)
 
 
 def test_the_compilation_cache_is_set_by_the_cli_not_by_import(tmp_path):
