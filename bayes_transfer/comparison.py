@@ -46,18 +46,13 @@ def log_likelihood(post: Posterior) -> xr.DataArray:
     Normal, with the row's ``loss_se``). The draws passed to the model are the
     posterior's variables of every sample site of the model.
     """
-    import jax
     import xarray as xr
-    from numpyro import handlers
     from numpyro.infer import log_likelihood as numpyro_log_likelihood
 
-    from bayes_transfer.model import hierarchical_model, model_data
+    from bayes_transfer.model import hierarchical_model, latent_sites, model_data
 
     data = model_data(post.spec, post.runs, post.units)
-    trace = handlers.trace(handlers.seed(hierarchical_model, jax.random.key(0))
-                           ).get_trace(data)
-    sites = [name for name, site in trace.items()
-             if site["type"] == "sample" and not site["is_observed"]]
+    sites = list(latent_sites(data))
     from bayes_transfer.named_params import all_draws
 
     posterior = all_draws(post.idata)  # offsets live in unconstrained_posterior

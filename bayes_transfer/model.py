@@ -35,10 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro import handlers
 
 from bayes_transfer.data import Problem, RunTable, RunTableError
 from bayes_transfer.laws import Units, features, get_law
@@ -50,8 +52,8 @@ from bayes_transfer.spec import AUTO_CENTRE_ROWS, ModelSpec, ParamSpec
 # one heals (a kill mid-write otherwise leaves it unreadable for good).
 atomic_compilation_cache()
 
-__all__ = ["ModelData", "model_data", "hierarchical_model", "param_effect", "crossed", "centring",
-           "at_rows", "site_dims", "select_rows"]
+__all__ = ["ModelData", "model_data", "hierarchical_model", "latent_sites", "param_effect",
+           "crossed", "centring", "at_rows", "site_dims", "select_rows"]
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,26 @@ def hierarchical_model(data: ModelData, observed: bool = True) -> None:
             with numpyro.handlers.mask(mask=data.row_mask):
                 numpyro.sample("log_loss", _likelihood(spec, mean, scale),
                                obs=data.log_loss if observed else None)
+
+
+def latent_sites(data: ModelData) -> dict[str, Any]:
+    """Name -> (shape, support) of the model's latent sample sites, in the model's order.
+
+    The model is traced abstractly (``jax.eval_shape``): run eagerly, every operation of
+    the trace was dispatched, and on a new row bucket compiled, one by one (1.5 s of a
+    ~9 s warm refit of a 48-row table, 2026-12-03); only shapes and supports are needed.
+    """
+    supports: dict[str, Any] = {}
+
+    def latent_values():
+        tr = handlers.trace(handlers.seed(hierarchical_model, 0)).get_trace(data)
+        latent = {name: site for name, site in tr.items()
+                  if site["type"] == "sample" and not site["is_observed"]}
+        supports.update({name: site["fn"].support for name, site in latent.items()})
+        return {name: site["value"] for name, site in latent.items()}
+
+    shapes = jax.eval_shape(latent_values)
+    return {name: (tuple(shapes[name].shape), support) for name, support in supports.items()}
 
 
 def _likelihood(spec: ModelSpec, mean: Any, scale: Any) -> dist.Distribution:

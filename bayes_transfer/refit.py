@@ -35,7 +35,7 @@ from jax.flatten_util import ravel_pytree
 
 from bayes_transfer.data import RunTable
 from bayes_transfer.laws import Units
-from bayes_transfer.model import ModelData, hierarchical_model, model_data, site_dims
+from bayes_transfer.model import ModelData, hierarchical_model, latent_sites, model_data, site_dims
 from bayes_transfer.sampling import (
     SamplerSettings,
     coords_for,
@@ -115,28 +115,6 @@ def _padded(data: ModelData, rows: int) -> dict[str, Any]:
             "log_loss": pad(data.log_loss), "log_loss_se": pad(data.log_loss_se),
             "source_idx": pad(data.source_idx), "target_idx": pad(data.target_idx),
             "row_mask": jnp.asarray(np.arange(rows) < n)}
-
-
-def _latent_sites(data: ModelData) -> dict[str, Any]:
-    """Name -> (shape, support) of the model's latent sample sites.
-
-    The model is traced abstractly (``jax.eval_shape``): run eagerly, every operation of
-    the trace was dispatched, and on a new row bucket compiled, one by one (1.5 s of a
-    ~9 s warm refit of a 48-row table, 2026-12-03); only shapes and supports are needed.
-    """
-    from numpyro import handlers
-
-    supports: dict[str, Any] = {}
-
-    def latent_values():
-        tr = handlers.trace(handlers.seed(hierarchical_model, 0)).get_trace(data)
-        latent = {name: site for name, site in tr.items()
-                  if site["type"] == "sample" and not site["is_observed"]}
-        supports.update({name: site["fn"].support for name, site in latent.items()})
-        return {name: site["value"] for name, site in latent.items()}
-
-    shapes = jax.eval_shape(latent_values)
-    return {name: (tuple(shapes[name].shape), support) for name, support in supports.items()}
 
 
 def centring_from(previous: Posterior, data: ModelData) -> dict[str, np.ndarray]:
@@ -411,7 +389,7 @@ def sample_warm(spec: ModelSpec, table: RunTable, units: Units, previous: Poster
         data = model_data(spec, table, units)
         centre = centring_from(previous, data)
         data = dataclasses.replace(data, centre=centre or None)
-        start = _warm_init(previous, _latent_sites(data), chains, settings.dense_mass,
+        start = _warm_init(previous, latent_sites(data), chains, settings.dense_mass,
                            centre)
         if start is None:
             return None

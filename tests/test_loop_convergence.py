@@ -208,15 +208,15 @@ def test_the_warm_start_is_what_an_eager_trace_and_ravel_pytree_give(tiny_sim,
     from numpyro import handlers
     from numpyro.distributions.transforms import biject_to
 
-    from bayes_transfer.model import hierarchical_model, model_data
+    from bayes_transfer.model import hierarchical_model, latent_sites, model_data
     from bayes_transfer.named_params import all_draws
-    from bayes_transfer.refit import _latent_sites, _warm_init
+    from bayes_transfer.refit import _warm_init
 
     data = model_data(load_spec("transfer-gap"), tiny_sim.runs)
     trace = handlers.trace(handlers.seed(hierarchical_model, 0)).get_trace(data)
     eager = {k: (tuple(v["value"].shape), v["fn"].support) for k, v in trace.items()
              if v["type"] == "sample" and not v["is_observed"]}
-    sites = _latent_sites(data)
+    sites = latent_sites(data)
     assert list(sites) == list(eager) and len(sites) > 5
     for name, (shape, support) in eager.items():
         assert sites[name][0] == shape and type(sites[name][1]) is type(support), name
@@ -321,8 +321,8 @@ def test_padded_rows_add_nothing_to_the_log_density(tiny_sim):
     """The masked padding of a warm refit leaves the posterior as it was."""
     from numpyro.infer.util import potential_energy
 
-    from bayes_transfer.model import ModelData, hierarchical_model, model_data
-    from bayes_transfer.refit import _latent_sites, _padded, bucket_rows
+    from bayes_transfer.model import ModelData, hierarchical_model, latent_sites, model_data
+    from bayes_transfer.refit import _padded, bucket_rows
 
     spec = load_spec("transfer-gap")
     data = model_data(spec, tiny_sim.runs)
@@ -333,7 +333,7 @@ def test_padded_rows_add_nothing_to_the_log_density(tiny_sim):
                        data.n_targets, data.units, data.groups_with_rows,
                        row_mask=arrays["row_mask"])
     rng = np.random.default_rng(0)
-    z = {name: rng.normal(size=shape) * 0.3 for name, (shape, _) in _latent_sites(data).items()}
+    z = {name: rng.normal(size=shape) * 0.3 for name, (shape, _) in latent_sites(data).items()}
     exact = float(potential_energy(hierarchical_model, (data,), {}, z))
     assert float(potential_energy(hierarchical_model, (padded,), {}, z)) == \
         pytest.approx(exact, rel=1e-6)
