@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AXES", "Discrepancy", "POWERS", "group_index", "ranges", "fill_ranges", "distances", "drift_posterior",
-           "drift_draws", "calibrate"]
+__all__ = ["AXES", "Discrepancy", "POWERS", "group_index", "ranges", "fill_ranges", "distances",
+           "drift_posterior", "drift_draws", "drift_moments", "drift_variance",
+           "reducible_share", "calibrate"]
 
 # Axis name in a spec -> the row feature (see laws.features) it runs along.
 AXES = {"params": "log_N", "tokens": "log_D", "pretrain_tokens": "log_p",
@@ -213,6 +214,41 @@ def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndar
     slopes = mean[:, None] + tau[:, None] * rng.standard_normal((len(tau), n))
     share = np.ones_like(d) if share is None else share
     return slopes[:, group] * share[None, :] * d[None, :] ** power[:, None]
+
+
+def drift_moments(mean: np.ndarray, tau: np.ndarray, power: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The drift's moments over its draws, per growth power of :data:`POWERS`:
+    ``E[m 1{power = p}]`` and ``E[(m^2 + tau^2) 1{power = p}]``. With them the mean and
+    variance of the drift at any distance are closed forms (:func:`drift_variance`):
+    no draws of the slopes are needed."""
+    on = np.asarray(power)[None, :] == np.asarray(POWERS)[:, None]
+    mean, tau = np.asarray(mean, np.float64), np.asarray(tau, np.float64)
+    return (on * mean).mean(axis=1), (on * (mean**2 + tau**2)).mean(axis=1)
+
+
+def drift_variance(m1: np.ndarray, m2: np.ndarray, d: np.ndarray,
+                   share: np.ndarray | float = 1.0) -> np.ndarray:
+    """Variance of the drift ``(m + tau z) share d^power`` at log distances ``d`` (any
+    shape), over the draws of ``(m, tau, power)`` and the group's slope ``z ~ N(0, 1)``:
+    ``share^2 (sum_p m2_p d^2p - (sum_p m1_p d^p)^2)`` with the moments of
+    :func:`drift_moments`. It is what :func:`drift_draws` spreads, in expectation.
+
+    Example:
+        >>> m1, m2 = drift_moments(np.zeros(4), np.full(4, 0.1), np.ones(4))
+        >>> round(float(drift_variance(m1, m2, np.array(2.0))), 6)   # (0.1 * 2)^2
+        0.04
+    """
+    dp = np.asarray(d, np.float64)[..., None] ** np.asarray(POWERS)
+    first, second = dp @ m1, (dp**2) @ m2
+    return np.square(share) * np.maximum(second - first**2, 0.0)
+
+
+def reducible_share(log_floor: np.ndarray, log_loss: np.ndarray) -> np.ndarray:
+    """Each row's share of the loss above the floor, ``(L - E) / L``: the posterior
+    median over draws ``(draws, rows)``, in [0, 1] (see :func:`drift_draws`)."""
+    share = -np.expm1(np.broadcast_to(log_floor, np.shape(log_loss)) - log_loss)
+    return np.clip(np.median(share, axis=0), 0.0, 1.0)
 
 
 def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndarray,

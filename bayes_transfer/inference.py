@@ -36,6 +36,7 @@ from bayes_transfer.backends import chain_method as _chain_method  # noqa: F401 
 from bayes_transfer.backends import get_backend
 from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs
 from bayes_transfer.diagnostics import Diagnostics, diagnose
+from bayes_transfer.discrepancy import reducible_share
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.model import at_rows, select_rows
@@ -268,8 +269,7 @@ def drift_share(post: Posterior, disc: Any, rows: RunTable,
         log_loss = post.law_log_loss(table)
     log_floor = at_rows(post.spec.params["E"].level, post.flat_log_params()["E"],
                         table.source_idx, table.target_idx, len(post.runs.targets))
-    share = -np.expm1(np.broadcast_to(log_floor, log_loss.shape) - log_loss)
-    return np.clip(np.median(share, axis=0), 0.0, 1.0)
+    return reducible_share(log_floor, log_loss)
 
 
 def _diagnosed_vars(spec: ModelSpec, idata: az.InferenceData) -> list[str]:

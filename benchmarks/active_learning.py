@@ -73,11 +73,9 @@ from numpyro.infer.util import initialize_model, potential_energy
 from bayes_transfer.data import load_runs
 from bayes_transfer.design import (
     PosteriorDraws,
-    as_draws,
     candidate_grid,
     checkpoint_keys,
     initial_design,
-    log_mean_draws,
     pool_candidates,
     pool_runner,
     score_candidates,
@@ -390,15 +388,23 @@ def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, ba
 
 
 def pool_intervals(post, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Width (nats) of each truth row's 90% interval of the law's loss, and coverage."""
-    mu = log_mean_draws(as_draws(post), truth.drop(columns=["loss"]))
-    lo, hi = np.exp(np.quantile(mu, [0.05, 0.95], axis=0))
+    """Width (nats) of each truth row's 90% interval of the law's loss (plus the
+    discrepancy's drift, where the spec has one), and coverage."""
+    import warnings
+
+    from bayes_transfer.extrapolation import ExtrapolationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        mu = post.predict_draws(truth.drop(columns=["loss"]), kind="mean", seed=0)
+    lo, hi = np.quantile(mu, [0.05, 0.95], axis=0)
     loss = truth["loss"].to_numpy(float)
     return hi - lo, (lo <= loss) & (loss <= hi)
 
 
 def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: int,
-               draws: int, warmup: int, out: str | None = None) -> pd.DataFrame:
+               draws: int, warmup: int, out: str | None = None,
+               discrepancy: bool = False) -> pd.DataFrame:
     """One record per (seed, strategy, round): FLOPs spent, widths, coverage, R-hat.
 
     A strategy stops refitting once the stopping rule holds (every largest-size 90%
@@ -416,9 +422,13 @@ def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: 
     run = pool_runner(pool)
     cands = pool_candidates(pool)
     first = cands[cands["finetune_examples"].isin(POOL_FIRST)]
-    # No discrepancy term: its internal extrapolation fit doubles each refit, which
-    # 2 shared cores cannot pay for every round of every strategy and seed.
-    spec = dataclasses.replace(load_spec("finetune-curves"), discrepancy=None)
+    # By default no discrepancy term: its internal extrapolation fit doubles each
+    # refit, which 2 shared cores cannot pay for every round of every strategy and seed.
+    # With it (--discrepancy) the intervals widen with the distance to the largest size,
+    # and the active strategy values a run by how much nearer it brings the range too.
+    spec = load_spec("finetune-curves")
+    if not discrepancy:
+        spec = dataclasses.replace(spec, discrepancy=None)
     batch = pool["source"].nunique()
     records = []
 
@@ -521,7 +531,7 @@ def pool_main(args: argparse.Namespace) -> int:
         print(f"summary of {args.summarise}: {seeds} complete seeds")
     else:
         log = pool_study(args.table, models, seeds, rounds, chains=2, draws=draws,
-                         warmup=warmup, out=args.out)
+                         warmup=warmup, out=args.out, discrepancy=args.discrepancy)
     summary = pool_summary(log)
     n_models = int(log["rows"].iloc[0]) // len(POOL_FIRST)  # the initial design: 2 a model
     ratio = {other: float(summary.loc["active", "flops"] / summary.loc[other, "flops"])
@@ -535,7 +545,8 @@ def pool_main(args: argparse.Namespace) -> int:
     print()
     print(f"pool replay: rectified-scaling {args.table}, {n_models} models, {seeds} seeds, "
           f"batch {n_models} a round, up to {rounds} rounds, NUTS 2 chains x {draws} "
-          f"(+{warmup} warmup, warm-started); stopping rule: every model's 90% interval of "
+          f"(+{warmup} warmup, warm-started), "
+          f"{'with' if args.discrepancy else 'without'} the discrepancy term; stopping rule: every model's 90% interval of "
           f"its loss at {POOL_LARGEST:,} examples narrower than {POOL_WIDTH} nats and "
           "covering the measured loss")
     print(f"{'strategy':9} {'stopped':>8} {'median FLOPs':>13} {'round':>6} "
@@ -556,6 +567,7 @@ def pool_main(args: argparse.Namespace) -> int:
     print("worst refit R-hat per round: " + ", ".join(f"{r}: {v:.3f}"
                                                        for r, v in per_round.items()))
     out = {"table": args.table, "models": n_models, "seeds": seeds, "rounds": rounds,
+           "discrepancy": args.discrepancy,
            "draws": draws, "warmup": warmup, "width": POOL_WIDTH,
            "strategies": {k: {c: (float(v) if c != "reached" else int(v))
                               for c, v in row.items()}
@@ -596,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, help="--pool: this many models, evenly over "
                     "the table's sizes (default: all 30)")
     ap.add_argument("--json", help="--pool: write the summary to this JSON file")
+    ap.add_argument("--discrepancy", action="store_true", help="--pool: refit with "
+                    "finetune-curves' discrepancy term (intervals that widen beyond the "
+                    "fitted sizes; the active strategy credits runs that shrink that drift)")
     ap.add_argument("--summarise", metavar="CSV", help="--pool: summarise the log an "
                     "earlier run wrote with --out (its complete seeds) instead of running; give "
                     "that run's --draws and --rounds for the header")

@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.design.drift import DriftModel, QuantityDrift, drift_model, quantity_drift
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.spec import ModelSpec
@@ -97,6 +98,8 @@ class PosteriorDraws:
     sigma: np.ndarray
     runs: RunTable | None = None
     units: Units = Units()
+    #: The posterior's model discrepancy, if its spec has one (:mod:`.drift`).
+    drift: DriftModel | None = None
 
     @property
     def n_draws(self) -> int:
@@ -121,7 +124,8 @@ class PosteriorDraws:
         keep = np.linspace(0, self.n_draws - 1, max_draws).round().astype(int)
         return PosteriorDraws(self.spec, self.sources, self.targets,
                               {k: np.asarray(v)[keep] for k, v in self.log_params.items()},
-                              np.asarray(self.sigma)[keep], self.runs, self.units)
+                              np.asarray(self.sigma)[keep], self.runs, self.units,
+                              self.drift)
 
 
 def as_draws(posterior: Posterior | PosteriorDraws) -> PosteriorDraws:
@@ -136,6 +140,7 @@ def as_draws(posterior: Posterior | PosteriorDraws) -> PosteriorDraws:
         sigma=posterior.idata.posterior["sigma"].values.reshape(-1),
         runs=posterior.runs,
         units=getattr(posterior, "units", Units()),
+        drift=drift_model(posterior),
     )
 
 
@@ -199,10 +204,14 @@ def log_mean_draws(draws: PosteriorDraws, rows: pd.DataFrame | RunTable) -> np.n
 
 @dataclass(frozen=True)
 class Quantity:
-    """Draws of the quantity of interest, ``(draws, K)``, and a label per component."""
+    """Draws of the quantity of interest, ``(draws, K)``, and a label per component;
+    for predicted losses under a spec with a discrepancy, the drift's share of their
+    variance (:class:`~bayes_transfer.design.drift.QuantityDrift`), which runs nearer
+    to them shrink."""
 
     draws: np.ndarray
     labels: list[str]
+    drift: QuantityDrift | None = None
 
 
 def quantity_draws(draws: PosteriorDraws,
@@ -217,11 +226,21 @@ def quantity_draws(draws: PosteriorDraws,
             at each row.
     """
     if isinstance(quantity, pd.DataFrame):
-        values = log_mean_draws(draws, quantity)
+        table = _rows_table(draws, quantity)
+        values = log_mean_draws(draws, table).astype(np.float64)
         labels = [f"log L {s}->{t} N={n:.3g} p={p:.3g} f={f:.3g}" for s, t, n, p, f in
                   quantity[["source", "target", "params", "pretrain_tokens",
                             "finetune_tokens"]].itertuples(index=False)]
-        return Quantity(values.astype(np.float64), labels)
+        drift = None
+        if draws.drift is not None:
+            floor = None
+            if draws.drift.on == "reducible":
+                from bayes_transfer.model import at_rows
+
+                floor = at_rows(draws.spec.params["E"].level, draws.log_params["E"],
+                                table.source_idx, table.target_idx, len(draws.targets))
+            drift = quantity_drift(draws.drift, table, draws.units, values, floor)
+        return Quantity(values, labels, drift)
     gap = draws.spec.gap
     if gap is None:
         raise ValueError(f"law {draws.spec.law} has no per-pair gap; pass quantity= a "

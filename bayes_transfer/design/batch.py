@@ -34,6 +34,7 @@ from bayes_transfer.data import RunTable
 from bayes_transfer.design.acquisition import (
     Criterion,
     PosteriorDraws,
+    _rows_table,
     anomalies,
     applicable,
     as_draws,
@@ -51,6 +52,7 @@ from bayes_transfer.design.candidates import (
     hold_model_size,
     pretrained_mask,
 )
+from bayes_transfer.design.drift import QuantityDrift, candidate_coordinates
 from bayes_transfer.extrapolation import warn_extrapolation
 
 if TYPE_CHECKING:
@@ -82,10 +84,42 @@ def _prepare(posterior, candidates, quantity, runs, exclude_existing, max_draws,
         cands = cands[[row not in done for row in seen]].reset_index(drop=True)
     q = quantity_draws(draws, quantity)
     if len(cands) == 0:  # every candidate is already in the table
-        return draws, cands, table, q, np.zeros((draws.n_draws, 0), dtype=np.float32)
-    mu = log_mean_draws(draws, cands)
-    mu[:, ~applicable(draws, cands)] = 0.0  # rows the law cannot use teach nothing
-    return draws, cands, table, q, mu
+        return draws, cands, table, q, np.zeros((draws.n_draws, 0), dtype=np.float32), None
+    rows = _rows_table(draws, cands)
+    mu = log_mean_draws(draws, rows)
+    usable = applicable(draws, cands)
+    mu[:, ~usable] = 0.0  # rows the law cannot use teach nothing
+    where = None
+    if q.drift is not None:
+        group, x = candidate_coordinates(draws.drift, rows, draws.units)
+        # A row the law cannot use does not enter the fit, nor its ranges.
+        where = (group, {k: np.where(usable, v, np.nan) for k, v in x.items()})
+    return draws, cands, table, q, mu, where
+
+
+def _gains(q_anom: jnp.ndarray, m_anom: jnp.ndarray, noise: float, criterion: Criterion,
+           drift: QuantityDrift | None, where, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's gain ``(n,)`` and per-component variance reductions ``(K, n)``:
+    the law's (the ensemble estimator), plus, under a discrepancy, the drift's (a run
+    nearer the quantity's rows shrinks the drift there: :mod:`.drift`). The information
+    criterion counts the drift's part as each component's entropy reduction."""
+    gain, terms = criterion_gains(q_anom, m_anom, noise, criterion)
+    gain, terms = np.asarray(gain, np.float64)[:n], np.asarray(terms, np.float64)[:, :n]
+    if drift is None:
+        return gain, terms
+    cut = drift.reductions(*where)
+    if criterion == "variance":
+        gain = gain + cut.sum(axis=0)
+    else:
+        law = np.asarray(jnp.sum(q_anom**2, axis=0), np.float64) / (q_anom.shape[0] - 1)
+        total = (law + drift.variance())[:, None]
+        gain = gain + 0.5 * np.sum(np.log(total / np.maximum(total - cut, 1e-300)), axis=0)
+    return gain, terms + cut
+
+
+def _total_variance(q_anom: jnp.ndarray, drift: QuantityDrift | None) -> float:
+    law = float(jnp.sum(q_anom**2)) / (q_anom.shape[0] - 1)
+    return law + (float(drift.variance().sum()) if drift is not None else 0.0)
 
 
 def _check_candidates(candidates: pd.DataFrame) -> pd.DataFrame:
@@ -164,12 +198,11 @@ def score_candidates(
         The candidates with ``cost``, ``pretrained`` (a checkpoint is reused),
         ``expected_gain``, ``gain_per_cost`` and ``reason``, sorted by ``gain_per_cost``.
     """
-    draws, cands, table, q, mu = _prepare(posterior, candidates, quantity, runs,
-                                          exclude_existing, max_draws, params)
+    draws, cands, table, q, mu, where = _prepare(posterior, candidates, quantity, runs,
+                                                 exclude_existing, max_draws, params)
     n = len(cands)
-    gain, terms = criterion_gains(anomalies(q.draws), _padded(np.asarray(anomalies(mu))),
-                                  draws.noise_variance(), criterion)
-    gain, terms = np.asarray(gain)[:n], np.asarray(terms)[:, :n]
+    gain, terms = _gains(anomalies(q.draws), _padded(np.asarray(anomalies(mu))),
+                         draws.noise_variance(), criterion, q.drift, where, n)
     ckpt = checkpoint_keys(table)
     costs = candidate_costs(cands, cost, ckpt)
     out = cands.assign(cost=costs, pretrained=pretrained_mask(cands, ckpt),
@@ -215,22 +248,21 @@ def suggest(
         raise ValueError(f"batch must be at least 1, not {batch}")
     if budget is not None and not budget > 0:
         raise ValueError(f"budget must be positive, not {budget}")
-    draws, cands, table, q, mu = _prepare(posterior, candidates, quantity, runs,
-                                          exclude_existing, max_draws, params)
-    n, noise = len(cands), draws.noise_variance()
+    draws, cands, table, q, mu, where = _prepare(posterior, candidates, quantity, runs,
+                                                 exclude_existing, max_draws, params)
+    n, noise, drift = len(cands), draws.noise_variance(), q.drift
     columns = [*CANDIDATE_COLUMNS, *[c for c in cands.columns if c not in CANDIDATE_COLUMNS]]
     if n == 0:
         return _no_picks(cands, columns)
     q_anom, m_anom = anomalies(q.draws), _padded(np.asarray(anomalies(mu)))
-    total_var = float(jnp.sum(q_anom**2)) / (draws.n_draws - 1)
+    total_var = _total_variance(q_anom, drift)
     ckpt = checkpoint_keys(table)
     keys = _keys(cands)
     costs = candidate_costs(cands, cost, ckpt)
     available = np.ones(n, dtype=bool)
     spent, picks = 0.0, []
     for _ in range(min(batch, n)):
-        gain, terms = criterion_gains(q_anom, m_anom, noise, criterion)
-        gain = np.asarray(gain)[:n]
+        gain, terms = _gains(q_anom, m_anom, noise, criterion, drift, where, n)
         ok = available & (gain > 0)
         if budget is not None:
             ok &= costs <= budget - spent
@@ -245,8 +277,9 @@ def suggest(
                       "reason": _reasons(np.asarray(terms[:, c : c + 1]), q.labels)[0]})
         available[c] = False
         q_anom, m_anom = condition(q_anom, m_anom, c, noise)
-        picks[-1]["uncertainty_left"] = float(jnp.sum(q_anom**2)) / (draws.n_draws - 1) \
-            / total_var
+        if drift is not None:  # the run is in the table now: its group's range grows
+            drift = drift.extended(int(where[0][c]), {k: v[c] for k, v in where[1].items()})
+        picks[-1]["uncertainty_left"] = _total_variance(q_anom, drift) / total_var
         if keys[c][2] > 0 and keys[c] not in ckpt:
             ckpt.add(keys[c])
             costs = candidate_costs(cands, cost, ckpt)
