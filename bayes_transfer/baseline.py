@@ -34,7 +34,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.data import RunTable, load_runs, query_rows
 from bayes_transfer.evaluate import log_loss_at_rows
 from bayes_transfer.laws import Law, features, get_law
 from bayes_transfer.spec import ModelSpec, SpecError, load_spec
@@ -150,9 +150,7 @@ class BaselineFit:
         return out
 
     def _prepare(self, rows: pd.DataFrame | RunTable) -> tuple[RunTable, list[str]]:
-        from bayes_transfer.inference import _prediction_table  # one home for row checks
-
-        table = _prediction_table(rows)
+        table = query_rows(rows)
         return table, self._groups_of(table)
 
 

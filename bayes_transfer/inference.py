@@ -34,7 +34,7 @@ import xarray as xr
 from bayes_transfer._io import atomic_write_bytes
 from bayes_transfer.backends import chain_method as _chain_method  # noqa: F401 (tests)
 from bayes_transfer.backends import get_backend
-from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs
+from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs, query_rows
 from bayes_transfer.diagnostics import Diagnostics, diagnose
 from bayes_transfer.discrepancy import reducible_share
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
@@ -408,7 +408,7 @@ class Posterior:
         Rows may be of pairs never observed, as long as their source and target were in
         the fitted table (their gap comes from the crossed effects).
         """
-        table = _prediction_table(rows, name).with_levels(self.runs.sources,
+        table = query_rows(rows, name).with_levels(self.runs.sources,
                                                           self.runs.targets)
         # Every row must be one the law explains (a zero-shot row has log f = -inf).
         select_rows(replace(self.spec, rows="all"), table)
@@ -428,7 +428,7 @@ class Posterior:
     def law_log_loss(self, rows: pd.DataFrame | RunTable) -> np.ndarray:
         """The law's log loss at ``rows``, ``(draws, rows)``: the curve alone, without
         the discrepancy's drift or the noise (:meth:`predict_draws` adds those)."""
-        table = _prediction_table(rows).with_levels(self.runs.sources, self.runs.targets)
+        table = query_rows(rows).with_levels(self.runs.sources, self.runs.targets)
         feats = {k: jnp.asarray(v) for k, v in self.features(table.df).items()}
         log_loss = np.asarray(log_loss_at_rows(
             self.spec.law, feats, {k: jnp.asarray(v) for k, v in self.flat_log_params().items()},
@@ -440,7 +440,7 @@ class Posterior:
         """Draws ``(draws, rows)`` of the discrepancy's log drift at ``rows``: what
         :meth:`predict_draws` adds to :meth:`law_log_loss` (the same draws for the same
         seed); zeros for a spec without a ``[discrepancy]`` or inside the fitted range."""
-        table = _prediction_table(rows).with_levels(self.runs.sources, self.runs.targets)
+        table = query_rows(rows).with_levels(self.runs.sources, self.runs.targets)
         if self.spec.discrepancy is None:
             return np.zeros((self.n_draws, len(table)))
         return self._drift_given_law(table, self.law_log_loss(table),
@@ -587,18 +587,6 @@ def netcdf_bytes(idata: az.InferenceData) -> bytes:
         data.to_netcdf(buf, mode=mode, group=group, engine="h5netcdf", encoding=encoding)
         mode = "a"
     return buf.getvalue()
-
-
-def _prediction_table(rows: pd.DataFrame | RunTable, name: str = "prediction rows"
-                      ) -> RunTable:
-    if isinstance(rows, RunTable):
-        return rows
-    df = rows.copy()
-    if "loss" not in df.columns:
-        df["loss"] = 1.0  # placeholder so the schema check passes; never used
-    if "run_id" not in df.columns:
-        df["run_id"] = [f"new-{i}" for i in range(len(df))]
-    return load_runs(df, name=name)
 
 
 def _check_ci(ci: float) -> None:

@@ -289,12 +289,13 @@ def prediction_groups(post: Posterior, rows: pd.DataFrame | RunTable, draws: np.
     """
     import xarray as xr
 
-    from bayes_transfer.inference import _prediction_table, _table_dataset, coords_for
+    from bayes_transfer.data import query_rows
+    from bayes_transfer.inference import _table_dataset, coords_for
 
     kind = prediction_kind(kind)
     posterior = post.idata.posterior
     n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
-    table = _prediction_table(rows, name)
+    table = query_rows(rows, name)
     draws = np.asarray(draws, dtype=np.float64)
     if draws.shape != (n_chain * n_draw, len(table)):
         raise ValueError(f"draws of shape {draws.shape}; expected ({n_chain * n_draw}, "
@@ -307,7 +308,7 @@ def prediction_groups(post: Posterior, rows: pd.DataFrame | RunTable, draws: np.
     pred = xr.Dataset({_PREDICTION_VARS[kind]: values}, attrs={"kind": kind})
     constant = _table_dataset(table).assign_coords(row=labels)
     given = rows.df.columns if hasattr(rows, "df") else rows.columns
-    if "loss" not in given:  # the placeholder _prediction_table put there
+    if "loss" not in given:  # the placeholder query_rows put there
         constant = constant.drop_vars("run_loss")
     return {"predictions": pred, "predictions_constant_data": constant}
 

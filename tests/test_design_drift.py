@@ -140,3 +140,13 @@ def test_a_batch_counts_the_range_its_earlier_picks_extend(drift_posterior):
     law_gain = float(gain_terms(q, mu, draws.noise_variance())[:, 0].sum())
     assert picks["expected_gain"].iloc[1] == pytest.approx(law_gain, rel=1e-5)
     assert 0 < picks["uncertainty_left"].iloc[1] < picks["uncertainty_left"].iloc[0] < 1
+
+
+def test_quantity_rows_the_law_cannot_predict_are_named(drift_posterior):
+    """A row no draw of the law can predict would make every gain NaN and the batch
+    silently empty: it is refused, naming the row and the law's rule."""
+    from bayes_transfer.design import suggest
+
+    bad = pd.concat([TARGET, TARGET.assign(pretrain_tokens=0)], ignore_index=True)
+    with pytest.raises(ValueError, match=r"quantity rows: row 2 .*chinchilla.*needs"):
+        suggest(drift_posterior, _rows([1e9]), quantity=bad)

@@ -96,3 +96,31 @@ def test_cli_round_trip(tmp_path, spec, shape):
     fig = plots.plot_losses(Posterior.load(post), "p")
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert panels and all(ax.lines for ax in panels), [ax.get_title() for ax in panels]
+
+    if shape == "many-pairs":
+        _suggest_and_advise(tmp_path, post, df)
+
+
+def _suggest_and_advise(tmp_path, post, df: pd.DataFrame) -> None:
+    """`suggest` (the gaps where the law has them, or the loss at `--at` rows) and
+    `advise` read what `fit` wrote; a law without gaps asks for `--at`."""
+    cands = tmp_path / "cands.toml"
+    cands.write_text("[candidates]\nparams = [1000000, 16000000]\n"
+                     "pretrain_tokens = [1000000, 100000000]\n"
+                     "finetune_tokens = [0, 10000, 1000000]\n")
+    at = tmp_path / "at.csv"  # fine-tuned rows at 16x the largest N: every law's
+    df[df["finetune_tokens"] > 0].drop(columns=["loss", "run_id"]).head(2) \
+        .assign(params=64_000_000).to_csv(at, index=False)
+    has_gap = Posterior.load(post).spec.gap is not None
+    base = ["suggest", str(post), "--candidates", str(cands), "--batch", "3",
+            "--format", "csv"]
+    for extra in ([], ["--at", str(at)]):
+        res = runner.invoke(app, base + extra)
+        if not extra and not has_gap:
+            assert res.exit_code == 1 and "give --at" in res.output, res.output
+            continue
+        assert res.exit_code == 0, (extra, res.output)
+        picks = pd.read_csv(pd.io.common.StringIO(res.stdout))
+        assert 1 <= len(picks) <= 3 and (picks["expected_gain"] > 0).all(), (extra, res.stdout)
+    adv = runner.invoke(app, ["advise", str(post), "--target", "x", "--budget", "1e16"])
+    assert adv.exit_code == 0 and "Traceback" not in adv.output, adv.output

@@ -39,6 +39,11 @@ def suggest_command(
     pair: list[str] = typer.Option([], "--pair",
                                    help="Only narrow these pairs' gaps (repeat; 'src->tgt'); "
                                         "default: every pair."),
+    at: Path | None = typer.Option(
+        None, "--at", help="CSV of runs (source, target, params, pretrain_tokens, "
+                           "finetune_tokens) whose predicted loss to narrow instead of the "
+                           "gaps, e.g. the scale you will train at; needed for a law "
+                           "without a per-pair gap (chinchilla, finetune-curves)."),
     cost: str = typer.Option("flops", "--cost", help="flops (6 N (p + f)) or tokens (p + f)."),
     max_draws: int | None = typer.Option(None, "--max-draws", min=10,
                                          help="Use at most this many posterior draws."),
@@ -51,15 +56,24 @@ def suggest_command(
     already in the posterior's run table are left out. For a law without a model-size
     term the candidates are held at one N (the one nearest the largest fitted), and
     suggestions beyond the fitted range of N, p or f are counted in one warning on stderr.
+    With --at, the quantity is the predicted log loss at those runs; under a spec with
+    a discrepancy, a candidate also counts for how far it moves the fitted range toward
+    them (the drift beyond the range shrinks).
 
     Example:
 
         bayes-transfer suggest post.nc --candidates models/candidates-example.toml --batch 8 --budget 1e17
+
+        bayes-transfer suggest chinchilla.nc --candidates cands.toml --at target_scale.csv
     """
     from bayes_transfer.design import candidates_from_spec, suggest
     from bayes_transfer.inference import Posterior
 
     checks.input_file(candidates, "candidates file", "--candidates")
+    if at is not None:
+        checks.input_file(at, "table of runs to narrow", "--at")
+        if pair:
+            raise fail("give --pair (gaps to narrow) or --at (losses to narrow), not both")
     checks.positive(budget, "--budget")
     if criterion not in _CRITERIA:
         raise fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
@@ -70,8 +84,17 @@ def suggest_command(
     with answer_warnings(), user_errors():
         post = Posterior.load(posterior)
         cands = candidates_from_spec(candidates, runs=post.runs)
+        quantity = list(pair) or "gaps"
+        if at is not None:
+            from bayes_transfer.data import query_rows, read_table
+
+            quantity = query_rows(read_table(at), at.name).df.drop(columns=["loss"])
+        elif post.spec.gap is None:
+            raise fail(f"law {post.spec.law} has no per-pair gap to narrow: give --at "
+                       "RUNS.csv, the runs whose predicted loss to narrow (e.g. the scale "
+                       "you will train at)")
         chosen = suggest(post, cands, batch=batch, budget=budget, criterion=criterion,
-                         quantity=list(pair) or "gaps", cost=cost, max_draws=max_draws)
+                         quantity=quantity, cost=cost, max_draws=max_draws)
     if fmt == "csv":
         chosen.to_csv(sys.stdout, index=False)
         return

@@ -64,10 +64,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.data import RunTable, query_rows
 from bayes_transfer.design.drift import DriftModel, QuantityDrift, drift_model, quantity_drift
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
-from bayes_transfer.laws import Units, features, get_law
+from bayes_transfer.laws import ROW_RULES, Units, features, get_law
 from bayes_transfer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -144,13 +144,11 @@ def as_draws(posterior: Posterior | PosteriorDraws) -> PosteriorDraws:
     )
 
 
-def _rows_table(draws: PosteriorDraws, rows: pd.DataFrame) -> RunTable:
-    df = rows.copy()
-    if "loss" not in df.columns:
-        df["loss"] = 1.0  # placeholder so the schema check passes; never used
-    if "run_id" not in df.columns:
-        df["run_id"] = [f"row-{i}" for i in range(len(df))]
-    return load_runs(df, name="candidates").with_levels(draws.sources, draws.targets)
+def rows_table(draws: PosteriorDraws, rows: pd.DataFrame | RunTable,
+               name: str = "candidates") -> RunTable:
+    """``rows`` checked (:func:`~bayes_transfer.data.query_rows`) and indexed by the
+    posterior's sources and targets."""
+    return query_rows(rows, name).with_levels(draws.sources, draws.targets)
 
 
 def applicable(draws: PosteriorDraws, rows: pd.DataFrame) -> np.ndarray:
@@ -183,8 +181,7 @@ def log_mean_draws(draws: PosteriorDraws, rows: pd.DataFrame | RunTable) -> np.n
     Computed in fixed blocks of candidates, so that memory stays bounded and one compiled
     program serves any number of rows.
     """
-    table = rows if isinstance(rows, RunTable) else _rows_table(draws, rows)
-    table = table.with_levels(draws.sources, draws.targets)
+    table = rows_table(draws, rows)
     fn = _log_mean_fn(draws.spec, len(draws.targets))
     feats = features(table.df, draws.units)
     sidx, tidx = table.source_idx, table.target_idx
@@ -226,7 +223,13 @@ def quantity_draws(draws: PosteriorDraws,
             at each row.
     """
     if isinstance(quantity, pd.DataFrame):
-        table = _rows_table(draws, quantity)
+        table = rows_table(draws, quantity, "quantity rows")
+        unexplained = np.flatnonzero(~applicable(draws, table.df))
+        if len(unexplained):
+            rule = ROW_RULES[get_law(draws.spec.law).rows][1]
+            raise ValueError(f"quantity rows: row {unexplained[0] + 1} (of "
+                             f"{len(unexplained)} such) is not one law {draws.spec.law} can "
+                             f"predict: it {rule}")
         values = log_mean_draws(draws, table).astype(np.float64)
         labels = [f"log L {s}->{t} N={n:.3g} p={p:.3g} f={f:.3g}" for s, t, n, p, f in
                   quantity[["source", "target", "params", "pretrain_tokens",

@@ -34,7 +34,6 @@ from bayes_transfer.data import RunTable
 from bayes_transfer.design.acquisition import (
     Criterion,
     PosteriorDraws,
-    _rows_table,
     anomalies,
     applicable,
     as_draws,
@@ -42,6 +41,7 @@ from bayes_transfer.design.acquisition import (
     criterion_gains,
     log_mean_draws,
     quantity_draws,
+    rows_table,
 )
 from bayes_transfer.design.candidates import (
     CANDIDATE_COLUMNS,
@@ -85,7 +85,7 @@ def _prepare(posterior, candidates, quantity, runs, exclude_existing, max_draws,
     q = quantity_draws(draws, quantity)
     if len(cands) == 0:  # every candidate is already in the table
         return draws, cands, table, q, np.zeros((draws.n_draws, 0), dtype=np.float32), None
-    rows = _rows_table(draws, cands)
+    rows = rows_table(draws, cands)
     mu = log_mean_draws(draws, rows)
     usable = applicable(draws, cands)
     mu[:, ~usable] = 0.0  # rows the law cannot use teach nothing
