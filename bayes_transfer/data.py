@@ -265,6 +265,13 @@ def query_rows(rows: pd.DataFrame | RunTable, name: str = "prediction rows") -> 
     """
     if isinstance(rows, RunTable):
         return rows
+    missing = [c for c in REQUIRED_COLUMNS if c not in ("run_id", "loss")
+               and c not in rows.columns]
+    if missing:  # said before the placeholders below join the columns listed
+        raise RunTableError(name, [Problem(None, c, "missing required column")
+                                   for c in missing]
+                            + [Problem(None, None, f"its columns are "
+                                                   f"{list(map(str, rows.columns))}")])
     df = rows.copy()
     if "loss" not in df.columns:
         df["loss"] = 1.0  # placeholder so the schema check passes; never used

@@ -524,6 +524,7 @@ def cases(pools: dict[str, list[str]]) -> list[Case]:
             Case(c, ["validate", t]),
             Case(c, ["fit", t, "--out", "new.nc", *fast]),
             Case(c, ["predict", "post-ok.nc", "--runs", t]),
+            Case(c, ["suggest", "post-ok.nc", "--candidates", "ca-ok.toml", "--at", t]),
             Case(c, ["simulate", "transfer-gap", "--design", t, "--out", "sim.csv"]),
             Case(
                 c,
@@ -720,6 +721,8 @@ def argument_cases() -> list[Case]:
         ["suggest", "post-ok.nc", "--candidates", "ca-ok.toml", "--pair", "[/]"],
         ["suggest", "post-ok.nc", "--candidates", "ca-ok.toml", "--max-draws", "5"],
         ["suggest", "post-ok.nc", "--candidates", "ca-ok.toml", "--format", "xml"],
+        ["suggest", "post-ok.nc", "--candidates", "ca-ok.toml", "--at", "rt-ok.csv",
+         "--pair", "a->b"],
         ["advise", "post-ok.nc", "--target", "math", "--budget", "-1"],
         ["advise", "post-ok.nc", "--target", "math", "--budget", "inf"],
         ["advise", "post-ok.nc", "--target", "[red]", "--budget", "1e15"],

@@ -86,9 +86,13 @@ def suggest_command(
         cands = candidates_from_spec(candidates, runs=post.runs)
         quantity = list(pair) or "gaps"
         if at is not None:
+            import pandas as pd
+
             from bayes_transfer.data import query_rows, read_table
 
-            quantity = query_rows(read_table(at), at.name).df.drop(columns=["loss"])
+            rows = read_table(at)
+            rows.index = pd.RangeIndex(1, len(rows) + 1)  # numbered as in the file
+            quantity = query_rows(rows, at.name)
         elif post.spec.gap is None:
             raise fail(f"law {post.spec.law} has no per-pair gap to narrow: give --at "
                        "RUNS.csv, the runs whose predicted loss to narrow (e.g. the scale "

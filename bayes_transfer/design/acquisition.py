@@ -212,17 +212,17 @@ class Quantity:
 
 
 def quantity_draws(draws: PosteriorDraws,
-                   quantity: str | Sequence[str | tuple[str, str]] | pd.DataFrame = "gaps"
-                   ) -> Quantity:
+                   quantity: str | Sequence[str | tuple[str, str]] | pd.DataFrame
+                   | RunTable = "gaps") -> Quantity:
     """The quantity of interest as draws.
 
     Args:
         quantity: ``"gaps"``: the log gap of every pair of the source x target grid;
             a list of pairs (``"s->t"`` or ``(s, t)``): those pairs' log gaps;
-            a DataFrame of run rows (e.g. a target scale): the log loss the law predicts
-            at each row.
+            a DataFrame (or RunTable) of run rows (e.g. a target scale): the log loss
+            the law predicts at each row.
     """
-    if isinstance(quantity, pd.DataFrame):
+    if isinstance(quantity, (pd.DataFrame, RunTable)):
         table = rows_table(draws, quantity, "quantity rows")
         unexplained = np.flatnonzero(~applicable(draws, table.df))
         if len(unexplained):
@@ -232,7 +232,7 @@ def quantity_draws(draws: PosteriorDraws,
                              f"predict: it {rule}")
         values = log_mean_draws(draws, table).astype(np.float64)
         labels = [f"log L {s}->{t} N={n:.3g} p={p:.3g} f={f:.3g}" for s, t, n, p, f in
-                  quantity[["source", "target", "params", "pretrain_tokens",
+                  table.df[["source", "target", "params", "pretrain_tokens",
                             "finetune_tokens"]].itertuples(index=False)]
         drift = None
         if draws.drift is not None:

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["score_candidates", "suggest"]
 
-QuantityArg = str | Sequence[str | tuple[str, str]] | pd.DataFrame
+QuantityArg = str | Sequence[str | tuple[str, str]] | pd.DataFrame | RunTable
 _PAD = 512  # candidate columns are padded to a multiple of this: few compilations
 _MIN_COST = 1.0  # FLOPs; an evaluation of an existing checkpoint is not quite free
 
