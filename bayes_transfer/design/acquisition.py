@@ -30,6 +30,15 @@ draws, and ``s^2 = E[sigma^2]`` over the draws, times ``nu / (nu - 2)`` for a St
 likelihood (its variance; for ``nu <= 2`` the scale is used). All of it is matrix products
 of the draws' anomalies, jit-compiled and vectorised over candidates x draws.
 
+Under a model discrepancy
+-------------------------
+When ``q`` is a predicted loss and the spec has a ``[discrepancy]``, part of ``Var(q_k)``
+is the drift beyond the fitted range, independent of the law's parameters, so the
+ensemble above gives a run no credit for it. A run that extends its group's range toward
+``q_k`` shrinks it, whatever loss it measures: :mod:`.drift` computes that fall in closed
+form, and :func:`~bayes_transfer.design.suggest` adds it to the gain (for the
+information criterion, as each component's entropy reduction).
+
 Its error
 ---------
 * Monte Carlo: each covariance is estimated from ``D`` (correlated) draws, with a
