@@ -75,3 +75,28 @@ def loop_candidates() -> pd.DataFrame:
 
     return candidate_grid(["a", "b"], ["x", "y"], params=[1e6],
                           pretrain_tokens=[1e7, 1e8, 1e9], finetune_tokens=[1e5, 1e6, 1e7])
+
+
+def drift_fit() -> Posterior:
+    """A Chinchilla fit with a discrepancy along N (one global slope, scale 0.05) on 60
+    rows whose law is slightly wrong (a log-curvature it cannot follow, so its
+    extrapolations drift): fitted N from 1e6 to 1e8, 1 chain x 300 + 300."""
+    import warnings
+
+    from bayes_transfer.diagnostics import SamplingWarning
+    from bayes_transfer.inference import fit
+    from bayes_transfer.spec import ModelSpec
+
+    rng = np.random.default_rng(3)
+    n = np.exp(rng.uniform(np.log(1e6), np.log(1e8), 60))
+    d = 20 * n * np.exp(rng.uniform(-1, 1, 60))
+    loss = (1.7 + 30 * n**-0.3 + 60 * d**-0.3) * np.exp(0.01 * (np.log(n) - 16) ** 2)
+    loss *= np.exp(0.005 * rng.standard_normal(60))
+    df = pd.DataFrame({"run_id": [f"r{i}" for i in range(60)], "source": "web",
+                       "target": "web", "params": n.astype(int),
+                       "pretrain_tokens": d.astype(int), "finetune_tokens": 0, "loss": loss})
+    spec = ModelSpec.from_dict({"law": "chinchilla", "discrepancy": {
+        "axes": ["params"], "level": "global", "scale": 0.05}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        return fit(df, spec, chains=1, draws=300, warmup=300, seed=0, progress=False)

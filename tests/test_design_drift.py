@@ -9,9 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from _posteriors import drift_fit
 
 from bayes_transfer import discrepancy as dsc
-from bayes_transfer.spec import ModelSpec
 
 
 def test_drift_variance_is_the_spread_of_the_drift_draws():
@@ -39,22 +39,7 @@ def test_drift_variance_is_the_spread_of_the_drift_draws():
 def drift_posterior():
     """A Chinchilla fit with a discrepancy along N (one global slope) on a table whose
     law is slightly wrong (as in test_discrepancy): fitted N from 1e6 to 1e8."""
-    from bayes_transfer.diagnostics import SamplingWarning
-    from bayes_transfer.inference import fit
-
-    rng = np.random.default_rng(3)
-    n = np.exp(rng.uniform(np.log(1e6), np.log(1e8), 60))
-    d = 20 * n * np.exp(rng.uniform(-1, 1, 60))
-    loss = (1.7 + 30 * n**-0.3 + 60 * d**-0.3) * np.exp(0.01 * (np.log(n) - 16) ** 2)
-    loss *= np.exp(0.005 * rng.standard_normal(60))
-    df = pd.DataFrame({"run_id": [f"r{i}" for i in range(60)], "source": "web",
-                       "target": "web", "params": n.astype(int),
-                       "pretrain_tokens": d.astype(int), "finetune_tokens": 0, "loss": loss})
-    spec = ModelSpec.from_dict({"law": "chinchilla", "discrepancy": {
-        "axes": ["params"], "level": "global", "scale": 0.05}})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SamplingWarning)
-        return fit(df, spec, chains=1, draws=300, warmup=300, seed=0, progress=False)
+    return drift_fit()
 
 
 def _rows(params):

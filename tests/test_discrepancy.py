@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
+from _posteriors import drift_fit
 
 from bayes_transfer import discrepancy as dsc
 from bayes_transfer.spec import ModelSpec, SpecError
@@ -141,23 +140,7 @@ def test_spec_round_trips_through_json():
 @pytest.fixture(scope="module")
 def drift_posterior(tmp_path_factory):
     """A Chinchilla fit with a discrepancy on a table whose law is slightly wrong."""
-    from bayes_transfer.diagnostics import SamplingWarning
-    from bayes_transfer.inference import fit
-
-    rng = np.random.default_rng(3)
-    n = np.exp(rng.uniform(np.log(1e6), np.log(1e8), 60))
-    d = 20 * n * np.exp(rng.uniform(-1, 1, 60))
-    # A log-curvature the law cannot follow: its extrapolations drift.
-    loss = (1.7 + 30 * n**-0.3 + 60 * d**-0.3) * np.exp(0.01 * (np.log(n) - 16) ** 2)
-    loss *= np.exp(0.005 * rng.standard_normal(60))
-    df = pd.DataFrame({"run_id": [f"r{i}" for i in range(60)], "source": "web",
-                       "target": "web", "params": n.astype(int),
-                       "pretrain_tokens": d.astype(int), "finetune_tokens": 0, "loss": loss})
-    spec = ModelSpec.from_dict({"law": "chinchilla", "discrepancy": {
-        "axes": ["params"], "level": "global", "scale": 0.05}})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SamplingWarning)
-        post = fit(df, spec, chains=1, draws=300, warmup=300, seed=0, progress=False)
+    post = drift_fit()
     path = tmp_path_factory.mktemp("disc") / "post.nc"
     post.save(path)
     return post, path
