@@ -124,6 +124,8 @@ class NumPyroBackend:
             from bayes_transfer.refit import (
                 centred_start,
                 cold_centring,
+                cold_rows,
+                padded_model,
                 record_centring,
                 to_spec_sites,
             )
@@ -158,16 +160,27 @@ class NumPyroBackend:
                     inverse_mass = jnp.diag(inverse_mass)
             if centre:
                 data = dataclasses.replace(data, centre=centre)
-            kernel = NUTS(hierarchical_model, target_accept_prob=s.target_accept,
+            method = chain_method(dev, s.chains)
+            model, model_args = hierarchical_model, data
+            if method != "parallel":
+                # One chain, or chains vectorised in one program: the table becomes the
+                # compiled sampler's argument, padded to a bucketed size below the Laplace
+                # start's threshold, so fits of tables of one structure (the
+                # discrepancy's two internal fits; a repeated CLI fit) build one XLA
+                # program, which JAX's persistent cache then hands out. NumPyro's
+                # parallel chains close over the arguments whatever jit_model_args says,
+                # so there padding would only cost.
+                model, model_args = padded_model(data, cold_rows(data.n_rows, s.init))
+            kernel = NUTS(model, target_accept_prob=s.target_accept,
                           max_tree_depth=s.max_tree_depth, dense_mass=s.dense_mass,
                           inverse_mass_matrix=inverse_mass)
             mcmc = MCMC(kernel, num_warmup=s.warmup, num_samples=s.draws,
-                        num_chains=s.chains, chain_method=chain_method(dev, s.chains),
-                        progress_bar=s.progress)
+                        num_chains=s.chains, chain_method=method, progress_bar=s.progress,
+                        jit_model_args=method != "parallel")
             with warnings.catch_warnings():
                 # NumPyro warns when there are fewer devices than chains; we chose for that.
                 warnings.filterwarnings("ignore", message=".*There are not enough devices.*")
-                mcmc.run(key, data, init_params=init_params, extra_fields=(
+                mcmc.run(key, model_args, init_params=init_params, extra_fields=(
                     "diverging", "energy", "potential_energy", "num_steps"))
             extra = mcmc.get_extra_fields(group_by_chain=True)
             samples = {k: np.asarray(v) for k, v in

@@ -212,9 +212,12 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
 
     The inner fits are short (at most 2 chains x 400 draws after 400 warmup) with the
     default NUTS options; ``settings`` (the fit's own) gives their seed, device, target
-    acceptance and upper bounds."""
+    acceptance and upper bounds (chains, draws, warmup, tree depth). Both are padded to
+    the whole table's size: with one chain their sampler is compiled once (see
+    :func:`bayes_transfer.refit.padded_model`)."""
     from bayes_transfer import discrepancy as dsc
     from bayes_transfer.diagnostics import SamplingWarning
+    from bayes_transfer.refit import padded_to
 
     disc, bare = spec.discrepancy, replace(spec, discrepancy=None)
     n = dsc.n_groups(disc.level, len(table.sources), len(table.targets))
@@ -228,9 +231,11 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
             short = SamplerSettings(
                 chains=min(settings.chains, 2), draws=min(settings.draws, 400),
                 warmup=min(settings.warmup, 400), seed=settings.seed,
-                target_accept=settings.target_accept, device=settings.device,
+                target_accept=settings.target_accept,
+                max_tree_depth=settings.max_tree_depth, device=settings.device,
                 centring=settings.centring, progress=False)
-            post = fit(inner, bare, backend=backend, units=units, **short.fit_kwargs())
+            with padded_to(len(table)):
+                post = fit(inner, bare, backend=backend, units=units, **short.fit_kwargs())
         held = table.subset(test_mask)
         log_draws = np.log(post.predict_draws(held, kind="observation",
                                               seed=settings.seed))

@@ -24,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import arviz as az
@@ -48,7 +50,7 @@ from bayes_transfer.spec import ModelSpec
 if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
 
-__all__ = ["sample_warm", "bucket_rows", "warm_warmup", "clear_compiled", "centring_from",
+__all__ = ["sample_warm", "bucket_rows", "padded_model", "padded_to", "cold_rows", "warm_warmup", "clear_compiled", "centring_from",
            "centring_from_mode", "cold_centring", "centred_start", "to_spec_sites",
            "record_centring",
            "MIN_ROWS_BUCKET"]
@@ -115,6 +117,54 @@ def _padded(data: ModelData, rows: int) -> dict[str, Any]:
             "log_loss": pad(data.log_loss), "log_loss_se": pad(data.log_loss_se),
             "source_idx": pad(data.source_idx), "target_idx": pad(data.target_idx),
             "row_mask": jnp.asarray(np.arange(rows) < n)}
+
+
+# Rows a cold fit pads its table to at least (see padded_to); 0: its own bucket.
+_PAD_AT_LEAST: ContextVar[int] = ContextVar("bayes_transfer_pad_at_least", default=0)
+
+
+@contextmanager
+def padded_to(rows: int) -> Iterator[None]:
+    """Within this block, cold NumPyro fits below the Laplace start's threshold pad their
+    tables to at least ``rows`` rows (:func:`cold_rows`). The discrepancy's internal
+    extrapolation fits two subsets of one table; padded to one size, both run one
+    compiled sampler (and, where the settings match, the main fit's too)."""
+    token = _PAD_AT_LEAST.set(int(rows))
+    try:
+        yield
+    finally:
+        _PAD_AT_LEAST.reset(token)
+
+
+def cold_rows(n: int, init: str) -> int:
+    """The row count a cold fit of ``n`` rows samples: ``n`` itself with a Laplace start
+    (large tables, where padding would cost sampling time), else the bucket of ``n`` or
+    of the size :func:`padded_to` asks for, whichever is larger."""
+    if init == "laplace":
+        return int(n)
+    return bucket_rows(max(int(n), _PAD_AT_LEAST.get()))
+
+
+def padded_model(data: ModelData, rows: int) -> tuple[Callable, dict[str, Any]]:
+    """``hierarchical_model`` with ``data``'s per-row arrays as its argument, padded to
+    ``rows`` (:func:`_padded`): ``(model, arrays)`` for ``MCMC(..., jit_model_args=True)
+    .run(key, arrays)``.
+
+    The compiled sampler then takes the table as an argument instead of baking its values
+    into the program, so two fits of the same spec and structure on tables padded to the
+    same size build one XLA program: JAX's persistent compilation cache (which the CLI
+    turns on) hands the second its compiled sampler. What fixes the model's structure (the
+    groups with rows, the centring, the shear) stays in the closure.
+    """
+    arrays = _padded(data, rows)
+
+    def model(arrays: dict[str, Any]) -> None:
+        hierarchical_model(dataclasses.replace(
+            data, features=arrays["features"], log_loss=arrays["log_loss"],
+            log_loss_se=arrays["log_loss_se"], source_idx=arrays["source_idx"],
+            target_idx=arrays["target_idx"], row_mask=arrays["row_mask"]))
+
+    return model, arrays
 
 
 def centring_from(previous: Posterior, data: ModelData) -> dict[str, np.ndarray]:
