@@ -50,8 +50,8 @@ from bayes_transfer.spec import ModelSpec
 if TYPE_CHECKING:
     from bayes_transfer.inference import Posterior
 
-__all__ = ["sample_warm", "bucket_rows", "padded_model", "padded_to", "cold_rows", "warm_warmup", "clear_compiled", "centring_from",
-           "centring_from_mode", "cold_centring", "centred_start", "to_spec_sites",
+__all__ = ["sample_warm", "bucket_rows", "padded_model", "padded_to", "cold_rows",
+           "warm_warmup", "clear_compiled", "centring_from", "centring_from_mode", "cold_centring", "centred_start", "to_spec_sites",
            "record_centring",
            "MIN_ROWS_BUCKET"]
 

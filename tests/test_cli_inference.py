@@ -106,7 +106,7 @@ def test_predict_writes_intervals(fitted):
         widths[kind] = (got["loss_upper"] - got["loss_lower"]).to_numpy()
     np.testing.assert_array_equal(widths["mean"], widths["response_params"])
     np.testing.assert_array_equal(widths["observation"], widths["response"])
-    # Noise widens the interval of the observed pair (row 2, a -> x). The never-run pair
+    # Noise widens the interval of the observed pair (the second row, a -> x). The never-run pair
     # b -> y is ~50 nats wide from its crossed effects alone: 30 draws' quantiles move
     # more than the noise adds, so its two widths are not compared.
     assert widths["response"][1] > widths["response_params"][1]
