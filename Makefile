@@ -1,12 +1,13 @@
 # Two commands from a fresh clone:
 #   make demo   install everything into .venv and run the demo
-#   make test   install everything into .venv and run the test suite
+#   make test   install everything into .venv and run the test suite (the slow
+#               statistical tests apart: `make test-slow`; CI runs both)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-slow install lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +22,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/bayes-transfer demo --out demo-output
 
+# The suite a user runs: everything but the tests marked slow (minutes each: coverage and
+# recovery on simulated data, backtests, the CLI round-trip matrix over every spec, the
+# notebook, the benchmarks' --quick runs). CI (.ci/run) runs test, then test-slow.
 test: $(STAMP)
 	$(BIN)/ruff check bayes_transfer tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m slow
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
