@@ -40,11 +40,13 @@ are the (pre-trained model, fine-tuning size) rows of Lin et al.'s rectified-sca
 curves (``--table flan`` or ``gigaword``; ``--models K`` of the 30, evenly over their
 sizes), each model's largest size (1,638,400 examples) is held out as the truth, a run
 reveals its row (:func:`bayes_transfer.design.pool_runner`) and costs 6 N f FLOPs. From a
-shared start (every model's zero-shot row and its 200-example fine-tuning), four
+shared start (every model's zero-shot row and its 200-example fine-tuning), five
 strategies add one row a model a round: ``active`` (:func:`~bayes_transfer.design.suggest`
-on the variance of the log losses at the largest size, per FLOP), ``random``,
-``cheapest`` (cheapest first) and ``doubling`` (the paper's protocol: every model on
-1/512, 1/256, ... of the largest size). Each refit is the ``finetune-curves`` spec
+with ``goal_width``: the cheapest run expected to bring a model's interval at the largest
+size within the stopping rule's width, else the run that narrows it most), ``per-cost``
+(``suggest``'s default rule: the most variance of those log losses removed per FLOP),
+``random``, ``cheapest`` (cheapest first) and ``doubling`` (the paper's protocol: every
+model on 1/512, 1/256, ... of the largest size); ``--strategies`` runs some of them. Each refit is the ``finetune-curves`` spec
 without its discrepancy term (NUTS, 2 chains, warm-started from the previous round). The
 stopping rule: every model's 90% interval of its loss at the largest size (the law's
 mean) narrower than 0.1 nats and covering the measured loss. Reported per strategy: the
@@ -323,7 +325,9 @@ def scoring_time(n_candidates: int = 10_000, n_draws: int = 1_000) -> tuple[floa
 # the truth to predict, never a candidate. The cost of a row is 6 N f FLOPs (N: the
 # model's parameters, f: fine-tuning tokens; the pre-training was paid by others).
 
-POOL_STRATEGIES = ("active", "random", "cheapest", "doubling")
+# "active" aims at the stopping rule's width (suggest's goal_width); "per-cost" is the
+# greedy gain-per-FLOP rule that suggest uses without a goal.
+POOL_STRATEGIES = ("active", "per-cost", "random", "cheapest", "doubling")
 POOL_LARGEST = 1_638_400  # examples: the largest fine-tuning size of Lin et al.'s tables
 POOL_FIRST = (0, 200)  # examples: the shared initial design (zero-shot rows cost 0)
 POOL_WIDTH = 0.1  # nats: the stopping rule's 90% interval width of every largest loss
@@ -363,19 +367,24 @@ def pool_table(table: str, models: int | None) -> tuple[pd.DataFrame, pd.DataFra
 def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, batch: int,
                 round_: int, rng: np.random.Generator) -> pd.DataFrame:
     """The next batch of unrevealed pool rows under ``strategy``."""
-    if strategy == "active":
+    if strategy in ("active", "per-cost"):
         import warnings
 
         from bayes_transfer.extrapolation import ExtrapolationWarning
 
         quantity = truth.drop(columns=["loss", "loss_se"], errors="ignore")
+        goal = None
+        if strategy == "active":
+            # The rule's width is on the loss; suggest's quantity is the log loss, whose
+            # interval is (nearly) the loss's divided by the loss.
+            goal = POOL_WIDTH / pool_medians(post, truth)
         with warnings.catch_warnings():
             # Chosen sizes beyond the fitted range are the point of the exercise.
             warnings.simplefilter("ignore", ExtrapolationWarning)
             # The tables leave p unknown (NaN): no checkpoint reuse, and the rectified
             # law does not use it.
-            picked = suggest(post, left, batch=batch,
-                             quantity=quantity, cost=pool_cost, exclude_existing=False)
+            picked = suggest(post, left, batch=batch, quantity=quantity, cost=pool_cost,
+                             exclude_existing=False, goal_width=goal)
         return left[left["run_id"].isin(picked["run_id"])]
     if strategy == "random":
         return left.iloc[rng.choice(len(left), size=min(batch, len(left)), replace=False)]
@@ -387,24 +396,35 @@ def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, ba
     return left[left["finetune_examples"] == size]
 
 
-def pool_intervals(post, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Width (nats) of each truth row's 90% interval of the law's loss (plus the
-    discrepancy's drift, where the spec has one), and coverage."""
+def pool_loss_draws(post, truth: pd.DataFrame) -> np.ndarray:
+    """Draws of each truth row's loss under the law (plus the discrepancy's drift, where
+    the spec has one), ``(draws, rows)``."""
     import warnings
 
     from bayes_transfer.extrapolation import ExtrapolationWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExtrapolationWarning)
-        mu = post.predict_draws(truth.drop(columns=["loss"]), kind="mean", seed=0)
-    lo, hi = np.quantile(mu, [0.05, 0.95], axis=0)
+        return post.predict_draws(truth.drop(columns=["loss"]), kind="mean", seed=0)
+
+
+def pool_medians(post, truth: pd.DataFrame) -> np.ndarray:
+    """Posterior median of each truth row's loss."""
+    return np.median(pool_loss_draws(post, truth), axis=0)
+
+
+def pool_intervals(post, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Width (nats) of each truth row's 90% interval of the loss (see
+    :func:`pool_loss_draws`), and coverage."""
+    lo, hi = np.quantile(pool_loss_draws(post, truth), [0.05, 0.95], axis=0)
     loss = truth["loss"].to_numpy(float)
     return hi - lo, (lo <= loss) & (loss <= hi)
 
 
 def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: int,
                draws: int, warmup: int, out: str | None = None,
-               discrepancy: bool = False) -> pd.DataFrame:
+               discrepancy: bool = False,
+               strategies: tuple[str, ...] = POOL_STRATEGIES) -> pd.DataFrame:
     """One record per (seed, strategy, round): FLOPs spent, widths, coverage, R-hat.
 
     A strategy stops refitting once the stopping rule holds (every largest-size 90%
@@ -442,7 +462,7 @@ def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: 
         t0 = time.perf_counter()
         shared = run(first)
         post0 = refit(shared, 1000 * s, None)
-        for strategy in POOL_STRATEGIES:
+        for strategy in strategies:
             rng = np.random.default_rng([s, POOL_STRATEGIES.index(strategy)])
             rows, post, spent = shared, post0, float(pool_cost(first).sum())
             for r in range(rounds + 1):
@@ -505,7 +525,8 @@ def pool_summary(log: pd.DataFrame) -> pd.DataFrame:
         stop_round=("round", "median"), narrow_reached=("narrow_reached", "sum"),
         narrow_flops=("narrow_flops", "median"),
         coverage_at_narrow=("coverage_at_narrow", "mean"),
-        max_rhat=("max_rhat", "max")).reindex(list(POOL_STRATEGIES))
+        max_rhat=("max_rhat", "max")).reindex(
+            [k for k in POOL_STRATEGIES if k in set(log["strategy"])])
 
 
 def pool_main(args: argparse.Namespace) -> int:
@@ -525,19 +546,23 @@ def pool_main(args: argparse.Namespace) -> int:
     if args.summarise:
         # A saved log (--out of an earlier run, perhaps cut short): its complete seeds.
         log = pd.read_csv(args.summarise)
-        complete = log.groupby("seed")["strategy"].nunique() == len(POOL_STRATEGIES)
+        complete = log.groupby("seed")["strategy"].nunique() == log["strategy"].nunique()
         log = log[log["seed"].isin(complete[complete].index)]
         seeds = log["seed"].nunique()
         print(f"summary of {args.summarise}: {seeds} complete seeds")
     else:
         log = pool_study(args.table, models, seeds, rounds, chains=2, draws=draws,
-                         warmup=warmup, out=args.out, discrepancy=args.discrepancy)
+                         warmup=warmup, out=args.out, discrepancy=args.discrepancy,
+                         strategies=args.strategies)
     summary = pool_summary(log)
     n_models = int(log["rows"].iloc[0]) // len(POOL_FIRST)  # the initial design: 2 a model
-    ratio = {other: float(summary.loc["active", "flops"] / summary.loc[other, "flops"])
-             for other in ("cheapest", "random", "doubling")}
+    # A strategy left out (--strategies) has no ratio: its target counts as missed.
+    ratio = {other: (float(summary.loc["active", "flops"] / summary.loc[other, "flops"])
+                     if {"active", other} <= set(summary.index) else float("nan"))
+             for other in ("per-cost", "cheapest", "random", "doubling")}
     per_round = log.groupby("round")["rhat"].max()
-    cover = float(summary.loc["active", "coverage_at_narrow"])
+    cover = (float(summary.loc["active", "coverage_at_narrow"]) if "active" in summary.index
+             else float("nan"))
     ok = {"active <= 0.5 x cheapest-first": ratio["cheapest"] <= 0.5,
           "active <= 0.3 x random": ratio["random"] <= 0.3,
           "coverage at stopping >= 0.85": cover >= 0.85,
@@ -559,7 +584,8 @@ def pool_main(args: argparse.Namespace) -> int:
     print("(FLOPs include the shared initial design; a seed that never stopped counts "
           "the FLOPs it spent: a lower bound)")
     print("active / cheapest-first " + f"{ratio['cheapest']:.3g}, active / random "
-          f"{ratio['random']:.3g}, active / doubling {ratio['doubling']:.3g}")
+          f"{ratio['random']:.3g}, active / doubling {ratio['doubling']:.3g}, active / "
+          f"per-cost {ratio['per-cost']:.3g}")
     unstopped = [k for k, row in summary.iterrows() if row.reached < seeds]
     if unstopped:
         print(f"(did not stop on every seed: {', '.join(unstopped)}; their FLOPs are "
@@ -608,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, help="--pool: this many models, evenly over "
                     "the table's sizes (default: all 30)")
     ap.add_argument("--json", help="--pool: write the summary to this JSON file")
+    ap.add_argument("--strategies", type=lambda v: tuple(v.split(",")),
+                    default=POOL_STRATEGIES, help="--pool: comma-separated strategies to "
+                    f"run (default: all of {','.join(POOL_STRATEGIES)})")
     ap.add_argument("--discrepancy", action="store_true", help="--pool: refit with "
                     "finetune-curves' discrepancy term (intervals that widen beyond the "
                     "fitted sizes; the active strategy credits runs that shrink that drift)")
@@ -615,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
                     "earlier run wrote with --out (its complete seeds) instead of running; give "
                     "that run's --draws and --rounds for the header")
     args = ap.parse_args(argv)
+    unknown = set(args.strategies) - set(POOL_STRATEGIES)
+    if unknown:
+        ap.error(f"--strategies: unknown {', '.join(sorted(unknown))}; choose from "
+                 f"{', '.join(POOL_STRATEGIES)}")
     if args.pool:
         return pool_main(args)
     t_start = time.perf_counter()

@@ -43,7 +43,7 @@ def test_benchmarks_are_discovered():
 
 @pytest.mark.slow
 def test_active_learning_pool_quick_reports_every_strategy(tmp_path: Path):
-    """``active_learning.py --pool --quick``: four strategies replayed on the FLAN table."""
+    """``active_learning.py --pool --quick``: five strategies replayed on the FLAN table."""
     import json
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
@@ -53,7 +53,7 @@ def test_active_learning_pool_quick_reports_every_strategy(tmp_path: Path):
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     out = json.loads((tmp_path / "out.json").read_text())
     strategies = out["strategies"]
-    assert list(strategies) == ["active", "random", "cheapest", "doubling"]
+    assert list(strategies) == ["active", "per-cost", "random", "cheapest", "doubling"]
     for row in strategies.values():
         assert row["flops"] > 0 and 0 <= row["coverage_at_narrow"] <= 1
         assert row["max_rhat"] >= 1.0
@@ -68,7 +68,7 @@ def test_active_learning_pool_quick_reports_every_strategy(tmp_path: Path):
     assert strategies["doubling"]["flops"] == pytest.approx(expected, rel=1e-9)
     # Cheapest-first spends least on one round of the same batch size.
     assert strategies["cheapest"]["flops"] <= min(strategies[s]["flops"] for s in
-                                                  ("active", "random", "doubling"))
+                                                  ("active", "per-cost", "random", "doubling"))
     assert set(out["rhat_per_round"]) == {"0", "1"}
 
 

@@ -300,6 +300,78 @@ def test_suggest_leaves_out_runs_already_in_the_table():
                                       finetune_tokens=[1]))
 
 
+# ---- the goal rule (suggest(goal_width=...)) ---------------------------------------
+
+
+def _goal_costs(df):
+    # On b->y a run at f = 1e6 teaches less about its gap than one at f = 1e4 (the gap
+    # term fades with f) but is made cheaper here, so gain per cost prefers it.
+    f, p = df["finetune_tokens"].to_numpy(float), df["pretrain_tokens"].to_numpy(float)
+    return np.where(f > 1e5, 1.0, np.where(p > 1e8, 20.0, 10.0))
+
+
+def _after(draws, cands, pair="b->y"):
+    """Each candidate's expected variance of the pair's log gap after running it."""
+    scored = score_candidates(draws, cands, quantity=[pair], cost=_goal_costs)
+    before = np.var(draws.log_params["G"][:, draws.pair_labels.index(pair)], ddof=1)
+    return scored.assign(after=before - scored["expected_gain"]), before
+
+
+def _width(variance):
+    return 2 * 1.6448536269514722 * np.sqrt(variance)
+
+
+def test_goal_rule_takes_the_cheapest_run_that_reaches_the_goal():
+    draws, cands = _draws(), _cands()
+    scored, before = _after(draws, cands)
+    on_pair = scored[(scored["source"] == "b") & (scored["target"] == "y")]
+    goal = 0.35  # variance: below what the f = 1e6 runs leave, above the f = 1e4 runs'
+    assert (on_pair["after"] < goal).sum() == 2 and (on_pair["after"] > goal).sum() == 2
+    per_cost = suggest(draws, cands, batch=1, quantity=["b->y"], cost=_goal_costs)
+    assert per_cost["finetune_tokens"].iat[0] == 1e6  # it does not reach the goal
+    batch = suggest(draws, cands, batch=4, quantity=["b->y"], cost=_goal_costs,
+                    goal_width=_width(goal))
+    # One run: the cheapest that gets there; then the goal is met and the batch ends.
+    assert len(batch) == 1
+    pick = batch.iloc[0]
+    assert (pick["source"], pick["target"], pick["finetune_tokens"],
+            pick["pretrain_tokens"]) == ("b", "y", 1e4, 1e7)
+    reaching = scored[scored["after"] <= goal]
+    assert pick["cost"] == reaching["cost"].min()
+    assert pick["uncertainty_left"] * before <= goal
+
+
+def test_goal_rule_out_of_reach_takes_the_cheapest_near_best_run():
+    draws, cands = _draws(), _cands()
+    scored, before = _after(draws, cands)
+    goal = 0.01  # no one run gets the gap's variance there
+    assert scored["after"].min() > goal
+    pick = suggest(draws, cands, batch=1, quantity=["b->y"], cost=_goal_costs,
+                   goal_width=_width(goal)).iloc[0]
+    best = scored["expected_gain"].max()
+    near = scored[scored["expected_gain"] >= 0.9 * best]
+    assert len(near) == 2  # f = 1e4 at both p: the p = 1e9 one costs twice as much
+    assert pick["cost"] == near["cost"].min() == 10.0
+    assert (pick["finetune_tokens"], pick["pretrain_tokens"]) == (1e4, 1e7)
+
+
+def test_goal_rule_with_every_goal_met_suggests_nothing():
+    draws, cands = _draws(), _cands()
+    # a->x's gap is pinned (sd 0.01): a 90% width of 0.1 is already met.
+    out = suggest(draws, cands, batch=4, quantity=["a->x"], goal_width=0.1)
+    assert len(out) == 0
+    # One goal per component: b->y's is far off, a->x's met; the runs go to b->y.
+    out = suggest(draws, cands, batch=2, quantity=["a->x", "b->y"],
+                  goal_width=np.array([0.1, 0.5]), cost=_goal_costs)
+    assert set(zip(out["source"], out["target"], strict=True)) == {("b", "y")}
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), np.array([0.1, 0.2, 0.3])])
+def test_goal_rule_refuses_a_bad_goal(bad):
+    with pytest.raises(ValueError, match="goal_width"):
+        suggest(_draws(), _cands(), batch=2, quantity=["a->x", "b->y"], goal_width=bad)
+
+
 # ---- CLI ------------------------------------------------------------------------------
 
 
@@ -342,6 +414,14 @@ def test_cli_suggest_table_and_csv(posterior_file, tmp_path):
     assert 1 <= len(out) <= 5 and out["cost"].sum() <= 1e16
     assert {"cost", "expected_gain", "gain_per_cost", "reason"} <= set(out.columns)
     assert out["reason"].str.contains("code->prose").all()
+    # --goal-width: the goal rule, and its name in the table's title.
+    res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates", str(cands),
+                              "--batch", "3", "--goal-width", "0.05"])
+    assert res.exit_code == 0, res.output
+    assert "toward a 90% width of 0.05" in res.output
+    res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates", str(cands),
+                              "--goal-width", "0"])
+    assert res.exit_code == 1 and "--goal-width must be a number above 0" in res.output
 
 
 def test_cli_suggest_bad_input_names_the_problem(posterior_file, tmp_path):

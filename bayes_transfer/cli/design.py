@@ -45,6 +45,10 @@ def suggest_command(
                            "gaps, e.g. the scale you will train at; needed for a law "
                            "without a per-pair gap (chinchilla, finetune-curves)."),
     cost: str = typer.Option("flops", "--cost", help="flops (6 N (p + f)) or tokens (p + f)."),
+    goal_width: float | None = typer.Option(
+        None, "--goal-width", help="Aim at this 90% interval width of each log gap (or log "
+                                   "loss, with --at): pick the cheapest run expected to get "
+                                   "one there, instead of the most narrowing per FLOP."),
     max_draws: int | None = typer.Option(None, "--max-draws", min=10,
                                          help="Use at most this many posterior draws."),
     fmt: str = typer.Option("table", "--format", help="table or csv (to stdout)."),
@@ -58,13 +62,19 @@ def suggest_command(
     suggestions beyond the fitted range of N, p or f are counted in one warning on stderr.
     With --at, the quantity is the predicted log loss at those runs; under a spec with
     a discrepancy, a candidate also counts for how far it moves the fitted range toward
-    them (the drift beyond the range shrinks).
+    them (the drift beyond the range shrinks). With --goal-width the runs are chosen to
+    reach that width: the cheapest run expected to bring a gap (or loss) there, else the
+    cheapest of those that narrow it nearly the most; fewer than --batch runs when every
+    one is expected to be there. Gain per FLOP would climb a ladder of cheap runs that
+    each narrow a little, and pay for every rung.
 
     Example:
 
         bayes-transfer suggest post.nc --candidates models/candidates-example.toml --batch 8 --budget 1e17
 
         bayes-transfer suggest chinchilla.nc --candidates cands.toml --at target_scale.csv
+
+        bayes-transfer suggest post.nc --candidates cands.toml --goal-width 0.2
     """
     from bayes_transfer.design import candidates_from_spec, suggest
     from bayes_transfer.inference import Posterior
@@ -75,6 +85,7 @@ def suggest_command(
         if pair:
             raise fail("give --pair (gaps to narrow) or --at (losses to narrow), not both")
     checks.positive(budget, "--budget")
+    checks.positive(goal_width, "--goal-width")
     if criterion not in _CRITERIA:
         raise fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
     if cost not in ("flops", "tokens"):
@@ -98,12 +109,15 @@ def suggest_command(
                        "RUNS.csv, the runs whose predicted loss to narrow (e.g. the scale "
                        "you will train at)")
         chosen = suggest(post, cands, batch=batch, budget=budget, criterion=criterion,
-                         quantity=quantity, cost=cost, max_draws=max_draws)
+                         quantity=quantity, cost=cost, max_draws=max_draws,
+                         goal_width=goal_width)
     if fmt == "csv":
         chosen.to_csv(sys.stdout, index=False)
         return
     unit = "FLOPs" if cost == "flops" else "tokens"
-    grid = table(f"next runs ({criterion} criterion, {len(chosen)} of {batch}; "
+    rule = (f"toward a 90% width of {goal_width:g}" if goal_width is not None
+            else f"{criterion} criterion")
+    grid = table(f"next runs ({rule}, {len(chosen)} of {batch}; "
                         f"total {chosen['cost'].sum():.3g} {unit})", title_justify="left")
     for col in ("#", "source", "target", "params", "p", "f", f"cost ({unit})", "reuses ckpt",
                 "expected gain", f"gain/{unit[:-1]}", "reason"):
