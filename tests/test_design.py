@@ -339,6 +339,7 @@ def test_goal_rule_takes_the_cheapest_run_that_reaches_the_goal():
     reaching = scored[scored["after"] <= goal]
     assert pick["cost"] == reaching["cost"].min()
     assert pick["uncertainty_left"] * before <= goal
+    assert pick["widest_left"] == pytest.approx(_width(pick["uncertainty_left"] * before))
 
 
 def test_goal_rule_out_of_reach_takes_the_cheapest_near_best_run():
@@ -418,7 +419,7 @@ def test_cli_suggest_table_and_csv(posterior_file, tmp_path):
     res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates", str(cands),
                               "--batch", "3", "--goal-width", "0.05"])
     assert res.exit_code == 0, res.output
-    assert "toward a 90% width of 0.05" in res.output
+    assert "toward a 90% width of 0.05" in res.output and "widest 90% left" in res.output
     res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates", str(cands),
                               "--goal-width", "0"])
     assert res.exit_code == 1 and "--goal-width must be a number above 0" in res.output

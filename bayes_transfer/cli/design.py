@@ -119,14 +119,18 @@ def suggest_command(
             else f"{criterion} criterion")
     grid = table(f"next runs ({rule}, {len(chosen)} of {batch}; "
                         f"total {chosen['cost'].sum():.3g} {unit})", title_justify="left")
+    # Under the goal rule, the widest 90% interval expected after each pick says how near
+    # the goal the batch gets (and whether it can).
+    last = "widest 90% left" if goal_width is not None else f"gain/{unit[:-1]}"
     for col in ("#", "source", "target", "params", "p", "f", f"cost ({unit})", "reuses ckpt",
-                "expected gain", f"gain/{unit[:-1]}", "reason"):
+                "expected gain", last, "reason"):
         grid.add_column(col, overflow="fold")
     for r in chosen.itertuples(index=False):
         grid.add_row(str(r.rank), str(r.source), str(r.target), f"{r.params:.3g}",
                       f"{r.pretrain_tokens:.3g}", f"{r.finetune_tokens:.3g}", f"{r.cost:.3g}",
                       "yes" if r.pretrained else "", f"{r.expected_gain:.3g}",
-                      f"{r.gain_per_cost:.3g}", r.reason)
+                      f"{r.widest_left if goal_width is not None else r.gain_per_cost:.3g}",
+                      r.reason)
     console().print(grid)
 
 

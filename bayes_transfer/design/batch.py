@@ -123,10 +123,6 @@ def _component_variance(q_anom: jnp.ndarray, drift: QuantityDrift | None) -> np.
     return law + (drift.variance() if drift is not None else 0.0)
 
 
-def _total_variance(q_anom: jnp.ndarray, drift: QuantityDrift | None) -> float:
-    return float(_component_variance(q_anom, drift).sum())
-
-
 # A central 90% interval of a normal is this many sds wide.
 _WIDTH_90 = 2.0 * 1.6448536269514722
 # Where no run reaches the goal, the goal rule takes the cheapest run that removes at
@@ -304,7 +300,9 @@ def suggest(
         One row per chosen run, in the order chosen (``rank`` 1 first), with ``cost`` (given
         the runs before it), ``pretrained``, ``expected_gain`` (given the runs before it),
         ``gain_per_cost``, ``cumulative_cost``, ``uncertainty_left`` (the share of the
-        quantity's summed variance expected to remain) and ``reason``.
+        quantity's summed variance expected to remain), ``widest_left`` (the widest 90%
+        interval of a component expected to remain, a normal's: what ``goal_width`` is
+        held against) and ``reason``.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, not {batch}")
@@ -317,7 +315,7 @@ def suggest(
     if n == 0:
         return _no_picks(cands, columns)
     q_anom, m_anom = anomalies(q.draws), _padded(np.asarray(anomalies(mu)))
-    total_var = _total_variance(q_anom, drift)
+    total_var = float(_component_variance(q_anom, drift).sum())
     ckpt = checkpoint_keys(table)
     keys = _keys(cands)
     costs = candidate_costs(cands, cost, ckpt)
@@ -347,7 +345,9 @@ def suggest(
         q_anom, m_anom = condition(q_anom, m_anom, c, noise)
         if drift is not None:  # the run is in the table now: its group's range grows
             drift = drift.extended(int(where[0][c]), {k: v[c] for k, v in where[1].items()})
-        picks[-1]["uncertainty_left"] = _total_variance(q_anom, drift) / total_var
+        left = _component_variance(q_anom, drift)
+        picks[-1]["uncertainty_left"] = float(left.sum()) / total_var
+        picks[-1]["widest_left"] = _WIDTH_90 * float(np.sqrt(left.max()))
         if keys[c][2] > 0 and keys[c] not in ckpt:
             ckpt.add(keys[c])
             costs = candidate_costs(cands, cost, ckpt)
@@ -357,7 +357,7 @@ def suggest(
     out = cands.loc[info["index"], columns].reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     for col in ("cost", "pretrained", "expected_gain", "gain_per_cost", "cumulative_cost",
-                "uncertainty_left", "reason"):
+                "uncertainty_left", "widest_left", "reason"):
         out[col] = info[col].to_numpy()
     # Against the table the posterior was fitted on (not ``runs``: whose checkpoints exist).
     warn_extrapolation(out, draws.runs, "suggested runs",
