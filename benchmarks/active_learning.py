@@ -331,6 +331,7 @@ POOL_STRATEGIES = ("active", "per-cost", "random", "cheapest", "doubling")
 POOL_LARGEST = 1_638_400  # examples: the largest fine-tuning size of Lin et al.'s tables
 POOL_FIRST = (0, 200)  # examples: the shared initial design (zero-shot rows cost 0)
 POOL_WIDTH = 0.1  # nats: the stopping rule's 90% interval width of every largest loss
+# (the issue's; --width changes it)
 
 
 def pool_cost(df: pd.DataFrame) -> np.ndarray:
@@ -365,7 +366,8 @@ def pool_table(table: str, models: int | None) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, batch: int,
-                round_: int, rng: np.random.Generator) -> pd.DataFrame:
+                round_: int, rng: np.random.Generator,
+                width: float = POOL_WIDTH) -> pd.DataFrame:
     """The next batch of unrevealed pool rows under ``strategy``."""
     if strategy in ("active", "per-cost"):
         import warnings
@@ -377,7 +379,7 @@ def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, ba
         if strategy == "active":
             # The rule's width is on the loss; suggest's quantity is the log loss, whose
             # interval is (nearly) the loss's divided by the loss.
-            goal = POOL_WIDTH / pool_medians(post, truth)
+            goal = width / pool_medians(post, truth)
         with warnings.catch_warnings():
             # Chosen sizes beyond the fitted range are the point of the exercise.
             warnings.simplefilter("ignore", ExtrapolationWarning)
@@ -424,11 +426,12 @@ def pool_intervals(post, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: int,
                draws: int, warmup: int, out: str | None = None,
                discrepancy: bool = False,
-               strategies: tuple[str, ...] = POOL_STRATEGIES) -> pd.DataFrame:
+               strategies: tuple[str, ...] = POOL_STRATEGIES,
+               width: float = POOL_WIDTH) -> pd.DataFrame:
     """One record per (seed, strategy, round): FLOPs spent, widths, coverage, R-hat.
 
     A strategy stops refitting once the stopping rule holds (every largest-size 90%
-    interval narrower than ``POOL_WIDTH`` and covering the truth), or after ``rounds``.
+    interval narrower than ``width`` and covering the truth), or after ``rounds``.
     The records so far are written to the CSV ``out`` after each strategy (a long run
     cut short keeps its finished seeds).
     """
@@ -468,21 +471,21 @@ def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: 
             for r in range(rounds + 1):
                 if r > 0:
                     left = cands[~cands["run_id"].isin(rows["run_id"])]
-                    chosen = pool_choose(strategy, post, left, truth, batch, r, rng)
+                    chosen = pool_choose(strategy, post, left, truth, batch, r, rng, width)
                     if len(chosen) == 0:
                         break
                     spent += float(pool_cost(chosen).sum())
                     rows = pd.concat([rows, run(chosen)], ignore_index=True)
                     post = refit(rows, 1000 * s + r, post)
-                width, cover = pool_intervals(post, truth)
+                widths, cover = pool_intervals(post, truth)
                 records.append({
                     "seed": s, "strategy": strategy, "round": r, "rows": len(rows),
-                    "flops": spent, "max_width": float(width.max()),
-                    "median_width": float(np.median(width)),
+                    "flops": spent, "max_width": float(widths.max()),
+                    "median_width": float(np.median(widths)),
                     "coverage": float(cover.mean()),
                     "rhat": float(post.diagnostics.max_rhat),
                     "ess_bulk": float(post.diagnostics.min_ess_bulk)})
-                if width.max() <= POOL_WIDTH and cover.all():
+                if widths.max() <= width and cover.all():
                     break
             last = records[-1]
             print(f"  seed {s} {strategy}: {last['round']} rounds, {last['flops']:.3g} "
@@ -499,10 +502,10 @@ def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: 
     return pd.DataFrame(records)
 
 
-def pool_summary(log: pd.DataFrame) -> pd.DataFrame:
+def pool_summary(log: pd.DataFrame, width: float = POOL_WIDTH) -> pd.DataFrame:
     """Per strategy: FLOPs at the stopping rule (median over seeds), coverage there, R-hat.
 
-    Two stops per seed: ``narrow`` (every interval narrower than ``POOL_WIDTH``, what a
+    Two stops per seed: ``narrow`` (every interval narrower than ``width``, what a
     user can see) and ``stop`` (narrow and covering every truth: the issue's rule). A
     seed that never stops counts the FLOPs it spent (a lower bound) and ``reached`` is
     False.
@@ -510,7 +513,7 @@ def pool_summary(log: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (seed, strategy), g in log.groupby(["seed", "strategy"], sort=False):
         g = g.sort_values("round")
-        narrow = g[g["max_width"] <= POOL_WIDTH]
+        narrow = g[g["max_width"] <= width]
         stop = narrow[narrow["coverage"] >= 1.0]
         at_narrow = narrow.iloc[0] if len(narrow) else g.iloc[-1]
         at_stop = stop.iloc[0] if len(stop) else g.iloc[-1]
@@ -553,8 +556,8 @@ def pool_main(args: argparse.Namespace) -> int:
     else:
         log = pool_study(args.table, models, seeds, rounds, chains=2, draws=draws,
                          warmup=warmup, out=args.out, discrepancy=args.discrepancy,
-                         strategies=args.strategies)
-    summary = pool_summary(log)
+                         strategies=args.strategies, width=args.width)
+    summary = pool_summary(log, args.width)
     n_models = int(log["rows"].iloc[0]) // len(POOL_FIRST)  # the initial design: 2 a model
     # A strategy left out (--strategies) has no ratio: its target counts as missed.
     ratio = {other: (float(summary.loc["active", "flops"] / summary.loc[other, "flops"])
@@ -572,7 +575,7 @@ def pool_main(args: argparse.Namespace) -> int:
           f"batch {n_models} a round, up to {rounds} rounds, NUTS 2 chains x {draws} "
           f"(+{warmup} warmup, warm-started), "
           f"{'with' if args.discrepancy else 'without'} the discrepancy term; stopping rule: every model's 90% interval of "
-          f"its loss at {POOL_LARGEST:,} examples narrower than {POOL_WIDTH} nats and "
+          f"its loss at {POOL_LARGEST:,} examples narrower than {args.width} nats and "
           "covering the measured loss")
     print(f"{'strategy':9} {'stopped':>8} {'median FLOPs':>13} {'round':>6} "
           f"{'narrow':>7} {'FLOPs narrow':>13} {'coverage@narrow':>16} {'max R-hat':>10}")
@@ -594,7 +597,7 @@ def pool_main(args: argparse.Namespace) -> int:
                                                        for r, v in per_round.items()))
     out = {"table": args.table, "models": n_models, "seeds": seeds, "rounds": rounds,
            "discrepancy": args.discrepancy,
-           "draws": draws, "warmup": warmup, "width": POOL_WIDTH,
+           "draws": draws, "warmup": warmup, "width": args.width,
            "strategies": {k: {c: (float(v) if c != "reached" else int(v))
                               for c, v in row.items()}
                           for k, row in summary.iterrows()},
@@ -634,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, help="--pool: this many models, evenly over "
                     "the table's sizes (default: all 30)")
     ap.add_argument("--json", help="--pool: write the summary to this JSON file")
+    ap.add_argument("--width", type=float, default=POOL_WIDTH,
+                    help=f"--pool: the stopping rule's 90%% interval width, nats (default "
+                    f"{POOL_WIDTH}); the active strategy aims at it")
     ap.add_argument("--strategies", type=lambda v: tuple(v.split(",")),
                     default=POOL_STRATEGIES, help="--pool: comma-separated strategies to "
                     f"run (default: all of {','.join(POOL_STRATEGIES)})")
