@@ -360,7 +360,7 @@ def test_goal_rule_with_every_goal_met_suggests_nothing():
     draws, cands = _draws(), _cands()
     # a->x's gap is pinned (sd 0.01): a 90% width of 0.1 is already met.
     out = suggest(draws, cands, batch=4, quantity=["a->x"], goal_width=0.1)
-    assert len(out) == 0
+    assert len(out) == 0 and "widest_left" in out.columns
     # One goal per component: b->y's is far off, a->x's met; the runs go to b->y.
     out = suggest(draws, cands, batch=2, quantity=["a->x", "b->y"],
                   goal_width=np.array([0.1, 0.5]), cost=_goal_costs)
@@ -423,6 +423,9 @@ def test_cli_suggest_table_and_csv(posterior_file, tmp_path):
     res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates", str(cands),
                               "--goal-width", "0"])
     assert res.exit_code == 1 and "--goal-width must be a number above 0" in res.output
+    res = runner.invoke(app, ["suggest", str(posterior_file), "--candidates", str(cands),
+                              "--goal-width", "1e3"])
+    assert res.exit_code == 0 and "nothing to run" in res.output, res.output
 
 
 def test_cli_suggest_bad_input_names_the_problem(posterior_file, tmp_path):

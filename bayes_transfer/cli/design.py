@@ -114,6 +114,10 @@ def suggest_command(
     if fmt == "csv":
         chosen.to_csv(sys.stdout, index=False)
         return
+    if goal_width is not None and len(chosen) == 0:
+        console().print(f"nothing to run: every 90% interval is already expected within "
+                        f"--goal-width {goal_width:g}")
+        return
     unit = "FLOPs" if cost == "flops" else "tokens"
     rule = (f"toward a 90% width of {goal_width:g}" if goal_width is not None
             else f"{criterion} criterion")

@@ -368,4 +368,4 @@ def suggest(
 def _no_picks(cands: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return cands.iloc[:0][columns].assign(
         rank=[], cost=[], pretrained=[], expected_gain=[], gain_per_cost=[],
-        cumulative_cost=[], uncertainty_left=[], reason=[])
+        cumulative_cost=[], uncertainty_left=[], widest_left=[], reason=[])
