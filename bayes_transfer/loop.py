@@ -3,8 +3,10 @@
 Round 0 runs a small initial design (or fits the run table given) and fits. Each later
 round suggests a batch from the last posterior, runs it (the bundled trainer, a user's
 ``run_fn``, or a simulated truth), appends the rows to the table and refits. The loop stops
-after ``rounds`` rounds, when the next batch would exceed ``budget``, or when the mean 90%
-interval width of the log gaps falls below ``target_width``.
+after ``rounds`` rounds, when the next batch would exceed ``budget``, when the mean 90%
+interval width of the log gaps falls below ``target_width``, or, with ``goal_width``, once
+every gap's interval is within it (each round's batch is then chosen by ``suggest``'s goal
+rule toward that width instead of by gain per FLOP).
 
 State lives in the output directory, every file written atomically:
 
@@ -306,6 +308,7 @@ def run_loop(
     batch: int = 8,
     budget: float | None = None,
     target_width: float | None = None,
+    goal_width: float | None = None,
     criterion: str = "variance",
     quantity: Any = "gaps",
     cost: str | CostFn = "flops",
@@ -331,6 +334,10 @@ def run_loop(
         budget: the most total cost (the cost model's unit, FLOPs by default) of the runs
             the loop chooses, round 0 included.
         target_width: stop once the mean ``ci`` interval width of the log gaps is below.
+        goal_width: choose each batch by :func:`~bayes_transfer.design.suggest`'s goal
+            rule (the cheapest runs expected to bring each gap's 90% interval within it)
+            and stop once every gap's ``ci`` interval is within it, or once no run is
+            expected to help.
         criterion, quantity, cost: passed to :func:`~bayes_transfer.design.suggest`;
             ``quantity="gaps"`` means the log gaps of the candidates' pairs, whose mean
             width is also what ``target_width`` and the logs measure.
@@ -346,7 +353,7 @@ def run_loop(
     """
     spec = load_spec(spec)
     _check_options(spec, rounds=rounds, batch=batch, budget=budget,
-                   target_width=target_width, ci=ci)
+                   target_width=target_width, ci=ci, goal_width=goal_width)
     if isinstance(retries, bool) or not isinstance(retries, int | np.integer) or retries < 0:
         raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
     # The spec and sampler settings are checked before the state directory is made.
@@ -386,6 +393,9 @@ def run_loop(
                 if target_width is not None and last["mean_width"] <= target_width:
                     stopped = "target width"
                     break
+                if goal_width is not None and last["max_width"] <= goal_width:
+                    stopped = "goal width"
+                    break
             if state.plan_path(r).exists():
                 plan = pd.DataFrame(json.loads(state.plan_path(r).read_text()))
             elif r == 0:
@@ -399,9 +409,9 @@ def run_loop(
                 left = None if budget is None else budget - spent
                 plan = pd.DataFrame() if left is not None and left <= 0 else suggest(
                     posterior, candidates, batch=batch, budget=left, criterion=criterion,
-                    quantity=quantity, cost=cost, runs=table)
+                    quantity=quantity, cost=cost, runs=table, goal_width=goal_width)
                 if len(plan) == 0:
-                    stopped = "budget" if budget is not None else "no informative candidate"
+                    stopped = _why_no_plan(left, goal_width)
                     break
                 state.write_json(state.plan_path(r), _records(plan))
             todo = plan[~_done(plan, table)] if len(plan) else plan
@@ -434,8 +444,19 @@ def run_loop(
                       stopped=stopped, posterior=posterior, message=message)
 
 
+def _why_no_plan(left: float | None, goal_width: float | None) -> str:
+    """Why ``suggest`` chose nothing: the budget is spent (or can pay for no run), every
+    gap is expected within the goal (the goal rule's empty batch), or nothing helps."""
+    if left is not None and (left <= 0 or goal_width is None):
+        return "budget"
+    if goal_width is not None:
+        return "goal width expected"
+    return "no informative candidate"
+
+
 def _check_options(spec: ModelSpec, *, rounds: int, batch: int, budget: float | None,
-                   target_width: float | None, ci: float) -> None:
+                   target_width: float | None, ci: float,
+                   goal_width: float | None = None) -> None:
     """Refuse options the loop could only fail on later (after training round 0)."""
     if get_law(spec.law).gap is None:
         raise ValueError(f"the loop narrows per-pair transfer gaps, and the law {spec.law} "
@@ -444,7 +465,8 @@ def _check_options(spec: ModelSpec, *, rounds: int, batch: int, budget: float | 
         raise ValueError(f"rounds must be a whole number >= 0, not {rounds!r}")
     if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
         raise ValueError(f"batch must be a whole number >= 1, not {batch!r}")
-    for name, value in (("budget", budget), ("target_width", target_width)):
+    for name, value in (("budget", budget), ("target_width", target_width),
+                        ("goal_width", goal_width)):
         if value is not None and not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number above 0, not {value!r}")
     if not 0 < ci < 1:

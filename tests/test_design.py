@@ -445,4 +445,4 @@ def test_cli_suggest_bad_input_names_the_problem(posterior_file, tmp_path):
                               str(bad)])
     assert res.exit_code == 1 and "no such posterior" in res.output
     res = runner.invoke(app, ["loop", "--help"])
-    assert res.exit_code == 0 and "--target-width" in res.output
+    assert res.exit_code == 0 and "--target-width" in res.output and "--goal-width" in res.output

@@ -130,6 +130,21 @@ def test_loop_stops_at_the_target_width_and_at_the_budget(tmp_path, truth):
     assert capped.rounds[-1]["cumulative_cost"] <= budget
 
 
+def test_loop_with_a_goal_width_stops_once_every_gap_is_within_it(tmp_path, truth):
+    run = simulated_runner(truth)
+    goal = run_loop(_cands(), tmp_path / "g", run_fn=run, fit_fn=fake_fit, rounds=12,
+                    batch=2, goal_width=1.7, console=QUIET)
+    assert goal.stopped == "goal width"
+    assert goal.rounds[-1]["max_width"] <= 1.7 < goal.rounds[-2]["max_width"]
+    # The batches come from suggest's goal rule, not from gain per FLOP.
+    per_cost = run_loop(_cands(), tmp_path / "c", run_fn=run, fit_fn=fake_fit, rounds=1,
+                        batch=2, console=QUIET)
+    assert goal.rounds[1]["chosen"] != per_cost.rounds[1]["chosen"]
+    with pytest.raises(ValueError, match="goal_width"):
+        run_loop(_cands(), tmp_path / "bad", run_fn=run, fit_fn=fake_fit, goal_width=0.0,
+                 console=QUIET)
+
+
 def test_loop_starts_from_a_given_table(tmp_path, truth):
     df = truth.runs.df
     covering = df.groupby(["source", "target"], observed=True).head(1)

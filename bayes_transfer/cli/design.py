@@ -148,6 +148,10 @@ def loop_command(
     budget: float | None = typer.Option(None, "--budget", help="Most total training FLOPs."),
     target_width: float | None = typer.Option(
         None, "--target-width", help="Stop when the mean 90% width of the log gaps is below."),
+    goal_width: float | None = typer.Option(
+        None, "--goal-width", help="Choose each batch to bring every log gap's 90% interval "
+                                   "within this width (the cheapest runs expected to get "
+                                   "there), and stop once all are."),
     spec: str | None = typer.Option(None, "--spec", help="Model spec (default: transfer-gap, "
                                                          "or transfer-gap-size if the grid "
                                                          "has several shapes)."),
@@ -170,11 +174,15 @@ def loop_command(
     the state in --out (runs.csv, rounds/, posteriors/) makes a killed loop resume
     where it stopped. A fit that fails its diagnostics is refitted 2x and 4x longer;
     if it still fails, the loop stops (exit status 1) and says which parameters failed,
-    instead of choosing runs from it.
+    instead of choosing runs from it. With --goal-width each batch is the cheapest runs
+    expected to bring the gaps' intervals within that width, not the most narrowing per
+    FLOP, and the loop stops once every gap's interval is within it.
 
     Example:
 
         bayes-transfer loop data/transfer_grid.toml --rounds 3 --batch 4 --out loop-out
+
+        bayes-transfer loop data/transfer_grid.toml --rounds 5 --goal-width 1.0 --out loop-out
     """
     from bayes_transfer.trainer.executors import EXECUTORS
 
@@ -183,6 +191,7 @@ def loop_command(
     checks.output_dir(out, inputs=[grid])
     checks.positive(budget, "--budget")
     checks.positive(target_width, "--target-width")
+    checks.positive(goal_width, "--goal-width")
     checks.seed(seed)
     if criterion not in _CRITERIA:
         raise fail(f"--criterion must be one of {', '.join(_CRITERIA)}, not {criterion!r}")
@@ -197,7 +206,7 @@ def loop_command(
         spec_grid = load_grid(grid)
         result = loop.loop_grid(spec_grid, out, spec=spec, executor=executor, rounds=rounds,
                                 batch=batch, budget=budget, target_width=target_width,
-                                criterion=criterion, console=console(),
+                                goal_width=goal_width, criterion=criterion, console=console(),
                                 allow_unconverged=allow_unconverged,
                                 fit_kwargs={"chains": chains, "draws": draws,
                                             "warmup": warmup, "seed": seed})
