@@ -43,11 +43,11 @@ reveals its row (:func:`bayes_transfer.design.pool_runner`) and costs 6 N f FLOP
 shared start (every model's zero-shot row and its 200-example fine-tuning), five
 strategies add one row a model a round: ``active`` (:func:`~bayes_transfer.design.suggest`
 with ``goal_width``: the cheapest run expected to bring a model's interval at the largest
-size within the stopping rule's width, else the run that narrows it most), ``per-cost``
-(``suggest``'s default rule: the most variance of those log losses removed per FLOP),
-``random``, ``cheapest`` (cheapest first) and ``doubling`` (the paper's protocol: every
-model on 1/512, 1/256, ... of the largest size); ``--strategies`` runs some of them. Each refit is the ``finetune-curves`` spec
-without its discrepancy term (NUTS, 2 chains, warm-started from the previous round). The
+size within the stopping rule's width, else the cheapest of the runs that narrow it nearly
+the most), ``per-cost`` (``suggest``'s default rule: the most variance of those log losses
+removed per FLOP), ``random``, ``cheapest`` (cheapest first) and ``doubling`` (the paper's
+protocol: every model on 1/512, 1/256, ... of the largest size); ``--strategies`` runs some
+of them. Each refit is the ``finetune-curves`` spec without its discrepancy term (NUTS, 2 chains, warm-started from the previous round). The
 stopping rule: every model's 90% interval of its loss at the largest size (the law's
 mean) narrower than 0.1 nats and covering the measured loss. Reported per strategy: the
 median FLOPs at stopping, the FLOPs and coverage where the intervals first became narrow
@@ -366,9 +366,10 @@ def pool_table(table: str, models: int | None) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, batch: int,
-                round_: int, rng: np.random.Generator,
-                width: float = POOL_WIDTH) -> pd.DataFrame:
-    """The next batch of unrevealed pool rows under ``strategy``."""
+                round_: int, rng: np.random.Generator, width: float = POOL_WIDTH,
+                medians: np.ndarray | None = None) -> pd.DataFrame:
+    """The next batch of unrevealed pool rows under ``strategy``; ``medians``: each
+    truth row's median loss under ``post`` (:func:`pool_intervals`), for ``active``."""
     if strategy in ("active", "per-cost"):
         import warnings
 
@@ -379,7 +380,7 @@ def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, ba
         if strategy == "active":
             # The rule's width is on the loss; suggest's quantity is the log loss, whose
             # interval is (nearly) the loss's divided by the loss.
-            goal = width / pool_medians(post, truth)
+            goal = width / medians
         with warnings.catch_warnings():
             # Chosen sizes beyond the fitted range are the point of the exercise.
             warnings.simplefilter("ignore", ExtrapolationWarning)
@@ -398,29 +399,19 @@ def pool_choose(strategy: str, post, left: pd.DataFrame, truth: pd.DataFrame, ba
     return left[left["finetune_examples"] == size]
 
 
-def pool_loss_draws(post, truth: pd.DataFrame) -> np.ndarray:
-    """Draws of each truth row's loss under the law (plus the discrepancy's drift, where
-    the spec has one), ``(draws, rows)``."""
+def pool_intervals(post, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Width (nats) of each truth row's 90% interval of the law's loss (plus the
+    discrepancy's drift, where the spec has one), coverage, and the median loss."""
     import warnings
 
     from bayes_transfer.extrapolation import ExtrapolationWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExtrapolationWarning)
-        return post.predict_draws(truth.drop(columns=["loss"]), kind="mean", seed=0)
-
-
-def pool_medians(post, truth: pd.DataFrame) -> np.ndarray:
-    """Posterior median of each truth row's loss."""
-    return np.median(pool_loss_draws(post, truth), axis=0)
-
-
-def pool_intervals(post, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Width (nats) of each truth row's 90% interval of the loss (see
-    :func:`pool_loss_draws`), and coverage."""
-    lo, hi = np.quantile(pool_loss_draws(post, truth), [0.05, 0.95], axis=0)
+        mu = post.predict_draws(truth.drop(columns=["loss"]), kind="mean", seed=0)
+    lo, median, hi = np.quantile(mu, [0.05, 0.5, 0.95], axis=0)
     loss = truth["loss"].to_numpy(float)
-    return hi - lo, (lo <= loss) & (loss <= hi)
+    return hi - lo, (lo <= loss) & (loss <= hi), median
 
 
 def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: int,
@@ -468,16 +459,18 @@ def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: 
         for strategy in strategies:
             rng = np.random.default_rng([s, POOL_STRATEGIES.index(strategy)])
             rows, post, spent = shared, post0, float(pool_cost(first).sum())
+            medians = None  # of the latest posterior: set by round 0's record, below
             for r in range(rounds + 1):
                 if r > 0:
                     left = cands[~cands["run_id"].isin(rows["run_id"])]
-                    chosen = pool_choose(strategy, post, left, truth, batch, r, rng, width)
+                    chosen = pool_choose(strategy, post, left, truth, batch, r, rng, width,
+                                         medians)
                     if len(chosen) == 0:
                         break
                     spent += float(pool_cost(chosen).sum())
                     rows = pd.concat([rows, run(chosen)], ignore_index=True)
                     post = refit(rows, 1000 * s + r, post)
-                widths, cover = pool_intervals(post, truth)
+                widths, cover, medians = pool_intervals(post, truth)
                 records.append({
                     "seed": s, "strategy": strategy, "round": r, "rows": len(rows),
                     "flops": spent, "max_width": float(widths.max()),

@@ -290,11 +290,12 @@ def suggest(
     pick is the cheapest run expected to bring a component still above the goal within
     it; where no single run can, the cheapest run expected to remove at least 90% of
     the most variance above the goals that any run removes; the batch ends early once
-    every component is expected to be within its goal. Gain per cost is myopic: a cheap run that removes a sliver of
-    variance rates higher than the far run that would have removed all of it, so a
-    loop led by it climbs a ladder of cheap runs and pays for each rung, where the goal
-    rule pays for the one run that gets there (``uncertainty_left`` and
-    ``expected_gain`` are reported the same way under both rules).
+    every component is expected to be within its goal. Gain per cost is myopic: a cheap
+    run that removes a sliver of variance rates higher than the far run that would have
+    removed all of it, so a loop led by it climbs a ladder of cheap runs and pays for
+    each rung, where the goal rule pays for the one run that gets there
+    (``uncertainty_left`` and ``expected_gain`` are reported the same way under both
+    rules).
 
     Returns:
         One row per chosen run, in the order chosen (``rank`` 1 first), with ``cost`` (given
@@ -315,7 +316,8 @@ def suggest(
     if n == 0:
         return _no_picks(cands, columns)
     q_anom, m_anom = anomalies(q.draws), _padded(np.asarray(anomalies(mu)))
-    total_var = float(_component_variance(q_anom, drift).sum())
+    var = _component_variance(q_anom, drift)  # each component's, kept up to date below
+    total_var = float(var.sum())
     ckpt = checkpoint_keys(table)
     keys = _keys(cands)
     costs = candidate_costs(cands, cost, ckpt)
@@ -328,7 +330,7 @@ def suggest(
         if budget is not None:
             ok &= costs <= budget - spent
         if goal_var is not None:
-            c = _toward_goal(_component_variance(q_anom, drift), goal_var, terms, costs, ok)
+            c = _toward_goal(var, goal_var, terms, costs, ok)
             if c is None:
                 break
         elif not ok.any():
@@ -345,9 +347,9 @@ def suggest(
         q_anom, m_anom = condition(q_anom, m_anom, c, noise)
         if drift is not None:  # the run is in the table now: its group's range grows
             drift = drift.extended(int(where[0][c]), {k: v[c] for k, v in where[1].items()})
-        left = _component_variance(q_anom, drift)
-        picks[-1]["uncertainty_left"] = float(left.sum()) / total_var
-        picks[-1]["widest_left"] = _WIDTH_90 * float(np.sqrt(left.max()))
+        var = _component_variance(q_anom, drift)
+        picks[-1]["uncertainty_left"] = float(var.sum()) / total_var
+        picks[-1]["widest_left"] = _WIDTH_90 * float(np.sqrt(var.max()))
         if keys[c][2] > 0 and keys[c] not in ckpt:
             ckpt.add(keys[c])
             costs = candidate_costs(cands, cost, ckpt)
