@@ -66,13 +66,14 @@ class Discrepancy:
     axis's ``tau`` (log loss per unit of log distance); ``holdout``: the top fraction of
     each axis's log range held out by the internal extrapolation that learns ``tau``;
     ``on``: what drifts, the log ``"loss"`` or the log of its ``"reducible"`` part, the
-    loss above the law's floor ``E`` (see :func:`drift_draws`).
+    loss above the law's floor ``E`` (see :func:`drift_draws`). ``holdout`` may be a list:
+    one internal extrapolation per fraction (a rolling origin, see :func:`calibrate`).
     """
 
     axes: tuple[str, ...] = ("params",)
     level: str = "pair"
     scale: float = 0.02
-    holdout: float = 0.3
+    holdout: float | tuple[float, ...] = 0.3
     on: str = "loss"
 
     def __post_init__(self) -> None:
@@ -88,12 +89,28 @@ class Discrepancy:
             raise SpecError(f"discrepancy.level {self.level!r} is not one of {_LEVELS}")
         if self.on not in ON:
             raise SpecError(f"discrepancy.on {self.on!r} is not one of {ON}")
-        for key, hi in (("scale", 10.0), ("holdout", 0.9)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not np.isfinite(value) or not 0 < value <= hi:
-                raise SpecError(f"discrepancy.{key} must be a number in (0, {hi:g}], "
-                                f"not {value!r}")
+        if isinstance(self.holdout, (list, tuple)):
+            if not self.holdout or not all(_in_range(h, 0.9) for h in self.holdout) or \
+                    len(set(self.holdout)) != len(self.holdout):
+                raise SpecError(f"discrepancy.holdout must be a number in (0, 0.9] or a "
+                                f"list of distinct such numbers, not {self.holdout!r}")
+            object.__setattr__(self, "holdout", tuple(float(h) for h in self.holdout))
+        elif not _in_range(self.holdout, 0.9):
+            raise SpecError(f"discrepancy.holdout must be a number in (0, 0.9] or a list "
+                            f"of distinct such numbers, not {self.holdout!r}")
+        if not _in_range(self.scale, 10.0):
+            raise SpecError(f"discrepancy.scale must be a number in (0, 10], "
+                            f"not {self.scale!r}")
+
+    @property
+    def holdouts(self) -> tuple[float, ...]:
+        """The internal extrapolations' held-out fractions, one or several."""
+        return self.holdout if isinstance(self.holdout, tuple) else (float(self.holdout),)
+
+
+def _in_range(value: Any, hi: float) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and \
+        bool(np.isfinite(value)) and 0 < value <= hi
 
 
 def group_index(level: str, source_idx: np.ndarray, target_idx: np.ndarray,
@@ -139,8 +156,24 @@ def distances(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def _drift_grid(resid, sd, u, group, scale):
     """Log posterior density of (m, tau) on a grid, for errors ``r ~ N((m + tau z) u)``
-    per group, and the log evidence (the grid's integral, cell areas included)."""
-    top = max(10 * scale, 3 * float(np.max(np.abs(resid) / np.maximum(u, 1e-3))))
+    per group, and the log evidence (the grid's integral, cell areas included).
+
+    The grid spans ``[-top, top] x [0, top]``, from ten prior sds, doubled while the
+    posterior still has mass at its edge: sized from the largest ``|r| / u`` instead, a
+    row barely beyond the range (small ``u``) made the cells coarser than the posterior.
+    """
+    top = 10 * scale
+    for _ in range(12):
+        grid = _drift_grid_on(resid, sd, u, group, scale, top)
+        logp = grid[2]
+        edge = max(logp[:, -1].max(), logp[0].max(), logp[-1].max())
+        if edge < logp.max() - 15:    # under 3e-7 of the peak density
+            break
+        top *= 2
+    return grid
+
+
+def _drift_grid_on(resid, sd, u, group, scale, top):
     taus = np.linspace(0.0, top, _GRID)
     means = np.linspace(-top, top, 2 * _GRID + 1)
     t2, m = (taus**2)[None, :], means[:, None]
@@ -255,36 +288,50 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
               n: int, predict_holdout: Callable[[np.ndarray, np.ndarray],
                                                 tuple[np.ndarray, np.ndarray, np.ndarray]],
               draws: int, seed: int) -> dict[str, dict[str, Any]]:
-    """Learn each axis's ``tau`` by an internal extrapolation of the fitted table.
+    """Learn each axis's ``tau`` by internal extrapolations of the fitted table.
 
     ``predict_holdout(fit_mask, test_mask)`` fits the rows of ``fit_mask`` and returns,
     for the rows of ``test_mask`` (above the cut, of groups with rows below it), the log
     predictive median and sd, the observed log loss and the rows' share of the drift
     (ones, or with ``on = "reducible"`` the reducible share: :func:`drift_draws`).
-    Returns per axis the ``tau`` draws and what the calibration saw (rows held out,
-    their median absolute log error).
+
+    With several holdouts (a rolling origin, as in the cross-validation of forecasts) each
+    cut is one internal extrapolation, and their errors together inform ``tau`` and the
+    growth power: a long holdout shows how the law errs far out, a short one how it errs
+    one step beyond the data, which a power fitted to the far errors alone can make too
+    small. A group's errors share one slope within a cut, not across cuts: each cut's
+    fit is a different extrapolation. Returns per axis the ``tau`` draws and what the
+    calibration saw (rows held out, the cuts, their median absolute log error).
     """
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, Any]] = {}
     for axis in disc.axes:
         x = np.asarray(feats[AXES[axis]], dtype=np.float64)
         finite = np.isfinite(x)
-        info: dict[str, Any] = {"rows": 0, "median_abs_log_error": None}
-        resid = sd = d = g = share = np.zeros(0)
+        parts: list[tuple[np.ndarray, ...]] = []
+        cuts: list[float] = []
         if finite.any() and np.ptp(x[finite]) > 1e-6:
             lo, hi = float(x[finite].min()), float(x[finite].max())
-            cut = hi - disc.holdout * (hi - lo)
-            fit_mask = ~finite | (x <= cut)
-            lo_g, hi_g = ranges(np.where(fit_mask, x, np.nan), group, n)
-            # Held out: rows above the cut of groups that keep rows below it.
-            test = ~fit_mask & np.isfinite(hi_g[group])
-            if test.any() and fit_mask.sum() >= 3:
+            for k, holdout in enumerate(disc.holdouts):
+                cut = hi - holdout * (hi - lo)
+                fit_mask = ~finite | (x <= cut)
+                lo_g, hi_g = ranges(np.where(fit_mask, x, np.nan), group, n)
+                # Held out: rows above the cut of groups that keep rows below it.
+                test = ~fit_mask & np.isfinite(hi_g[group])
+                if not test.any() or fit_mask.sum() < 3:
+                    continue
                 log_med, log_sd, log_obs, share = predict_holdout(fit_mask, test)
-                resid = log_obs - log_med
-                sd, g = log_sd, group[test]
-                d = distances(x[test], lo_g[g], hi_g[g])
-                info = {"rows": int(test.sum()), "cut": float(np.exp(cut)),
-                        "median_abs_log_error": float(np.median(np.abs(resid)))}
+                g = group[test]
+                parts.append((log_obs - log_med, log_sd,
+                              distances(x[test], lo_g[g], hi_g[g]), g + k * n, share))
+                cuts.append(float(np.exp(cut)))
+        resid = sd = d = g = share = np.zeros(0)
+        info: dict[str, Any] = {"rows": 0, "median_abs_log_error": None}
+        if parts:
+            resid, sd, d, g, share = (np.concatenate(column) for column in zip(*parts, strict=True))
+            info["rows"] = len(resid)
+            info.update(cut=cuts[0] if len(cuts) == 1 else cuts,
+                        median_abs_log_error=float(np.median(np.abs(resid))))
         mean, tau, power = drift_posterior(resid, np.maximum(sd, 1e-6), d, g, disc.scale,
                                            draws, rng, share=share)
         info["mean_median"] = float(np.median(mean))

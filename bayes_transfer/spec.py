@@ -288,6 +288,8 @@ class ModelSpec:
             del d["discrepancy"]
         else:
             d["discrepancy"]["axes"] = list(d["discrepancy"]["axes"])
+            if isinstance(d["discrepancy"]["holdout"], tuple):
+                d["discrepancy"]["holdout"] = list(d["discrepancy"]["holdout"])
         return d
 
     def to_json(self) -> str:

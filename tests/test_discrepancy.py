@@ -69,6 +69,11 @@ def test_drift_draws_share_a_slope_within_a_group():
     ({"scale": -1.0}, "discrepancy.scale"),
     ({"scale": float("inf")}, "discrepancy.scale"),
     ({"holdout": 1.0}, "discrepancy.holdout"),
+    ({"holdout": []}, "discrepancy.holdout"),
+    ({"holdout": [0.5, 0.5]}, "discrepancy.holdout"),
+    ({"holdout": [0.5, 1.5]}, "discrepancy.holdout"),
+    ({"holdout": [0.5, "0.1"]}, "discrepancy.holdout"),
+    ({"holdout": [[0.5]]}, "discrepancy.holdout"),
     ({"knots": 4}, "unknown key of discrepancy"),
     ({"on": "log_loss"}, "discrepancy.on"),
 ])
@@ -130,11 +135,31 @@ def test_drift_power_follows_the_data():
         assert np.mean(got == power) > 0.9, (power, np.unique(got, return_counts=True))
 
 
-def test_spec_round_trips_through_json():
+@pytest.mark.parametrize("holdout", [0.3, [0.5, 0.1]])
+def test_spec_round_trips_through_json(holdout):
     spec = ModelSpec.from_dict({"law": "chinchilla",
-                                "discrepancy": {"axes": ["params", "tokens"], "scale": 0.1}})
+                                "discrepancy": {"axes": ["params", "tokens"], "scale": 0.1,
+                                                "holdout": holdout}})
     again = ModelSpec.from_json(spec.to_json())
     assert again.discrepancy == spec.discrepancy and again == spec
+    assert spec.discrepancy.holdouts == tuple(np.atleast_1d(holdout))
+
+
+def test_a_row_barely_beyond_the_range_leaves_the_drift_posterior_as_it_was():
+    """A row at a tiny distance carries almost nothing about the slope; it used to size
+    the grid (3 |r| / u) so coarsely that tau's posterior was one cell wide."""
+    rng = np.random.default_rng(7)
+    group = np.repeat(np.arange(10), 4)
+    d = np.tile(np.linspace(0.5, 2.0, 4), 10)
+    sd = np.full(group.size, 0.002)
+    resid = (0.02 * rng.standard_normal(10))[group] * d + sd * rng.standard_normal(group.size)
+    before = dsc.drift_posterior(resid, sd, d, group, 0.02, 4000, np.random.default_rng(0))
+    after = dsc.drift_posterior(np.append(resid, 0.05), np.append(sd, 0.01),
+                                np.append(d, 1e-4), np.append(group, 0), 0.02, 4000,
+                                np.random.default_rng(0))
+    for b, a in zip(before[:2], after[:2], strict=True):
+        np.testing.assert_allclose(np.quantile(a, [0.05, 0.5, 0.95]),
+                                   np.quantile(b, [0.05, 0.5, 0.95]), atol=0.002)
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +239,33 @@ def test_calibrate_predicts_only_groups_with_rows_below_the_cut():
     assert seen["test"].tolist() == [False, False, False, True, True, False, False, False]
     assert not seen["fit"][5:].any()
     assert out["params"]["info"]["rows"] == 2 and out["params"]["mean"].shape == (200,)
+
+
+def test_several_holdouts_are_several_internal_extrapolations(monkeypatch):
+    """Each holdout is one cut and one inner fit; its errors join the others', a group's
+    errors sharing one slope within a cut but not across cuts (group ids offset by cut)."""
+    x = np.tile(np.arange(11.0), 2)            # log sizes 0..10, two groups
+    group = np.repeat([0, 1], 11)
+    cuts, seen = [], {}
+
+    def predict_holdout(fit_mask, test_mask):
+        cuts.append(float(x[fit_mask].max()))
+        k = int(test_mask.sum())
+        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), np.ones(k)
+
+    def spy(resid, sd, d, g, scale, draws, rng, share=None):
+        seen.update(resid=resid, d=d, g=g)
+        return np.zeros(draws), np.zeros(draws), np.ones(draws)
+
+    monkeypatch.setattr(dsc, "drift_posterior", spy)
+    disc = dsc.Discrepancy(axes=("params",), level="pair", holdout=[0.5, 0.1])
+    out = dsc.calibrate(disc, {"log_N": x}, group, 2, predict_holdout, draws=10, seed=0)
+    assert cuts == [5.0, 9.0]
+    # Cut 1 holds out sizes 6..10 of both groups (5 each), cut 2 size 10 (1 each).
+    assert seen["g"].tolist() == [0] * 5 + [1] * 5 + [2, 3]
+    np.testing.assert_allclose(seen["d"], [1, 2, 3, 4, 5] * 2 + [1, 1])
+    info = out["params"]["info"]
+    assert info["rows"] == 12 and info["cut"] == pytest.approx([np.exp(5.0), np.exp(9.0)])
 
 
 def test_drift_draws_are_what_predict_draws_adds_to_the_law(drift_posterior):
