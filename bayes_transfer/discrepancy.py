@@ -2,34 +2,44 @@
 
 Kennedy and O'Hagan (2001) write the truth as the model plus a discrepancy function.
 Here the discrepancy is a drift of the log loss away from the law that starts at the
-edge of each group's fitted range and grows linearly with the log distance from it::
+edge of each group's fitted range and grows with the log distance from it::
 
-    log L(x) = law(x) + sum_axis s_g,axis * d_g,axis(x),   s_g,axis ~ Normal(0, tau_axis)
+    log L(x) = law(x) + sum_axis [(m + tau z_g) d^power + walk z'_g d^(1/2)]_axis,
+    z_g, z'_g ~ Normal(0, 1)
 
 where ``d`` is how far ``x`` lies outside group g's fitted range along the axis (log N,
-log tokens or log f; 0 inside), one slope ``s`` per group (pair, target, source or one
-global) and axis, and ``tau_axis`` is shared by all groups (hierarchical).
+log tokens or log f; 0 inside), with one pair of slopes per group (pair, target, source
+or one global) and axis; ``m``, ``tau``, ``power`` and ``walk`` are shared by all groups
+(hierarchical). The first part is the *trend*: its mean ``m`` carries a law's systematic
+error far out, and ``power`` (1, 1.5 or 2) is chosen by the data. The second, the *near
+part*, is zero-mean and its sd grows like a random walk's: the law's error one step
+beyond the data, which a trend fitted to the far errors leaves out.
 
 With ``on = "reducible"`` the drift moves the log of the loss above the law's floor
 ``E`` instead, carried to the log loss through each row's share ``(L - E) / L``
 (:func:`drift_draws`): curves far above their floor get the wider intervals.
 
-``tau`` cannot be learned from rows inside the range (there ``d = 0``), so it is learned
-from an **internal extrapolation** of the same table: for each axis the spec's law is
-fitted (NUTS, the same spec without discrepancy) on the rows below ``1 - holdout`` of the
-axis's log range, and the rows above are predicted. Their log errors ``r``, the
-prediction's own sd ``s`` (noise and parameter uncertainty) and their distances ``d``
-give ``tau``'s posterior on a grid: per group ``r ~ Normal(0, diag(s^2) + tau^2 d d^T)``
-(a group's rows share one slope), with the spec's HalfNormal prior. ``tau`` is then what
-must be added to the law's own uncertainty for its extrapolations on this table to be
-calibrated. A table with nothing to hold out along an axis keeps the prior.
+The drift cannot be learned from rows inside the range (there ``d = 0``), so it is
+learned from **internal extrapolations** of the same table: for each axis the spec's law
+is fitted (NUTS, the same spec without discrepancy) on the rows below ``1 - holdout`` of
+the axis's log range, and the rows above are predicted (several holdouts: one such cut
+each). Their log errors ``r``, the prediction's own sd ``s`` (noise and parameter
+uncertainty) and their distances ``d`` give the posterior of ``(m, tau, walk, power)`` on
+a grid (:func:`drift_posterior`): per group and cut ``r ~ Normal(m u, diag(s^2) + tau^2
+u u^T + walk^2 v v^T)`` with ``u = d^power``, ``v = d^(1/2)``, under the spec's priors.
+That is what must be added to the law's own uncertainty for its extrapolations on this
+table to be calibrated. A table with nothing to hold out along an axis keeps the prior.
 
-Why this form: measured by backtests on public tables (``benchmarks/real_data.py``),
-errors of a law's extrapolation grow about linearly in the log distance and are
-systematic within a group (llm-line, 1.05-3.6x beyond the fitted tokens: mean absolute
-log error 0.002 within 1.35x, 0.013 at 2.5-3.6x); a smooth process learned from inside
-the range (an integrated Wiener process per pair) learned a tau too small to matter, and
-its 90% intervals covered 35% (the law alone: 33%).
+Why this form: measured by backtests on public tables (``benchmarks/real_data.py``,
+``docs/measurements.md``). Errors of a law's extrapolation are systematic within a group
+and grow with the log distance (llm-line, 1.05-3.6x beyond the fitted tokens: mean
+absolute log error 0.002 within 1.35x, 0.013 at 2.5-3.6x), so a group's rows share
+slopes. A smooth process learned from inside the range (an integrated Wiener process per
+pair) learned a tau too small to matter: its 90% intervals covered 35% (the law alone:
+33%). A trend alone, fitted mostly to far errors, grew as d^2 and was under 0.006 one
+doubling beyond FLAN's curves, where the law errs by 0.02-0.08: 90% coverage 0.57 there;
+with the near part and a rolling origin of four cuts, 0.80-0.83, and llm-line's 0.82-0.83
+became 0.86-0.87 with its one cut.
 """
 
 from __future__ import annotations
@@ -40,18 +50,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AXES", "Discrepancy", "POWERS", "group_index", "ranges", "fill_ranges", "distances",
-           "drift_posterior", "drift_draws", "drift_moments", "drift_variance",
+__all__ = ["AXES", "Discrepancy", "MOMENT_POWERS", "POWERS", "WALK_POWER", "group_index",
+           "ranges", "fill_ranges", "distances", "drift_posterior", "drift_draws",
+           "stored_drift", "drift_moments", "drift_variance",
            "reducible_share", "calibrate"]
 
 # Axis name in a spec -> the row feature (see laws.features) it runs along.
 AXES = {"params": "log_N", "tokens": "log_D", "pretrain_tokens": "log_p",
         "finetune_tokens": "log_f"}
 _LEVELS = ("global", "source", "target", "pair")
-_GRID = 150
+_GRID = 60
+_CHUNK = 256
 #: Growth powers of the drift with distance that the data choose among (see
 #: :func:`drift_posterior`).
 POWERS = (1.0, 1.5, 2.0)
+#: Growth power of the drift's near part, zero-mean: its sd grows like a random walk's.
+WALK_POWER = 0.5
+#: The powers of :func:`drift_moments`' entries: the near part's, then :data:`POWERS`.
+MOMENT_POWERS = (WALK_POWER, *POWERS)
 #: What the drift moves: the log loss, or the log of the loss above the law's floor E.
 ON = ("loss", "reducible")
 
@@ -68,6 +84,8 @@ class Discrepancy:
     ``on``: what drifts, the log ``"loss"`` or the log of its ``"reducible"`` part, the
     loss above the law's floor ``E`` (see :func:`drift_draws`). ``holdout`` may be a list:
     one internal extrapolation per fraction (a rolling origin, see :func:`calibrate`).
+    ``walk_scale``: HalfNormal prior scale of the near part's ``walk`` (``scale`` when
+    unset; 0 leaves the near part out, the trend alone).
     """
 
     axes: tuple[str, ...] = ("params",)
@@ -75,6 +93,7 @@ class Discrepancy:
     scale: float = 0.02
     holdout: float | tuple[float, ...] = 0.3
     on: str = "loss"
+    walk_scale: float | None = None
 
     def __post_init__(self) -> None:
         from bayes_transfer.spec import SpecError
@@ -101,11 +120,20 @@ class Discrepancy:
         if not _in_range(self.scale, 10.0):
             raise SpecError(f"discrepancy.scale must be a number in (0, 10], "
                             f"not {self.scale!r}")
+        if self.walk_scale is not None and not (self.walk_scale == 0 or
+                                                _in_range(self.walk_scale, 10.0)):
+            raise SpecError(f"discrepancy.walk_scale must be a number in [0, 10], "
+                            f"not {self.walk_scale!r}")
 
     @property
     def holdouts(self) -> tuple[float, ...]:
         """The internal extrapolations' held-out fractions, one or several."""
         return self.holdout if isinstance(self.holdout, tuple) else (float(self.holdout),)
+
+    @property
+    def near_scale(self) -> float:
+        """The prior scale of the near part's ``walk`` (0: no near part)."""
+        return self.scale if self.walk_scale is None else float(self.walk_scale)
 
 
 def _in_range(value: Any, hi: float) -> bool:
@@ -154,89 +182,145 @@ def distances(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.maximum(x - hi, 0.0) + np.maximum(lo - x, 0.0)
 
 
-def _drift_grid(resid, sd, u, group, scale):
-    """Log posterior density of (m, tau) on a grid, for errors ``r ~ N((m + tau z) u)``
-    per group, and the log evidence (the grid's integral, cell areas included).
+def _group_sums(resid, sd, u, v, group):
+    """Per group ``g``, with ``D = diag(sd^2)``, the sufficient statistics of
+    ``r_g ~ Normal(m u_g, D + tau^2 u_g u_g^T + walk^2 v_g v_g^T)``:
+    ``U^T D^-1 U`` (entries ``a11, a12, a22`` for ``U = [u v]``), ``U^T D^-1 r``
+    (``b1, b2``), ``r^T D^-1 r`` (``c``) and ``log det(2 pi D)``, one array each."""
+    w = 1.0 / sd**2
+    groups, inverse = np.unique(group, return_inverse=True)
 
-    The grid spans ``[-top, top] x [0, top]``, from ten prior sds, doubled while the
+    def total(x):
+        return np.bincount(inverse, weights=x, minlength=len(groups))
+
+    return (total(w * u * u), total(w * u * v), total(w * v * v), total(w * u * resid),
+            total(w * v * resid), total(w * resid**2), total(np.log(2 * np.pi * sd**2)))
+
+
+def _drift_grid(resid, sd, u, v, group, scale, walk_scale):
+    """Log posterior density of (m, tau, walk) on a grid and the log evidence (the
+    grid's integral, cell volumes included), for the errors ``r`` of
+    :func:`drift_posterior` with ``u = share d^power`` and ``v = share d^WALK_POWER``.
+
+    The grid spans ``[-top, top] x [0, top] x [0, top walk_scale / scale]`` (no walk
+    axis with ``walk_scale = 0``), from ten prior sds, doubled while the
     posterior still has mass at its edge: sized from the largest ``|r| / u`` instead, a
     row barely beyond the range (small ``u``) made the cells coarser than the posterior.
     """
+    stats = _group_sums(resid, sd, u, v, group)
     top = 10 * scale
     for _ in range(12):
-        grid = _drift_grid_on(resid, sd, u, group, scale, top)
-        logp = grid[2]
-        edge = max(logp[:, -1].max(), logp[0].max(), logp[-1].max())
+        grid = _drift_grid_on(stats, scale, walk_scale, top)
+        logp = grid[3]
+        edge = max(logp[:, -1].max(), logp[0].max(), logp[-1].max(),
+                   logp[:, :, -1].max() if walk_scale > 0 else -np.inf)
         if edge < logp.max() - 15:    # under 3e-7 of the peak density
             break
         top *= 2
     return grid
 
 
-def _drift_grid_on(resid, sd, u, group, scale, top):
+def _drift_grid_on(stats, scale, walk_scale, top):
+    """The grid of :func:`_drift_grid` whose (m, tau) part spans ``[-top, top] x [0, top]``.
+
+    Per group, with ``T = diag(tau, walk)`` and ``M = I + T A T`` (``A = U^T D^-1 U``),
+    Woodbury's identity gives ``log det = log det D + log det M`` and
+    ``e^T Sigma^-1 e = e^T D^-1 e - (T b)^T M^-1 (T b)`` for ``e = r - m u``,
+    ``b = U^T D^-1 e``: 2 x 2 algebra. ``b`` is linear in ``m``, so the quadratic form
+    is a quadratic in ``m`` whose coefficients, summed over groups, live on the
+    (tau, walk) plane: the groups cost 2-D work and only the sum is 3-D.
+    """
+    a11, a12, a22, b1, b2, c, logdet_d = stats
     taus = np.linspace(0.0, top, _GRID)
+    walks = np.linspace(0.0, top * walk_scale / scale, _GRID) if walk_scale > 0 else np.zeros(1)
     means = np.linspace(-top, top, 2 * _GRID + 1)
-    t2, m = (taus**2)[None, :], means[:, None]
-    # Normalised priors: m ~ Normal(0, scale), tau ~ HalfNormal(scale).
-    logp = (-0.5 * (m / scale) ** 2 - 0.5 * (t2 / scale**2)
-            + np.log(2.0 / (2 * np.pi * scale**2)))
-    w = 1.0 / sd**2
-    for g in np.unique(group):
-        k = group == g
-        a = float(np.sum(w[k] * u[k] ** 2))        # u' D^-1 u
-        b = float(np.sum(w[k] * u[k] * resid[k]))  # u' D^-1 r
-        c = float(np.sum(w[k] * resid[k] ** 2))    # r' D^-1 r
-        b_e, c_e = b - m * a, c - 2 * m * b + m**2 * a  # the same for e = r - m u
-        logp = logp - 0.5 * np.log1p(t2 * a) - 0.5 * (c_e - t2 * b_e**2 / (1 + t2 * a))
-        logp = logp - 0.5 * np.sum(np.log(2 * np.pi * sd[k] ** 2))
+    t1, t2 = taus[:, None, None], walks[None, :, None]
+    quad0, quad1, quad2, logdet = (np.zeros((len(taus), len(walks))) for _ in range(4))
+    for at in range(0, len(c), _CHUNK):    # (tau, walk, group) arrays, a chunk of groups
+        k = slice(at, at + _CHUNK)
+        m11, m22, m12 = 1 + t1**2 * a11[k], 1 + t2**2 * a22[k], t1 * t2 * a12[k]
+        det = m11 * m22 - m12**2
+        p, r, q = m22 * t1**2 / det, -2 * m12 * t1 * t2 / det, m11 * t2**2 / det
+        # (T b)^T M^-1 (T b) = p b1^2 + r b1 b2 + q b2^2, at b1 - m a11 and b2 - m a12.
+        quad0 += (p * b1[k] ** 2 + r * b1[k] * b2[k] + q * b2[k] ** 2).sum(-1)
+        quad1 -= (2 * p * b1[k] * a11[k] + r * (b1[k] * a12[k] + b2[k] * a11[k])
+                  + 2 * q * b2[k] * a12[k]).sum(-1)
+        quad2 += (p * a11[k] ** 2 + r * a11[k] * a12[k] + q * a12[k] ** 2).sum(-1)
+        logdet += np.log(det).sum(-1)
+    m = means[:, None, None]
+    loglik = (-0.5 * logdet[None] - 0.5 * logdet_d.sum()
+              - 0.5 * (c.sum() - 2 * m * b1.sum() + m**2 * a11.sum())
+              + 0.5 * (quad0[None] + m * quad1[None] + m**2 * quad2[None]))
+    # Normalised priors: m ~ Normal(0, scale), tau ~ HalfNormal(scale), walk ~
+    # HalfNormal(walk_scale) (a point mass at 0 for walk_scale = 0).
+    logp = loglik + (-0.5 * (m**2 + taus[None, :, None] ** 2) / scale**2
+                     + np.log(2) - np.log(2 * np.pi * scale**2))
     cell = (means[1] - means[0]) * (taus[1] - taus[0])
+    if walk_scale > 0:
+        logp = logp + (-0.5 * (walks[None, None, :] / walk_scale) ** 2
+                       + 0.5 * np.log(2 / (np.pi * walk_scale**2)))
+        cell *= walks[1] - walks[0]
     evidence = float(np.logaddexp.reduce(logp.ravel()) + np.log(cell))
-    return means, taus, logp, evidence
+    return means, taus, walks, logp, evidence
 
 
 def drift_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.ndarray,
                     scale: float, draws: int, rng: np.random.Generator,
-                    share: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draws of the drift's mean slope ``m``, its sd ``tau`` and its growth ``power``.
+                    share: np.ndarray | None = None, walk_scale: float | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draws of the drift's mean slope ``m``, its sd ``tau``, its growth ``power`` and
+    the sd ``walk`` of its near part.
 
-    Each group's rows share one slope ``m + tau z``, and the drift at distance d is
-    ``slope * share * d^power`` (``share``: each row's reducible share of the loss,
-    see :func:`drift_draws`; 1 by default): ``r_g ~ Normal(m u_g, diag(sd^2) + tau^2
-    u_g u_g^T)`` with ``u = share * d^power``, whose density needs no matrix
-    (Sherman-Morrison). Priors:
-    ``m ~ Normal(0, scale)``, ``tau ~ HalfNormal(scale)``, ``power`` uniform on
-    :data:`POWERS` (linear growth, or faster: a law whose error accelerates away from
-    the data). The posterior is evaluated on a grid per power, the powers weighted by
-    their evidence (Bayesian model averaging), and sampled cell by cell.
+    The drift of a group's row at distance d has two parts (see :func:`drift_draws`):
+    ``(m + tau z) share d^power``, the trend, whose mean carries a law's systematic
+    error far out; and ``walk z' share d^WALK_POWER``, zero-mean, whose sd grows like a
+    random walk's (``sqrt d``): the law's error one step beyond the data. One
+    power alone could not be both: fitted to the far errors it grows fast and is
+    negligible one doubling out (measured in ``docs/measurements.md``).
+
+    Each group's rows share ``z`` and ``z'``: ``r_g ~ Normal(m u_g, diag(sd^2) +
+    tau^2 u_g u_g^T + walk^2 v_g v_g^T)`` with ``u = share d^power``,
+    ``v = share d^WALK_POWER``, whose density needs only 2 x 2 algebra (Woodbury).
+    Priors: ``m ~ Normal(0, scale)``, ``tau ~ HalfNormal(scale)``, ``walk ~
+    HalfNormal(walk_scale)`` (``scale`` by default; 0: no near part), ``power`` uniform
+    on :data:`POWERS`. The posterior is evaluated on a grid per power, the
+    powers weighted by their evidence (Bayesian model averaging), and sampled cell by
+    cell.
     """
+    walk_scale = scale if walk_scale is None else float(walk_scale)
     if len(resid) == 0:
         return (rng.normal(0.0, scale, draws), np.abs(rng.normal(0.0, scale, draws)),
-                rng.choice(POWERS, size=draws))
+                rng.choice(POWERS, size=draws), np.abs(rng.normal(0.0, walk_scale, draws)))
     share = np.ones_like(d) if share is None else share
-    grids = [_drift_grid(resid, sd, share * d**power, group, scale) for power in POWERS]
-    evidence = np.array([g[3] for g in grids])
+    v = share * d**WALK_POWER
+    grids = [_drift_grid(resid, sd, share * d**power, v, group, scale, walk_scale)
+             for power in POWERS]
+    evidence = np.array([g[4] for g in grids])
     weights = np.exp(evidence - evidence.max())
     which = rng.choice(len(POWERS), size=draws, p=weights / weights.sum())
-    mean, tau = np.empty(draws), np.empty(draws)
-    for k, (means, taus, logp, _) in enumerate(grids):
+    mean, tau, walk = np.empty(draws), np.empty(draws), np.empty(draws)
+    for k, (means, taus, walks, logp, _) in enumerate(grids):
         pick = which == k
         if not pick.any():
             continue
         p = np.exp(logp - logp.max()).ravel()
         cell = rng.choice(p.size, size=int(pick.sum()), p=p / p.sum())
-        i, j = np.unravel_index(cell, logp.shape)
-        jitter = rng.uniform(-0.5, 0.5, (2, len(cell)))
+        i, j, h = np.unravel_index(cell, logp.shape)
+        jitter = rng.uniform(-0.5, 0.5, (3, len(cell)))
         mean[pick] = means[i] + jitter[0] * (means[1] - means[0])
         tau[pick] = np.abs(taus[j] + jitter[1] * (taus[1] - taus[0]))
-    return mean, tau, np.asarray(POWERS)[which]
+        step = walks[1] - walks[0] if len(walks) > 1 else 0.0
+        walk[pick] = np.abs(walks[h] + jitter[2] * step)
+    return mean, tau, np.asarray(POWERS)[which], walk
 
 
 def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndarray,
                 group: np.ndarray, n: int, rng: np.random.Generator,
-                share: np.ndarray | None = None) -> np.ndarray:
-    """Draws ``(draws, rows)`` of ``(m + tau z_g) share d^power``: one slope per draw and
-    group.
+                share: np.ndarray | None = None, walk: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Draws ``(draws, rows)`` of ``((m + tau z_g) d^power + walk z'_g d^WALK_POWER)
+    share``: one trend slope ``z`` and one near slope ``z'`` per draw and group.
+    ``walk`` None (a posterior saved before the near part existed) is zero.
 
     ``share`` (per row, 1 by default) is what ``on = "reducible"`` puts there: the
     median share of the law's loss above its floor, ``(L - E) / L``. The drift is then
@@ -246,33 +330,56 @@ def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndar
     would give both the same width."""
     slopes = mean[:, None] + tau[:, None] * rng.standard_normal((len(tau), n))
     share = np.ones_like(d) if share is None else share
-    return slopes[:, group] * share[None, :] * d[None, :] ** power[:, None]
+    out = slopes[:, group] * d[None, :] ** power[:, None]
+    if walk is not None:
+        near = walk[:, None] * rng.standard_normal((len(walk), n))
+        out = out + near[:, group] * d[None, :] ** WALK_POWER
+    return out * share[None, :]
 
 
-def drift_moments(mean: np.ndarray, tau: np.ndarray, power: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The drift's moments over its draws, per growth power of :data:`POWERS`:
-    ``E[m 1{power = p}]`` and ``E[(m^2 + tau^2) 1{power = p}]``. With them the mean and
-    variance of the drift at any distance are closed forms (:func:`drift_variance`):
-    no draws of the slopes are needed."""
+def stored_drift(draws: Mapping[str, Any], axis: str) -> dict[str, np.ndarray | None]:
+    """An axis's drift draws from a posterior's variables (``disc_<key>_<axis>``), flat:
+    ``mean``, ``tau``, ``power`` and ``walk`` (None in a file saved before the near part
+    existed), the arguments of :func:`drift_draws` and :func:`drift_moments`."""
+    out: dict[str, np.ndarray | None] = {}
+    for key in ("mean", "tau", "power", "walk"):
+        name = f"disc_{key}_{axis}"
+        out[key] = np.asarray(draws[name].values, np.float64).reshape(-1) \
+            if name in draws else None
+    return out
+
+
+def drift_moments(mean: np.ndarray, tau: np.ndarray, power: np.ndarray,
+                  walk: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The drift's moments over its draws, per growth power of :data:`MOMENT_POWERS`
+    (the near part's, then :data:`POWERS`): ``E[m 1{power = p}]`` and
+    ``E[(m^2 + tau^2) 1{power = p}]``, and for the near part 0 and ``E[walk^2]``. With
+    them the mean and variance of the drift at any distance are closed forms
+    (:func:`drift_variance`): no draws of the slopes are needed."""
     on = np.asarray(power)[None, :] == np.asarray(POWERS)[:, None]
     mean, tau = np.asarray(mean, np.float64), np.asarray(tau, np.float64)
-    return (on * mean).mean(axis=1), (on * (mean**2 + tau**2)).mean(axis=1)
+    near = 0.0 if walk is None else float(np.mean(np.square(np.asarray(walk, np.float64))))
+    return (np.concatenate([[0.0], (on * mean).mean(axis=1)]),
+            np.concatenate([[near], (on * (mean**2 + tau**2)).mean(axis=1)]))
 
 
 def drift_variance(m1: np.ndarray, m2: np.ndarray, d: np.ndarray,
                    share: np.ndarray | float = 1.0) -> np.ndarray:
-    """Variance of the drift ``(m + tau z) share d^power`` at log distances ``d`` (any
-    shape), over the draws of ``(m, tau, power)`` and the group's slope ``z ~ N(0, 1)``:
-    ``share^2 (sum_p m2_p d^2p - (sum_p m1_p d^p)^2)`` with the moments of
-    :func:`drift_moments`. It is what :func:`drift_draws` spreads, in expectation.
+    """Variance of the drift (:func:`drift_draws`) at log distances ``d`` (any shape),
+    over the draws of ``(m, tau, power, walk)`` and the group's slopes ``z, z' ~ N(0,
+    1)``: ``share^2 (sum_p m2_p d^2p - (sum_p m1_p d^p)^2)`` over
+    :data:`MOMENT_POWERS`, with the moments of :func:`drift_moments`. It is what
+    :func:`drift_draws` spreads, in expectation.
 
     Example:
         >>> m1, m2 = drift_moments(np.zeros(4), np.full(4, 0.1), np.ones(4))
         >>> round(float(drift_variance(m1, m2, np.array(2.0))), 6)   # (0.1 * 2)^2
         0.04
+        >>> m1, m2 = drift_moments(np.zeros(4), np.zeros(4), np.ones(4), np.full(4, 0.1))
+        >>> round(float(drift_variance(m1, m2, np.array(2.0))), 6)   # 0.1^2 * 2
+        0.02
     """
-    dp = np.asarray(d, np.float64)[..., None] ** np.asarray(POWERS)
+    dp = np.asarray(d, np.float64)[..., None] ** np.asarray(MOMENT_POWERS)
     first, second = dp @ m1, (dp**2) @ m2
     return np.square(share) * np.maximum(second - first**2, 0.0)
 
@@ -332,10 +439,12 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
             info["rows"] = len(resid)
             info.update(cut=cuts[0] if len(cuts) == 1 else cuts,
                         median_abs_log_error=float(np.median(np.abs(resid))))
-        mean, tau, power = drift_posterior(resid, np.maximum(sd, 1e-6), d, g, disc.scale,
-                                           draws, rng, share=share)
+        mean, tau, power, walk = drift_posterior(resid, np.maximum(sd, 1e-6), d, g,
+                                                 disc.scale, draws, rng, share=share,
+                                                 walk_scale=disc.near_scale)
         info["mean_median"] = float(np.median(mean))
         info["tau_median"] = float(np.median(tau))
         info["power_mean"] = float(np.mean(power))
-        out[axis] = {"mean": mean, "tau": tau, "power": power, "info": info}
+        info["walk_median"] = float(np.median(walk))
+        out[axis] = {"mean": mean, "tau": tau, "power": power, "walk": walk, "info": info}
     return out

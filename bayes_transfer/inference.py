@@ -208,7 +208,8 @@ def fit(
 def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
                        settings: SamplerSettings, *, backend: str) -> None:
     """Learn the discrepancy's tau per axis by an internal extrapolation (see
-    :mod:`bayes_transfer.discrepancy`) and store its draws as ``disc_tau_<axis>``.
+    :mod:`bayes_transfer.discrepancy`) and store its draws as ``disc_<key>_<axis>``
+    (``key``: ``mean``, ``tau``, ``power``, ``walk``).
 
     The inner fits are short (at most 2 chains x 400 draws after 400 warmup) with the
     default NUTS options; ``settings`` (the fit's own) gives their seed, device, target
@@ -249,7 +250,7 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
     feats = features(table.df, units)
     stored = {}
     for axis, result in learned.items():
-        for key in ("mean", "tau", "power"):
+        for key in ("mean", "tau", "power", "walk"):
             idata.posterior[f"disc_{key}_{axis}"] = (("chain", "draw"),
                                                      result[key].reshape(n_chain, n_draw))
         lo, hi = dsc.ranges(np.asarray(feats[dsc.AXES[axis]], dtype=np.float64), group, n)
@@ -477,9 +478,9 @@ class Posterior:
                 np.array([np.nan if v is None else v for v in stored[axis]["hi"]]))
             d = dsc.distances(np.asarray(feats[dsc.AXES[axis]], dtype=np.float64),
                               lo[group], hi[group])
-            mean, tau, power = (self.idata.posterior[f"disc_{k}_{axis}"].values.reshape(-1)
-                                for k in ("mean", "tau", "power"))
-            total += dsc.drift_draws(mean, tau, power, d, group, n, rng, share=share)
+            draws = dsc.stored_drift(self.idata.posterior, axis)
+            total += dsc.drift_draws(draws["mean"], draws["tau"], draws["power"], d, group,
+                                     n, rng, share=share, walk=draws["walk"])
         return total
 
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",

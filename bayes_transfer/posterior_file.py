@@ -343,7 +343,8 @@ def _units(path: Path, text: Any) -> None:
 
 def _discrepancy(path: Path, text: Any, spec: ModelSpec, post: xr.Dataset) -> None:
     """The learned discrepancy: per axis of the spec, each group's fitted range (numbers
-    or null, one list per end, equally long) and the ``disc_tau_<axis>`` draws."""
+    or null, one list per end, equally long) and the ``disc_<key>_<axis>`` draws (``walk``
+    may be absent: a file saved before the drift had a near part)."""
     bad = _error(path, "damaged posterior metadata: discrepancy must be JSON with, for "
                        "each axis of the spec, lists lo and hi of numbers or nulls")
     try:

@@ -290,6 +290,8 @@ class ModelSpec:
             d["discrepancy"]["axes"] = list(d["discrepancy"]["axes"])
             if isinstance(d["discrepancy"]["holdout"], tuple):
                 d["discrepancy"]["holdout"] = list(d["discrepancy"]["holdout"])
+            if d["discrepancy"]["walk_scale"] is None:   # unset: TOML has no null
+                del d["discrepancy"]["walk_scale"]
         return d
 
     def to_json(self) -> str:

@@ -22,17 +22,22 @@ def test_drift_variance_is_the_spread_of_the_drift_draws():
     mean = rng.normal(-0.02, 0.01, k)
     tau = np.abs(rng.normal(0.0, 0.03, k))
     power = rng.choice(dsc.POWERS, size=k, p=[0.2, 0.5, 0.3])
+    walk = np.abs(rng.normal(0.0, 0.03, k))
     d = np.array([0.0, 0.5, 1.0, 2.5, 4.0])
     share = np.array([1.0, 0.8, 0.5, 0.3, 0.9])
-    draws = dsc.drift_draws(mean, tau, power, d, np.zeros(5, int), 1, rng, share=share)
-    m1, m2 = dsc.drift_moments(mean, tau, power)
+    draws = dsc.drift_draws(mean, tau, power, d, np.zeros(5, int), 1, rng, share=share,
+                            walk=walk)
+    m1, m2 = dsc.drift_moments(mean, tau, power, walk)
     exact = dsc.drift_variance(m1, m2, d, share)
     assert exact[0] == 0.0
     # Relative Monte Carlo error of a variance from 400,000 draws of a heavy-ish mixture:
-    # under 1%; 3% fails for a missing mean term (the mean is ~half the spread here).
+    # under 1%; 3% fails for a missing mean term (the mean is ~half the spread here) and
+    # for a missing near part (most of the spread at d = 0.5).
     np.testing.assert_allclose(exact[1:], draws.var(axis=0)[1:], rtol=0.03)
-    no_mean = dsc.drift_variance(*dsc.drift_moments(0 * mean, tau, power), d, share)
+    no_mean = dsc.drift_variance(*dsc.drift_moments(0 * mean, tau, power, walk), d, share)
     assert not np.allclose(no_mean[1:], draws.var(axis=0)[1:], rtol=0.03)
+    no_walk = dsc.drift_variance(*dsc.drift_moments(mean, tau, power), d, share)
+    assert not np.allclose(no_walk[1:], draws.var(axis=0)[1:], rtol=0.03)
 
 
 @pytest.fixture(scope="module")

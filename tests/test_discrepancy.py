@@ -27,30 +27,75 @@ def test_groups_without_rows_take_the_range_of_all():
 
 
 def test_drift_posterior_is_calibrated():
-    """Draw the mean slope and tau from their priors and errors from the model; the
-    posterior's 90% intervals must hold the truths 90% of the time (300 replicates,
-    +-3 binomial sd)."""
+    """Draw the mean slope, tau, walk and power from their priors and errors from the
+    model; the posterior's 90% intervals must hold the truths 90% of the time (300
+    replicates: 0.85-0.95 is +-2.9 binomial sd)."""
     rng = np.random.default_rng(0)
-    scale, hits, n_rep = 0.05, np.zeros(2), 300
+    scale, hits, n_rep = 0.05, np.zeros(3), 300
     for _ in range(n_rep):
-        mean, tau = rng.normal(0, scale), abs(rng.normal(0, scale))
+        mean, tau, walk = rng.normal(0, scale), abs(rng.normal(0, scale)), \
+            abs(rng.normal(0, scale))
+        power = rng.choice(dsc.POWERS)
         group = np.repeat(np.arange(6), 4)
         d = rng.uniform(0.1, 2.0, size=group.size)
         sd = np.full(group.size, 0.01)
-        slopes = mean + tau * rng.standard_normal(6)
-        resid = slopes[group] * d + sd * rng.standard_normal(group.size)
-        draws = dsc.drift_posterior(resid, sd, d, group, scale, 2000, rng)[:2]
-        for k, (truth, post) in enumerate(zip((mean, tau), draws, strict=True)):
+        slopes, near = mean + tau * rng.standard_normal(6), walk * rng.standard_normal(6)
+        resid = (slopes[group] * d**power + near[group] * d**dsc.WALK_POWER
+                 + sd * rng.standard_normal(group.size))
+        draws = dsc.drift_posterior(resid, sd, d, group, scale, 2000, rng)
+        for k, (truth, post) in enumerate(zip((mean, tau, walk), draws[:2] + draws[3:],
+                                              strict=True)):
             lo, hi = np.quantile(post, [0.05, 0.95])
             hits[k] += lo <= truth <= hi
     assert ((0.85 <= hits / n_rep) & (hits / n_rep <= 0.95)).all(), hits / n_rep
 
 
+def test_the_grid_density_is_the_multivariate_normal():
+    """The grid's 2 x 2 algebra (Woodbury per group, summed on the (tau, walk) plane) is
+    the log density of each group's errors under their full covariance, plus the priors."""
+    from scipy.stats import halfnorm, multivariate_normal, norm
+
+    rng = np.random.default_rng(3)
+    group = rng.integers(0, 7, 40)
+    d, sd = rng.uniform(0.1, 3.0, 40), rng.uniform(0.01, 0.03, 40)
+    share = rng.uniform(0.3, 1.0, 40)
+    u, v = share * d**1.5, share * d**dsc.WALK_POWER
+    resid = (0.02 * u * rng.standard_normal(7)[group] + 0.03 * v * rng.standard_normal(7)[group]
+             + sd * rng.standard_normal(40) - 0.01 * u)
+    means, taus, walks, logp, _ = dsc._drift_grid_on(dsc._group_sums(resid, sd, u, v, group),
+                                                     0.02, 0.03, 0.2)
+    for i, j, h in [(10, 5, 7), (60, 0, 0), (80, 30, 2), (61, 59, 59)]:
+        m, t, w = means[i], taus[j], walks[h]
+        exact = (norm(0, 0.02).logpdf(m) + halfnorm(0, 0.02).logpdf(t)
+                 + halfnorm(0, 0.03).logpdf(w))
+        for g in np.unique(group):
+            k = group == g
+            cov = np.diag(sd[k] ** 2) + t**2 * np.outer(u[k], u[k]) + w**2 * np.outer(v[k], v[k])
+            exact += multivariate_normal(m * u[k], cov).logpdf(resid[k])
+        assert logp[i, j, h] == pytest.approx(exact, abs=1e-8)
+
+
+def test_walk_scale_zero_is_the_trend_alone():
+    """``walk_scale = 0`` leaves the near part out: walk is 0 in every draw, and the
+    trend's posterior is what the near errors then force on it (wider)."""
+    rng = np.random.default_rng(4)
+    group = np.repeat(np.arange(20), 4)
+    d = np.tile(np.array([0.3, 0.7, 1.5, 3.0]), 20)
+    sd = np.full(group.size, 0.003)
+    resid = 0.04 * rng.standard_normal(20)[group] * np.sqrt(d) + sd * rng.standard_normal(80)
+    with_near = dsc.drift_posterior(resid, sd, d, group, 0.02, 4000, rng)
+    alone = dsc.drift_posterior(resid, sd, d, group, 0.02, 4000, rng, walk_scale=0.0)
+    assert np.all(alone[3] == 0.0) and np.quantile(with_near[3], 0.05) > 0.025
+    assert np.median(alone[1]) > 2 * np.median(with_near[1])
+    assert np.mean(alone[2] == 1.0) > 0.9    # the slowest trend the powers allow
+
+
 def test_drift_posterior_without_data_is_the_prior():
     rng = np.random.default_rng(1)
-    mean, tau, _ = dsc.drift_posterior(np.zeros(0), np.zeros(0), np.zeros(0),
-                                       np.zeros(0, int), 0.05, 20000, rng)
+    mean, tau, _, walk = dsc.drift_posterior(np.zeros(0), np.zeros(0), np.zeros(0),
+                                             np.zeros(0, int), 0.05, 20000, rng)
     assert abs(np.median(tau) - 0.05 * 0.6745) < 0.002 and abs(np.std(mean) - 0.05) < 0.002
+    assert abs(np.median(walk) - 0.05 * 0.6745) < 0.002
 
 
 def test_drift_draws_share_a_slope_within_a_group():
@@ -60,6 +105,36 @@ def test_drift_draws_share_a_slope_within_a_group():
     np.testing.assert_allclose(out[:, 1], 2 * out[:, 0])
     assert abs(np.corrcoef(out[:, 0] - 0.02, out[:, 2] - 0.02)[0, 1]) < 0.05
     assert abs(out[:, 0].std() - 0.1) < 0.005 and abs(out[:, 0].mean() - 0.02) < 0.005
+    # The near part: one zero-mean slope per group too, growing as sqrt(d).
+    near = dsc.drift_draws(np.zeros(5000), np.zeros(5000), np.ones(5000),
+                           np.array([1.0, 4.0, 1.0]), np.array([0, 0, 1]), 2, rng,
+                           walk=np.full(5000, 0.1))
+    np.testing.assert_allclose(near[:, 1], 2 * near[:, 0])
+    assert abs(np.corrcoef(near[:, 0], near[:, 2])[0, 1]) < 0.05
+    assert abs(near[:, 0].std() - 0.1) < 0.005 and abs(near[:, 0].mean()) < 0.005
+
+
+def test_near_errors_are_learned_as_the_walk_beside_a_fast_trend():
+    """The failure the near part is for (FLAN, one doubling out): errors of a trend that
+    grows as d^2 far out plus a part that is already there one step out. Told both, the
+    drift's sd at d = 0.7 holds the truth; the trend alone (walk 0) is several times too
+    narrow there, as the shipped single power was."""
+    rng = np.random.default_rng(11)
+    group = np.repeat(np.arange(40), 6)
+    d = np.tile(np.array([0.4, 0.7, 1.4, 2.1, 2.8, 4.0]), 40)
+    sd = np.full(group.size, 0.005)
+    resid = (0.01 * rng.standard_normal(40)[group] * d**2
+             + 0.04 * rng.standard_normal(40)[group] * np.sqrt(d)
+             + sd * rng.standard_normal(group.size))
+    mean, tau, power, walk = dsc.drift_posterior(resid, sd, d, group, 0.02, 4000, rng)
+    m1, m2 = dsc.drift_moments(mean, tau, power, walk)
+    near_sd = float(np.sqrt(dsc.drift_variance(m1, m2, np.array(0.7))))
+    truth = float(np.hypot(0.01 * 0.7**2, 0.04 * np.sqrt(0.7)))
+    assert abs(near_sd / truth - 1) < 0.25, (near_sd, truth)
+    assert np.quantile(walk, 0.05) > 0.02 and np.mean(power == 2.0) > 0.5
+    trend_only = float(np.sqrt(dsc.drift_variance(*dsc.drift_moments(mean, tau, power),
+                                                  np.array(0.7))))
+    assert trend_only < 0.5 * truth
 
 
 @pytest.mark.parametrize("section, words", [
@@ -76,6 +151,9 @@ def test_drift_draws_share_a_slope_within_a_group():
     ({"holdout": [[0.5]]}, "discrepancy.holdout"),
     ({"knots": 4}, "unknown key of discrepancy"),
     ({"on": "log_loss"}, "discrepancy.on"),
+    ({"walk_scale": -0.1}, "discrepancy.walk_scale"),
+    ({"walk_scale": True}, "discrepancy.walk_scale"),
+    ({"walk_scale": "0.1"}, "discrepancy.walk_scale"),
 ])
 def test_bad_discrepancy_sections_are_refused(section, words):
     with pytest.raises(SpecError, match=words):
@@ -114,6 +192,7 @@ def test_the_drift_of_the_reducible_loss_is_learned_through_each_rows_share():
     lo, hi = np.quantile(told[0], [0.05, 0.95])
     assert lo <= -0.05 <= hi and np.mean(told[2] == 1.0) > 0.9
     assert abs(np.median(told[1]) - 0.01) < 0.004  # the slopes' own spread
+    assert np.median(told[3]) < 0.004               # no near part was made
     untold = dsc.drift_posterior(resid, sd, d, group, 0.05, 4000, rng)[0]
     assert np.quantile(untold, 0.05) > -0.04  # about -0.05 times the mean share
     # and the draws carry each row's share
@@ -135,11 +214,14 @@ def test_drift_power_follows_the_data():
         assert np.mean(got == power) > 0.9, (power, np.unique(got, return_counts=True))
 
 
-@pytest.mark.parametrize("holdout", [0.3, [0.5, 0.1]])
-def test_spec_round_trips_through_json(holdout):
-    spec = ModelSpec.from_dict({"law": "chinchilla",
-                                "discrepancy": {"axes": ["params", "tokens"], "scale": 0.1,
-                                                "holdout": holdout}})
+@pytest.mark.parametrize("holdout, walk_scale", [(0.3, None), ([0.5, 0.1], 0.0),
+                                                 (0.3, 0.05)])
+def test_spec_round_trips_through_json(holdout, walk_scale):
+    section = {"axes": ["params", "tokens"], "scale": 0.1, "holdout": holdout}
+    if walk_scale is not None:
+        section["walk_scale"] = walk_scale
+    spec = ModelSpec.from_dict({"law": "chinchilla", "discrepancy": section})
+    assert spec.discrepancy.near_scale == (0.1 if walk_scale is None else walk_scale)
     again = ModelSpec.from_json(spec.to_json())
     assert again.discrepancy == spec.discrepancy and again == spec
     assert spec.discrepancy.holdouts == tuple(np.atleast_1d(holdout))
@@ -157,7 +239,7 @@ def test_a_row_barely_beyond_the_range_leaves_the_drift_posterior_as_it_was():
     after = dsc.drift_posterior(np.append(resid, 0.05), np.append(sd, 0.01),
                                 np.append(d, 1e-4), np.append(group, 0), 0.02, 4000,
                                 np.random.default_rng(0))
-    for b, a in zip(before[:2], after[:2], strict=True):
+    for b, a in zip(before[:2] + before[3:], after[:2] + after[3:], strict=True):
         np.testing.assert_allclose(np.quantile(a, [0.05, 0.5, 0.95]),
                                    np.quantile(b, [0.05, 0.5, 0.95]), atol=0.002)
 
@@ -222,6 +304,30 @@ def test_discrepancy_survives_save_and_load(drift_posterior):
     np.testing.assert_allclose(again.predict_draws(rows, seed=4), post.predict_draws(rows, seed=4))
 
 
+def test_a_posterior_saved_before_the_near_part_loads_and_predicts(drift_posterior, tmp_path):
+    """A file written before the drift had a near part (no ``disc_walk_<axis>``) loads,
+    and its predictions are those of the trend alone; suggest's closed-form drift
+    variance reads it too."""
+    from bayes_transfer.design.drift import drift_model
+    from bayes_transfer.inference import Posterior
+
+    post, _ = drift_posterior
+    old = Posterior(idata=post.idata.copy(), spec=post.spec, runs=post.runs,
+                    diagnostics=post.diagnostics)
+    old.idata.posterior = old.idata.posterior.drop_vars(
+        [v for v in old.idata.posterior.data_vars if v.startswith("disc_walk_")])
+    old.save(tmp_path / "old.nc")
+    again = Posterior.load(tmp_path / "old.nc")
+    rows = pd.DataFrame({"source": "web", "target": "web", "params": [1e10],
+                         "pretrain_tokens": [2e11], "finetune_tokens": 0})
+    now, before = post.drift_draws(rows, seed=3), again.drift_draws(rows, seed=3)
+    assert np.isfinite(before).all() and before.std() > 0
+    stored = dsc.stored_drift(post.idata.posterior, "params")
+    if np.median(stored["walk"]) > 0:
+        assert before.std() < now.std()
+    assert drift_model(again).axes[0].m2[0] == 0.0
+
+
 def test_calibrate_predicts_only_groups_with_rows_below_the_cut():
     """A group whose rows all lie above the cut has nothing to extrapolate from: it is
     neither predicted nor scored (it used to misalign errors and distances)."""
@@ -253,9 +359,9 @@ def test_several_holdouts_are_several_internal_extrapolations(monkeypatch):
         k = int(test_mask.sum())
         return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), np.ones(k)
 
-    def spy(resid, sd, d, g, scale, draws, rng, share=None):
+    def spy(resid, sd, d, g, scale, draws, rng, share=None, walk_scale=None):
         seen.update(resid=resid, d=d, g=g)
-        return np.zeros(draws), np.zeros(draws), np.ones(draws)
+        return np.zeros(draws), np.zeros(draws), np.ones(draws), np.zeros(draws)
 
     monkeypatch.setattr(dsc, "drift_posterior", spy)
     disc = dsc.Discrepancy(axes=("params",), level="pair", holdout=[0.5, 0.1])

@@ -90,8 +90,7 @@ def drift_model(posterior: Posterior) -> DriftModel | None:
     stored = json.loads(posterior.idata.posterior.attrs["discrepancy"])
     axes = []
     for axis in disc.axes:
-        m1, m2 = dsc.drift_moments(*(posterior.idata.posterior[f"disc_{k}_{axis}"]
-                                     .values.reshape(-1) for k in ("mean", "tau", "power")))
+        m1, m2 = dsc.drift_moments(**dsc.stored_drift(posterior.idata.posterior, axis))
         lo, hi = (np.array([np.nan if v is None else v for v in stored[axis][k]])
                   for k in ("lo", "hi"))
         axes.append(DriftAxis(dsc.AXES[axis], lo, hi, m1, m2))
