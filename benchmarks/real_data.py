@@ -27,7 +27,7 @@ Targets (issue 13): 90% coverage in [0.85, 0.95] on each table and a median abso
 error no larger than the baseline's; for never-run pairs, coverage in [0.85, 0.95] and a
 median error at most 2x that of the observed pairs' held-out rows.
 
-    python benchmarks/real_data.py            # full run, ~30 min on 2 cores
+    python benchmarks/real_data.py            # full run, ~15 min on 2 cores
     python benchmarks/real_data.py --quick    # CI smoke run: Chinchilla, short chains
 """
 
