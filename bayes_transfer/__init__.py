@@ -33,6 +33,7 @@ _EXPORTS = {
     "compare": "bayes_transfer.comparison",
     "select_model": "bayes_transfer.selection",
     "ExtrapolationWarning": "bayes_transfer.extrapolation",
+    "UninformedSizeWarning": "bayes_transfer.extrapolation",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

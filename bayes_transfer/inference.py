@@ -38,6 +38,7 @@ from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs, que
 from bayes_transfer.diagnostics import Diagnostics, diagnose
 from bayes_transfer.discrepancy import reducible_share
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
+from bayes_transfer.extrapolation import UninformedSizeWarning, uninformed_size_message
 from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.model import at_rows, select_rows
 
@@ -156,6 +157,9 @@ def fit(
     Returns:
         A :class:`Posterior`; its ``diagnostics`` are computed, and any failure is
         raised as a :class:`~bayes_transfer.diagnostics.SamplingWarning` with advice.
+        When every fitted row has one model size and the law has a size term, an
+        :class:`~bayes_transfer.extrapolation.UninformedSizeWarning` says so first: that
+        term's parameters then rest on their priors, along a ridge NUTS mixes slowly.
     """
     spec = load_spec(spec)
     target_accept = resolve_target_accept(spec, target_accept)
@@ -168,6 +172,9 @@ def fit(
     table, left_out = select_rows(spec, table)
     if len(table) == 0:
         raise RunTableError(table.name, [Problem(None, None, "the table has no rows to fit")])
+    uninformed = uninformed_size_message(get_law(spec.law).size_term, table)
+    if uninformed is not None:
+        warnings.warn(uninformed, UninformedSizeWarning, stacklevel=2)
     # A back end that can start from a previous posterior offers sample_warm (NumPyro).
     warm = getattr(sampler, "sample_warm", None) if warm_start is not None else None
     if warm is not None:

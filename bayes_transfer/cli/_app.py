@@ -125,13 +125,13 @@ def user_errors(kind: str | None = None) -> Iterator[None]:
 #: The package's warnings about an answer (not about the code): a command prints each
 #: once on stderr as ``warning: MESSAGE``, not in Python's ``file:line: Category`` form.
 #: Named, not imported, so that a light command does not load the modules defining them.
-ANSWER_WARNINGS = ("ExtrapolationWarning", "HeldSizeWarning")
+ANSWER_WARNINGS = ("ExtrapolationWarning", "HeldSizeWarning", "UninformedSizeWarning")
 
 
 @contextlib.contextmanager
 def answer_warnings() -> Iterator[None]:
     """Print the package's warnings about the answer (rows beyond the fitted range, a
-    model size held fixed) once each on stderr; any other warning passes on as it was.
+    model size held fixed, a size term the rows cannot inform) once each on stderr; any other warning passes on as it was.
 
     Example:
         >>> with answer_warnings():  # doctest: +SKIP

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import Format, app, console, table, user_errors
+from bayes_transfer.cli._app import Format, answer_warnings, app, console, table, user_errors
 
 
 class Split(StrEnum):
@@ -62,7 +62,7 @@ def backtest_command(
     if plot is not None:
         checks.output_file(plot, inputs=[runs, predictions], force=force, flag="--plot",
                            suffixes=(".png", ".pdf", ".svg"))
-    with user_errors():
+    with answer_warnings(), user_errors():
         from bayes_transfer._io import atomic_path
         from bayes_transfer.backtest import backtest
         from bayes_transfer.spec import load_spec

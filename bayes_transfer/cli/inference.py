@@ -168,7 +168,7 @@ def fit_command(
     checks.output_file(out, inputs=[runs, spec], force=force)
     checks.ci(ci)
     checks.seed(seed)
-    with _user_errors():
+    with answer_warnings(), _user_errors():
         from bayes_transfer.sampling import SamplerSettings, resolve_target_accept
         from bayes_transfer.spec import load_spec
 
