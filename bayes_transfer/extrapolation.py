@@ -201,14 +201,10 @@ def uninformed_size_message(size_term: str | None, fitted: RunTable | pd.DataFra
     """
     if size_term is None:
         return None
-    df = _frame(fitted)
-    if len(df) == 0 or "params" not in df:
+    lo, hi = fitted_ranges(fitted).get("params", (0.0, 1.0))
+    if lo != hi:
         return None
-    n = _positive(df["params"])
-    sizes = np.unique(n[np.isfinite(n)])
-    if len(sizes) != 1:
-        return None
-    return (f"every fitted row has params = {sizes[0]:.3g}: the law's model-size term "
+    return (f"every fitted row has params = {lo:.3g}: the law's model-size term "
             f"{size_term} is then a constant that its floor trades against, so its "
             "parameters rest on their priors, NUTS mixes slowly along that ridge (expect "
             "R-hat above 1.01) and a prediction at another model size rests on the priors. "

@@ -131,7 +131,8 @@ ANSWER_WARNINGS = ("ExtrapolationWarning", "HeldSizeWarning", "UninformedSizeWar
 @contextlib.contextmanager
 def answer_warnings() -> Iterator[None]:
     """Print the package's warnings about the answer (rows beyond the fitted range, a
-    model size held fixed, a size term the rows cannot inform) once each on stderr; any other warning passes on as it was.
+    model size held fixed, a size term the rows cannot inform) once each on stderr; any
+    other warning passes on as it was.
 
     Example:
         >>> with answer_warnings():  # doctest: +SKIP
