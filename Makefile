@@ -24,10 +24,13 @@ demo: $(STAMP)
 
 # The suite a user runs: everything but the tests marked slow (minutes each: coverage and
 # recovery on simulated data, backtests, the CLI round-trip matrix over every spec, the
-# notebook, the benchmarks' --quick runs). CI (.ci/run) runs test, then test-slow.
+# notebook, the benchmarks' --quick runs). CI (.ci/run) runs both in one session.
+# TESTS: the marker expression it selects. CI runs `make test TESTS=` (every test, the slow
+# ones in the same pytest session, so the fixtures both share are built once).
+TESTS ?= not slow
 test: $(STAMP)
 	$(BIN)/ruff check bayes_transfer tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "$(TESTS)"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m slow

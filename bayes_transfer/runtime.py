@@ -26,6 +26,8 @@ __all__ = ["use_host_devices", "use_compilation_cache", "atomic_compilation_cach
 #: none, or empty) to compile every time.
 CACHE_ENV = "BAYES_TRANSFER_JAX_CACHE"
 _OFF = {"", "0", "off", "false", "no", "none"}
+# JAX's own setting of the shortest compilation it keeps on disk (see use_compilation_cache).
+_MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 
 _FLAG = "--xla_force_host_platform_device_count"
 
@@ -89,9 +91,18 @@ def use_compilation_cache(path: str | os.PathLike[str] | None = None) -> str | N
         os.makedirs(path, exist_ok=True)
     except OSError:  # a read-only home: compile every time rather than fail the command
         return None
+    # JAX persists only programs that took over a second to compile; a fit also compiles
+    # ~190 small ones (NumPyro's eager start-up: finding initial values, the first
+    # gradient), ~0.06 s each, which a new process compiled again every time: 10 of a
+    # tiny CLI fit's 20 s (jax 0.10, 2026-12-04). Kept too, a repeated fit took 10 s.
+    # The user's own setting wins; the variable also reaches child processes.
+    ours = _MIN_COMPILE_ENV not in os.environ
+    os.environ.setdefault(_MIN_COMPILE_ENV, "0")
     if "jax" in sys.modules:
         jax = sys.modules["jax"]
         jax.config.update("jax_compilation_cache_dir", path)
+        if ours:
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         atomic_compilation_cache()
     else:  # bayes_transfer.model makes the writes atomic when it imports JAX
         os.environ["JAX_COMPILATION_CACHE_DIR"] = path

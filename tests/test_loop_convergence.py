@@ -256,6 +256,34 @@ def test_the_compilation_cache_is_set_by_the_cli_not_by_import(tmp_path):
     assert os.path.isdir(folder)
 
 
+_SMALL_PROGRAM = """
+import os, sys, bayes_transfer.runtime as rt
+rt.use_compilation_cache(sys.argv[1])
+import jax, jax.numpy as jnp
+jax.jit(lambda x: jnp.sin(x) * 3.0)(1.0).block_until_ready()
+print(len(os.listdir(sys.argv[1])))
+"""
+
+
+def test_the_compilation_cache_keeps_small_programs_unless_the_user_says_otherwise(tmp_path):
+    """A fit's ~190 small start-up programs (~0.06 s each to compile, under JAX's 1 s
+    default) are kept too, so a new process loads them; a user's own
+    ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` wins."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
+    kept = {}
+    for name, extra in (("ours", {}), ("users", {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "60"})):
+        folder = tmp_path / name
+        out = subprocess.run([sys.executable, "-c", _SMALL_PROGRAM, str(folder)],
+                             capture_output=True, text=True, env={**env, **extra}, check=True)
+        kept[name] = int(out.stdout.split()[-1])
+    assert kept == {"ours": 1, "users": 0}, kept
+
+
 _COMPILE_ONCE = """
 import sys, warnings, jax, jax.numpy as jnp
 jax.config.update("jax_compilation_cache_dir", sys.argv[1])
