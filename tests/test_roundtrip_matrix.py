@@ -1,4 +1,4 @@
-"""Every bundled spec on every table shape, through the CLI: fit -> report -> predict -> plot.
+"""Every bundled spec on the table shapes, through the CLI: fit -> report -> predict -> plot.
 
 What `fit` writes, `report`, `predict` and `plot` must read back, whatever the spec's
 levels and the table's shape (one pair; many pairs with one never run; one source; one
@@ -56,9 +56,15 @@ def _table(shape: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# One source or one target, each spec, is the shape the suite's time could least afford
+# (12 cases of 50-100 s on 2 vCPUs; CI timed out at 5,400 s on 2026-12-04): the transfer-gap
+# spec, whose gap has a source and a target part, keeps them.
+CASES = [(spec, shape) for spec in SPECS for shape in SHAPES
+         if shape not in ("one-source", "one-target") or spec == "transfer-gap"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize(("spec", "shape"), CASES)
 def test_cli_round_trip(tmp_path, spec, shape):
     runs = tmp_path / "runs.csv"
     df = _table(shape)
