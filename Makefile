@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # The suite a user runs: everything but the tests marked slow (minutes each: coverage and
 # recovery on simulated data, backtests, the CLI round-trip matrix over every spec, the
-# notebook, the benchmarks' --quick runs). CI (.ci/run) runs both in one session.
+# notebook, the benchmarks' --quick runs).
 # TESTS: the marker expression it selects. CI runs `make test TESTS=` (every test, the slow
 # ones in the same pytest session, so the fixtures both share are built once).
 TESTS ?= not slow
