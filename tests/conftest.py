@@ -103,13 +103,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``make test`` runs ``pytest -n 2 --dist loadfile``: each file in one worker, so a
-    module-scoped fixture (most are fitted posteriors) is built once, not once a worker.
-    (``--dist loadgroup`` grouped nothing: xdist 3.8 renames the node ids of a group
-    through an attribute pytest 9 no longer reads, so every module fixture was built
-    twice, the PyMC back end's pair of fits among them.) Two local Ray instances at once
-    would each claim the machine's cores and a third of its memory for their object
-    stores, so every Ray test must live in one file."""
+    """Files with slow tests run first; every Ray test lives in one file.
+
+    ``make test`` runs ``pytest -n 2 --dist loadfile --no-loadscope-reorder``: each file in
+    one worker, so a module-scoped fixture (most are fitted posteriors) is built once, not
+    once a worker. (``--dist loadgroup`` grouped nothing: xdist 3.8 renames the node ids of
+    a group through an attribute pytest 9 no longer reads, so every module fixture was
+    built twice, the PyMC back end's pair of fits among them.) xdist hands out files in
+    the order collected here; its default reorder (most tests first) sent the files of a
+    few long tests (recovery, centring, the notebook, the wheel) last, where one worker
+    ran them while the other sat idle. Longest first is the better plan for two workers,
+    and a slow mark is the cost estimate a fresh clone has.
+
+    Two local Ray instances at once would each claim the machine's cores and a third of
+    its memory for their object stores, so every Ray test must live in one file."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: file order kept
     ray_files = {str(item.path) for item in items if item.get_closest_marker("ray")}
     if len(ray_files) > 1:
         raise pytest.UsageError(f"Ray tests in {len(ray_files)} files ({sorted(ray_files)}): "
