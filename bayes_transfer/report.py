@@ -104,7 +104,11 @@ def _summary_metrics(ds: xr.Dataset, ci: float) -> xr.Dataset:
 def _quiet_arviz() -> Iterator[None]:
     # ArviZ logs "Shape validation failed" for the R-hat of a single chain, which it
     # reports as NaN (as we do): the log line would only be noise on a report's stderr.
-    logger = logging.getLogger("arviz")
+    # ArviZ 0.2x logs through its own Logger instance (``arviz._log``), which
+    # logging.getLogger("arviz") does not return: quieting that one left the line printed.
+    logger = getattr(az, "_log", None)
+    if not isinstance(logger, logging.Logger):
+        logger = logging.getLogger("arviz")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:

@@ -61,6 +61,37 @@ def test_posterior_dims_and_gap_table(tiny_posterior, tiny_sim):
         post.log_param("K")
 
 
+def test_one_chain_tables_log_nothing(tiny_posterior):
+    """A one-chain posterior's R-hat is NaN in the tables; ArviZ's "Shape validation
+    failed" line for it must not reach the user's stderr (a one-chain CLI fit printed it)."""
+    import dataclasses
+    import logging
+
+    import arviz as az
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    # ArviZ logs through its own Logger instance, which also drops a message it logged
+    # before in this process: 37 draws makes a message no other test logs.
+    one = dataclasses.replace(tiny_posterior,
+                              idata=tiny_posterior.idata.isel(chain=[0], draw=slice(0, 37)))
+    seen = Records()
+    az._log.addHandler(seen)
+    try:
+        gaps = one.gap_table(ci=0.9)
+        one.param_table(ci=0.9)
+    finally:
+        az._log.removeHandler(seen)
+    assert gaps["r_hat"].isna().all()
+    assert not [m for m in seen.messages if "Shape validation" in m], seen.messages
+
+
 def test_predicts_an_unobserved_pair(tiny_posterior):
     rows = pd.DataFrame({"source": ["b", "a"], "target": ["y", "x"], "params": [10**6] * 2,
                          "pretrain_tokens": [10**5] * 2, "finetune_tokens": [10**4] * 2})
