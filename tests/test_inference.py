@@ -134,6 +134,21 @@ def test_save_load_round_trip(tiny_posterior, tmp_path):
     assert not list(tmp_path.glob(".post.nc.*"))  # no temporary file left behind
 
 
+def test_both_engines_read_a_posterior_file_alike(tiny_posterior, tmp_path):
+    """Files are read with the netCDF4 engine (4x faster than h5netcdf) and written with
+    h5netcdf: every group must come back identical, values, dtypes and attributes."""
+    import xarray as xr
+
+    from bayes_transfer.posterior_file import _engine
+
+    assert _engine() == "netcdf4"  # a dependency: the fast reader is the one tested
+    path = tiny_posterior.save(tmp_path / "post.nc")
+    for group in Posterior.load(path).idata.groups():
+        with xr.open_dataset(path, group=group, engine="netcdf4") as fast, \
+                xr.open_dataset(path, group=group, engine="h5netcdf") as slow:
+            xr.testing.assert_identical(fast.load(), slow.load())
+
+
 def test_bad_posterior_files(tiny_posterior, tmp_path):
     with pytest.raises(PosteriorFileError, match="no such posterior file"):
         Posterior.load(tmp_path / "missing.nc")
