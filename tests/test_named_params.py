@@ -133,7 +133,7 @@ def test_organise_is_idempotent():
 def _mutated(post: Posterior, tmp_path, mutate) -> str:
     path = tmp_path / "good.nc"
     post.save(path)
-    idata = az.from_netcdf(str(path), engine="h5netcdf")
+    idata = az.from_netcdf(str(path), engine="netcdf4")
     mutate(idata)
     out = tmp_path / "bad.nc"
     out.unlink(missing_ok=True)
