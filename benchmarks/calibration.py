@@ -17,7 +17,7 @@ PNG (``--out``).
 Target (exit status 1 when missed): uniformity not rejected, overall p >= 0.01.
 
     python benchmarks/calibration.py            # 200 datasets, ~2.5 min on 2 cores
-    python benchmarks/calibration.py --quick    # 20 datasets, ~1 min
+    python benchmarks/calibration.py --quick    # 12 datasets, ~1 min
 """
 
 from __future__ import annotations
@@ -137,11 +137,11 @@ def save_histogram(ranks: dict[str, np.ndarray], path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--datasets", type=int, default=None,
-                   help="simulated datasets (default 200; 40 with --quick)")
+                   help="simulated datasets (default 200; 12 with --quick)")
     p.add_argument("--out", default=str(OUT / "calibration_ranks.png"),
                    help="rank histogram PNG to write")
     args = p.parse_args(argv)
-    n = args.datasets or (20 if args.quick else 200)
+    n = args.datasets or (12 if args.quick else 200)
     warmup, thin = (100, 1) if args.quick else (300, 3)
     spec = load_spec("transfer-gap")
     header(f"simulation-based calibration: {n} datasets from the transfer-gap prior, "

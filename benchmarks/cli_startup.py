@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         for name, cmd in commands.items():
             rows[name] = median_seconds(cmd, runs, folder)
-        reads = read_seconds(post, max(runs, 3))
+        reads = read_seconds(post, runs)
     print(f"{'command':<10} {'before s':>9} {'after s':>8} {'before/after':>13}")
     for name, (before, after) in rows.items():
         print(f"{name:<10} {before:>9.2f} {after:>8.2f} {before / after:>12.1f}x")

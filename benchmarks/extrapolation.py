@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chinchilla", default=str(SHARED_DATA / "chinchilla_svg_extracted.csv"),
                    help="path of the Chinchilla CSV (Model Size, Training FLOP, loss)")
     args = p.parse_args(argv)
-    chains, draws, bootstrap = (2, 100, 10) if args.quick else (4, 500, 200)
+    chains, draws, bootstrap = (2, 60, 10) if args.quick else (4, 500, 200)
     header("extrapolation: fit the smaller runs, predict the largest")
 
     tables = [(*bundled_or_simulated(args.seed, "transfer-gap-size"), "transfer-gap-size")]

@@ -70,9 +70,9 @@ def run_one(name: str, denom: int, *, chains: int, draws: int, seed: int) -> dic
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--draws", type=int, default=None,
-                   help="warmup and kept draws per chain (default 500; --quick 100)")
+                   help="warmup and kept draws per chain (default 500; --quick 60)")
     args = p.parse_args(argv)
-    draws = args.draws or (100 if args.quick else 500)
+    draws = args.draws or (60 if args.quick else 500)
     chains = 2
     plan = [("flan", 64)] if args.quick else [(n, d) for n in ATS for d in BUDGETS]
     header("fine-tuning model selection (Lin et al. 2024, Table 1 protocol)")

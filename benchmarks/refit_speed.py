@@ -20,7 +20,7 @@ Two measurements, each a ratio against a baseline measured in the same run:
   "warm cache". Ratio: warm cache / cache off (wall clock of the whole command).
 
 Run: ``python benchmarks/refit_speed.py`` (2 chains x 300 + 300, 5 warm rounds: 40-56
-rows, two of them in the previous round's row bucket), or ``--quick`` (2 chains x 100 + 100, depth 6, 2 warm rounds of 44 and 48 rows, one
+rows, two of them in the previous round's row bucket), or ``--quick`` (2 chains x 60 + 60, depth 6, 2 warm rounds of 44 and 48 rows, one
 row bucket; one CLI fit each into and from the cache; the target is not enforced).
 """
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     header("refit speed: warm-started loop refits, and the CLI's compilation cache")
     if args.quick:
         # 44 and 48 rows share a row bucket: the second warm refit reuses the sampler.
-        settings = {"chains": 2, "draws": 100, "warmup": 100, "max_tree_depth": 6}
+        settings = {"chains": 2, "draws": 60, "warmup": 60, "max_tree_depth": 6}
         first_rows, rounds = 40, 2
     else:
         settings = {"chains": 2, "draws": 300, "warmup": 300, "max_tree_depth": 10}
