@@ -241,7 +241,7 @@ def _engine() -> str:
     h5netcdf looks each variable's dimensions up from the file's root again on every
     access (h5netcdf issue #195): ~4,000 HDF5 lookups, 1-1.6 s, for a small posterior
     file, paid by every ``report``, ``predict``, ``plot`` and ``suggest``; netCDF4 read
-    the same groups identically in a quarter of the time (2026-12-04). Files are still
+    the same groups identically 3.5-4.8x faster (``benchmarks/cli_startup.py``). Files are still
     written with h5netcdf (``inference.netcdf_bytes``)."""
     try:
         import netCDF4  # noqa: F401

@@ -111,9 +111,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     a group through an attribute pytest 9 no longer reads, so every module fixture was
     built twice, the PyMC back end's pair of fits among them.) xdist hands out files in
     the order collected here; its default reorder (most tests first) sent the files of a
-    few long tests (recovery, centring, the notebook, the wheel) last, where one worker
-    ran them while the other sat idle. Longest first is the better plan for two workers,
-    and a slow mark is the cost estimate a fresh clone has.
+    few long tests (recovery, centring, the notebook, the wheel) last. Longest first is
+    the usual plan for two workers (a gain not shown: one measured run, 2026-12-04), and
+    a slow mark is the cost estimate a fresh clone has.
 
     Two local Ray instances at once would each claim the machine's cores and a third of
     its memory for their object stores, so every Ray test must live in one file."""
