@@ -21,7 +21,9 @@ FLOPs it spent, a lower bound, so the ratio to random is conservative), the medi
 the coverage of the true log gaps by the 90% intervals at the stopping round, and the
 median over seeds of the largest R-hat of the log gaps at that round. That R-hat is far
 above 1.01: with 16-40 rows of sigma = 0.02 on 16 pairs the transfer-gap posterior has long
-ridges that short refits (2 chains x 250, depth 8) do not cross; the intervals are then
+ridges that short refits (2 chains x 250, depth 8) do not cross (and that the
+package's default fit, 4 x 500 + 500 at depth 10, crosses at every draw's maximum depth
+only to R-hat 1.02 on the first round: docs/measurements.md); the intervals are then
 wide rather than wrong (coverage at the stopping round 0.87 active, 0.92 random in the full
 run of 2026-11-25), and the FLOP comparison is between policies refitted the same way. A user's own loop refits with ``fit``'s full settings.
 
