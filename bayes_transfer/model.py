@@ -42,6 +42,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 
+from bayes_transfer import anchor
 from bayes_transfer.data import Problem, RunTable, RunTableError
 from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.runtime import atomic_compilation_cache
@@ -53,7 +54,7 @@ from bayes_transfer.spec import AUTO_CENTRE_ROWS, ModelSpec, ParamSpec
 atomic_compilation_cache()
 
 __all__ = ["ModelData", "model_data", "hierarchical_model", "latent_sites", "param_effect",
-           "crossed", "centring", "at_rows", "site_dims", "select_rows"]
+           "crossed", "centring", "at_rows", "pair_prior", "site_dims", "select_rows"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class ModelData:
     # sheared off, each as (slope per pair, centre per group): a Laplace-started fit
     # samples log_<name> - sum slope * (log_<other> - centre) (bayes_transfer.shear).
     shear: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None
+    # Anchored coordinates of the pairs (bayes_transfer.anchor), set by a cold NumPyro
+    # fit of a spec with [sampler] coordinates = "anchored"; None: the spec's own sites.
+    anchor: Any = None
 
     @property
     def pair_idx(self) -> Any:
@@ -180,13 +184,7 @@ def param_effect(p: ParamSpec, data: ModelData, shift: Any = None) -> Any:
     if p.pooling == "none":
         shape = () if p.level == "global" else (_group_size(p.level, data),)
         return _log_site(p, p.loc, p.scale, shape, shift)
-    value = numpyro.sample(f"{name}_mu", dist.Normal(p.loc, p.scale))
-    if crossed(p, data):
-        u = _offsets(p, "source", data)
-        v = _offsets(p, "target", data)
-        value = value + (u[:, None] + v[None, :]).reshape(-1)
-        if p.factors:
-            value = value + _interaction(p, data)
+    value = _level_mean(p, data)
     override = data.centre is not None and name in data.centre
     if p.centered or override:
         # Centred innermost level: when every group has many precise rows, the data pin
@@ -207,6 +205,26 @@ def param_effect(p: ParamSpec, data: ModelData, shift: Any = None) -> Any:
         raw = numpyro.sample(f"{name}_pc_{p.level}", dist.Normal(c * value, sd**c))
         return numpyro.deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value))
     return numpyro.deterministic(f"log_{name}", value + _offsets(p, p.level, data))
+
+
+def _level_mean(p: ParamSpec, data: ModelData) -> Any:
+    # The population mean plus, when crossed, the source and target effects (and the
+    # interaction): what the innermost level's groups are drawn around.
+    value = numpyro.sample(f"{p.name}_mu", dist.Normal(p.loc, p.scale))
+    if crossed(p, data):
+        u = _offsets(p, "source", data)
+        v = _offsets(p, "target", data)
+        value = value + (u[:, None] + v[None, :]).reshape(-1)
+        if p.factors:
+            value = value + _interaction(p, data)
+    return value
+
+
+def pair_prior(p: ParamSpec, data: ModelData) -> tuple[Any, Any]:
+    """Sample the levels above a centred pair-level parameter; return the ``(loc, sd)``
+    its pairs are drawn from (:mod:`bayes_transfer.anchor` samples the pairs)."""
+    loc = _level_mean(p, data)
+    return loc, numpyro.sample(f"{p.name}_sd_{p.level}", dist.HalfNormal(p.group_scale))
 
 
 def sheared_site(name: str, level: str) -> str:
@@ -304,7 +322,14 @@ def hierarchical_model(data: ModelData, observed: bool = True) -> None:
     order = list(spec.params)
     if sheared:
         order.sort(key=lambda n: (n in sheared, spec.params[n].level == "pair"))
+    anchored = anchor.anchored_names(spec) if data.anchor is not None and observed else ()
+    pair_priors = {}
     for name in order:
+        if name in anchored:
+            pair_priors[name] = pair_prior(spec.params[name], data)
+            if len(pair_priors) == len(anchored):
+                log_values.update(anchor.sample_pairs(data, pair_priors))
+            continue
         shift = None
         if name in sheared:
             from bayes_transfer.shear import shift_of

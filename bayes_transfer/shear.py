@@ -60,6 +60,8 @@ __all__ = ["Shear", "plan", "probes", "shift_of", "from_laplace", "sheared_start
 
 def _direct(p: ParamSpec, data: ModelData) -> bool:
     # Is log_<name> itself a sample site? Unpooled, or centred in every group.
+    if data.anchor is not None and p.name in data.anchor.names:
+        return False  # sampled in anchored coordinates (bayes_transfer.anchor)
     if p.pooling == "none":
         return True
     return bool(p.centered) and bool(np.all(centring(p, data)))

@@ -195,7 +195,9 @@ class ModelSpec:
     measured in (see :class:`bayes_transfer.laws.Units`); ``"auto"`` picks the power of
     ten nearest the geometric mean of the fitted rows.
     ``sampler``: defaults for NUTS that belong to the model's geometry, not to one run
-    (``target_accept``); an argument given to ``fit`` overrides them.
+    (``target_accept``, which an argument given to ``fit`` overrides; ``coordinates``:
+    ``"anchored"`` samples each pair's curve by the losses it predicts at its rows, see
+    :mod:`bayes_transfer.anchor`).
     """
 
     law: str
@@ -207,7 +209,7 @@ class ModelSpec:
     units: dict[str, float | str] = field(
         default_factory=lambda: {"params": "auto", "tokens": "auto"})
     discrepancy: Discrepancy | None = None
-    sampler: dict[str, float] = field(default_factory=dict)
+    sampler: dict[str, float | str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "<spec>") -> ModelSpec:
@@ -269,7 +271,8 @@ class ModelSpec:
                                 f"law {law.name!r} has {', '.join(law.params)}")
         return cls(law=law.name, params=params, likelihood=Likelihood(**lik), rows=rows,
                    name=str(d.get("name", law.name)), description=str(d.get("description", "")),
-                   units=units, discrepancy=disc, sampler=_sampler(d.get("sampler", {})))
+                   units=units, discrepancy=disc,
+                   sampler=_sampler(d.get("sampler", {}), law.name, params))
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ModelSpec:
@@ -313,6 +316,12 @@ class ModelSpec:
         return self.sampler.get("target_accept")
 
     @property
+    def coordinates(self) -> str:
+        """How NumPyro samples the pairs (``[sampler] coordinates``): ``"log"`` (the log
+        parameters, the default) or ``"anchored"`` (:mod:`bayes_transfer.anchor`)."""
+        return str(self.sampler.get("coordinates", "log"))
+
+    @property
     def factor_rank(self) -> int:
         """Length of the ``factor`` dim: the largest ``factors`` of any parameter (0: none)."""
         return max((p.factors for p in self.params.values()), default=0)
@@ -323,12 +332,41 @@ class ModelSpec:
         return get_law(self.law).gap
 
 
-def _sampler(raw: Any) -> dict[str, float]:
+COORDINATES = ("log", "anchored")
+
+
+def _sampler(raw: Any, law: str, params: dict[str, ParamSpec]) -> dict[str, float | str]:
     if not isinstance(raw, dict):
         raise SpecError("'sampler' must be a table, e.g. [sampler] target_accept = 0.95")
-    _no_unknown(raw, {"target_accept"}, "key of sampler")
+    _no_unknown(raw, {"target_accept", "coordinates"}, "key of sampler")
     low, high = TARGET_ACCEPT_RANGE
-    return {k: _real(v, f"sampler.{k}", low=low, high=high) for k, v in raw.items()}
+    out: dict[str, float | str] = {k: _real(v, f"sampler.{k}", low=low, high=high)
+                                   for k, v in raw.items() if k != "coordinates"}
+    if "coordinates" in raw:
+        out["coordinates"] = _coordinates(raw["coordinates"], law, params)
+    return out
+
+
+def _coordinates(value: Any, law: str, params: dict[str, ParamSpec]) -> str:
+    if value not in COORDINATES:
+        raise SpecError(f"sampler.coordinates must be one of {list(COORDINATES)}, "
+                        f"not {value!r}")
+    if value == "log":
+        return value
+    from bayes_transfer.anchor import ANCHORED_LAWS
+
+    if law not in ANCHORED_LAWS:
+        raise SpecError(f'sampler.coordinates = "anchored" has no map for law {law!r} '
+                        f"(laws with one: {sorted(ANCHORED_LAWS)})")
+    for name in ANCHORED_LAWS[law].names:
+        p = params[name]
+        if p.level != "pair" or p.pooling == "none" or p.centered is not True:
+            raise SpecError(f'sampler.coordinates = "anchored" samples each pair\'s '
+                            f"{', '.join(ANCHORED_LAWS[law].names)} together: params.{name} "
+                            f"needs level = \"pair\", pooling \"crossed\" or \"partial\" "
+                            f"and centered = true (it has level = {p.level!r}, pooling = "
+                            f"{p.pooling!r}, centered = {p.centered!r})")
+    return value
 
 
 def _no_unknown(d: dict[str, Any], known: set[str], what: str) -> None:

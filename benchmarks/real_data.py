@@ -29,6 +29,7 @@ median error at most 2x that of the observed pairs' held-out rows.
 
     python benchmarks/real_data.py            # full run, ~15 min on 2 cores
     python benchmarks/real_data.py --quick    # CI smoke run: Chinchilla, short chains
+    python benchmarks/real_data.py --only rectified   # the four fine-tuning-curve backtests
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def cases(quick: bool) -> list[dict]:
 
 
 def main() -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--only", metavar="TEXT", help="only the backtests whose name contains "
+                    "TEXT (e.g. rectified)")
+    args = ap.parse_args()
     header("Backtests on real public tables: coverage and error vs the point-fit baseline")
     draws = 150 if args.quick else 500
     chains = 1 if args.quick else 2
@@ -80,6 +84,8 @@ def main() -> int:
     print(f"{'table':<24} {'rows fit/pred':>13} {'method':<9} {'cov50':>6} {'cov80':>6} "
           f"{'cov90':>6} {'cov95':>6} {'med|err|':>9} {'mean|err|':>9} {'sec':>6}", flush=True)
     for case in cases(args.quick):
+        if args.only and args.only not in case["name"]:
+            continue
         name, runs = case.pop("name"), case.pop("runs")
         spec = case.pop("spec")
         with timer() as t:
@@ -97,6 +103,12 @@ def main() -> int:
             print(f"{name if g == 'model' else '':<24} {rows if g == 'model' else '':>13} "
                   f"{g:<9} {' '.join(f'{v:>6}' for v in cell)} {err[0]:>9} {err[1]:>9} "
                   f"{t['seconds'] if g == 'model' else 0:>6.0f}", flush=True)
+        d = bt.posterior.diagnostics
+        steps = float(bt.posterior.idata.sample_stats["n_steps"].mean()) \
+            if "n_steps" in bt.posterior.idata.sample_stats else float("nan")
+        print(f"#   {name}: fit below the split: R-hat max {d.max_rhat:.3f} "
+              f"({d.worst_rhat_var}), ESS bulk min {d.min_ess_bulk:.0f}, {d.divergences} "
+              f"divergences, {steps:.0f} leapfrog steps a draw", flush=True)
         if not s["diagnostics_ok"]:
             print(f"#   {name}: the fit below the split failed its diagnostics: "
                   f"{bt.posterior.diagnostics}")

@@ -1,0 +1,305 @@
+"""Anchored coordinates: sample a pair's curve as the losses it predicts at its data.
+
+A fine-tuning curve fitted on a handful of sizes pins a few losses well and its
+parameters badly: for the rectified law ``L(f) = B / (D_l + f^beta) + E`` the rows fix the
+zero-shot loss and the loss at the largest fitted size, while ``B``, ``D_l``, ``beta`` and
+``E`` trade along a curved ridge. In the log parameters NUTS with a diagonal mass matrix
+crosses that ridge at its maximum tree depth (Lin et al.'s FLAN curves up to 1/64 of the
+largest size: every draw 1,023 leapfrog steps, R-hat 1.07, bulk ESS 28).
+
+With ``[sampler] coordinates = "anchored"`` in a spec, NumPyro samples each pair with rows
+in coordinates in which its rows pin three axes directly:
+
+* ``l0``: the log loss at f = 0 (the zero-shot loss);
+* ``h``: the logit of ``L(f_hi) / L(0)``, with ``f_hi`` the pair's largest fitted size;
+* ``m``: the logit of where ``L(f_m)`` lies between ``L(f_hi)`` and ``L(0)``, with ``f_m``
+  the fitted size nearest the middle of the pair's sizes (in log); the floor cancels
+  from it, so it fixes the exponent given the curve's ends;
+* ``z``: the floor ``E``, non-centred: the ``Phi(z)`` quantile of its prior truncated
+  below ``L(f_hi)``. Rows far above their floor leave ``E`` to its prior; non-centred it
+  makes no funnel with the floors' sd when that sd is small.
+
+The map to the log parameters is a bijection of R^4 (a rectified curve falls from
+``L(0)`` through ``L(f_m)`` and ``L(f_hi)`` towards ``E``), and the model's density is the
+spec's hierarchical prior at the mapped parameters times the map's Jacobian
+(:func:`rectified_log_prior`; ``tests/test_anchor.py`` checks it against autodiff and
+finite differences of the whole map): the posterior is the spec's, only the coordinates
+NUTS moves in change. Pairs without rows keep the non-centred coordinates (their prior
+alone). The draws are returned on the spec's own sites (:func:`spec_sites`), so files,
+reports, warm refits and the PyMC back end (which samples the spec's own coordinates)
+never see the anchored ones.
+
+Each pair's coordinates are shifted by its own rows (the observed log loss at its smallest
+size, the observed fractions at ``f_hi`` and ``f_m``), a translation that starts NUTS near
+the data without changing the density.
+
+Measured (2 chains x 500 + 500, ``finetune-curves`` without its discrepancy term, the 30
+models of Lin et al.'s tables up to a fraction of the largest size; docs/measurements.md):
+see the section "Anchored coordinates".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+if TYPE_CHECKING:
+    from bayes_transfer.model import ModelData
+
+__all__ = ["ANCHORED_LAWS", "Anchors", "rectified_log_params", "log_abs_det", "prepare",
+           "sample_pairs", "spec_sites", "anchored_names", "SITE"]
+
+SITE = "anchor_pair"
+
+
+def _log1mexp(x: Any) -> Any:
+    # log(1 - e^x) for x < 0, accurate near 0 and far below it (Maechler 2012).
+    return jnp.where(x > -0.6931471805599453, jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
+
+
+_LOG_HALF = -0.6931471805599453
+
+
+@jax.custom_jvp
+def _truncated_quantile(z: Any, c: Any) -> Any:
+    """``Phi^-1(Phi(z) Phi(c))``: the ``Phi(z)`` quantile of a standard normal truncated
+    to ``(-inf, c)``, computed from the log of its probability (accurate near 0 and 1)."""
+    log_p = jax.scipy.special.log_ndtr(z) + jax.scipy.special.log_ndtr(c)
+    ndtri = jax.scipy.special.ndtri
+    return jnp.where(log_p < _LOG_HALF, ndtri(jnp.exp(jnp.minimum(log_p, _LOG_HALF))),
+                     -ndtri(-jnp.expm1(jnp.maximum(log_p, _LOG_HALF))))
+
+
+def _log_phi(v: Any) -> Any:
+    return -0.5 * v**2 - 0.9189385332046727
+
+
+@_truncated_quantile.defjvp
+def _truncated_quantile_jvp(primals, tangents):
+    # d y = (phi(z) Phi(c) dz + Phi(z) phi(c) dc) / phi(y), in logs: ndtri's own
+    # derivatives, through its polynomial branches, cost ~10x the rest of the model.
+    (z, c), (dz, dc) = primals, tangents
+    y = _truncated_quantile(z, c)
+    log_ndtr = jax.scipy.special.log_ndtr
+    dy_dz = jnp.exp(_log_phi(z) + log_ndtr(c) - _log_phi(y))
+    dy_dc = jnp.exp(log_ndtr(z) + _log_phi(c) - _log_phi(y))
+    return y, dy_dz * dz + dy_dc * dc
+
+
+def _curve(l0: Any, h: Any, m: Any, log_e: Any, x: Any) -> Any:
+    # (log B, log D_l, log beta) of the curve through L(0) = e^l0, L(f_hi) = L(0) s(h),
+    # L(f_m) at the fraction s(m) between them, with floor e^log_e < L(f_hi).
+    x_m, x_hi = x[..., 0], x[..., 1]
+    log_sh = jax.nn.log_sigmoid(h)
+    log_sq = jnp.minimum(log_e - l0 - log_sh, -1e-6)  # log E / L(f_hi) < 0
+    log_rho_1 = -h - _log1mexp(log_sq)  # log(rho - 1)
+    log_t = jax.nn.log_sigmoid(-m) - jax.nn.softplus(jax.nn.log_sigmoid(m) + log_rho_1)
+    beta = log_t / (x_m - x_hi)
+    log_d = beta * x_hi - log_rho_1
+    log_b = l0 + _log1mexp(log_sh + log_sq) + log_d
+    return jnp.stack([log_b, log_d, jnp.log(beta)], axis=-1)
+
+
+def rectified_log_params(a: Any, x: Any, loc: Any, sd: Any) -> Any:
+    """Map anchored coordinates ``a[..., (l0, h, m, z)]`` to the rectified law's log
+    parameters ``(log B, log D_l, log beta, log E)``; ``x[..., (x_m, x_hi)]`` are the logs
+    of a middle and the largest fitted size of the pair (reference units, ``x_m < x_hi``)
+    and ``loc``, ``sd`` (same layout as the output) the pair's prior.
+
+    With ``s`` the logistic: ``L(0) = e^l0``, ``L(f_hi) = L(0) s(h)``, and ``L(f_m)`` lies
+    the fraction ``s(m)`` of the way from ``L(f_hi)`` up to ``L(0)``; ``log E`` is the
+    ``Phi(z)`` quantile of its prior truncated below ``log L(f_hi)`` (non-centred: a floor
+    the rows leave to the prior makes no funnel with its level's sd). A rectified curve
+    falls from ``L(0)`` through ``L(f_m)`` and ``L(f_hi)`` towards ``E``, so the map is a
+    bijection of R^4. The floor cancels from the fraction ``s(m)``: it is
+    ``(1 - t) / (1 + (rho - 1) t)`` with ``t = (f_m / f_hi)^beta`` and
+    ``rho = (L(0) - E) / (L(f_hi) - E)``, which gives beta; ``L(0) = E + B / D_l`` and
+    ``L(f_hi) = E + B / (D_l + f_hi^beta)`` then give ``D_l`` and ``B``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from bayes_transfer.laws import rectified
+        >>> loc, sd = jnp.zeros(4), jnp.ones(4)
+        >>> lp = rectified_log_params(jnp.array([1.0, 0.5, 0.2, 0.0]), jnp.array([0.5, 2.0]),
+        ...                           loc, sd)
+        >>> at = lambda log_f: float(rectified({"log_f": jnp.array(log_f)},
+        ...                                    dict(zip(("B", "D_l", "beta", "E"), lp))))
+        >>> l0, l_m, l_hi = (at(v) for v in (-jnp.inf, 0.5, 2.0))
+        >>> round(l0, 5), round(l_hi - l0, 5)  # l0 and log s(0.5)
+        (1.0, -0.47408)
+        >>> round(float((jnp.exp(l_m) - jnp.exp(l_hi)) / (jnp.exp(l0) - jnp.exp(l_hi))), 4)
+        0.5498
+    """
+    l0, h, m, z = (a[..., i] for i in range(4))
+    log_hi = l0 + jax.nn.log_sigmoid(h)
+    log_e = loc[..., 3] + sd[..., 3] * _truncated_quantile(z, (log_hi - loc[..., 3]) / sd[..., 3])
+    return jnp.concatenate([_curve(l0, h, m, log_e, x), log_e[..., None]], axis=-1)
+
+
+def rectified_log_prior(a: Any, x: Any, loc: Any, sd: Any) -> tuple[Any, Any]:
+    """The log parameters (:func:`rectified_log_params`) and, per pair, the log density of
+    the pair's prior in the anchored coordinates (the prior at the log parameters plus the
+    log Jacobian of the map).
+
+    The map is ``(l0, h, m, z) -> (l0, h, m, log E) -> (log B, log D_l, log beta, log E)``:
+    its log Jacobian is ``log d(log E)/dz`` plus that of the curve's three parameters in
+    ``(l0, h, m)`` at fixed ``log E`` (forward-mode autodiff of elementary functions). The
+    floor's prior times ``d(log E)/dz`` is ``phi(z) Phi(c)`` (the truncation of
+    :func:`_truncated_quantile`, ``c = (log L(f_hi) - loc) / sd``), so ``log E``'s density
+    never needs ``Phi^-1``'s second derivatives. ``tests/test_anchor.py`` checks the sum against
+    ``jax.jacfwd`` of the whole map.
+    """
+    lp = rectified_log_params(a, x, loc, sd)
+    l0, h, m, z = (a[..., i] for i in range(4))
+    c = (l0 + jax.nn.log_sigmoid(h) - loc[..., 3]) / sd[..., 3]
+    log_e = lp[..., 3]
+
+    def curve3(v, e, xx):
+        return _curve(v[0], v[1], v[2], e, xx)
+
+    flat = a.reshape(-1, 4)
+    jac = jax.vmap(jax.jacfwd(curve3))(flat[:, :3], log_e.reshape(-1), x.reshape(-1, 2))
+    log_jac = jnp.linalg.slogdet(jac)[1].reshape(a.shape[:-1])
+    curve_prior = dist.Normal(loc[..., :3], sd[..., :3]).log_prob(lp[..., :3]).sum(-1)
+    return lp, curve_prior + log_jac + _log_phi(z) + jax.scipy.special.log_ndtr(c)
+
+
+def log_abs_det(to_log: Callable[..., Any], a: Any, *args: Any) -> Any:
+    """``log |det d to_log / d a|`` per pair (``a``: pairs x k; ``args`` per pair too), by
+    forward-mode autodiff of the whole map (a check of a law's own density)."""
+    jac = jax.vmap(jax.jacfwd(to_log))(a, *args)
+    return jnp.linalg.slogdet(jac)[1]
+
+
+def _rectified_offsets(log_f: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One pair's anchors ``(x_m, x_hi)`` and its coordinates' shift, from its rows: the
+    observed log loss at its smallest size, the observed fractions at ``f_hi`` and
+    ``f_m`` (the fitted size nearest the middle of its positive sizes, in log)."""
+    ell = {v: float(log_loss[log_f == v].mean()) for v in np.unique(log_f)}
+    positive = np.array(sorted(v for v in ell if np.isfinite(v)))
+    lo = min(ell)
+    x_hi = positive[-1] if positive.size else 0.0
+    x_m = (positive[np.argmin(np.abs(positive - (positive[0] + x_hi) / 2))]
+           if positive.size else x_hi - 1.0)
+    if x_m >= x_hi:  # one positive size: a middle anchor the rows do not pin
+        x_m = x_hi - 1.0
+    shift = np.array([ell[lo], 0.0, 0.0, 0.0])  # z: the prior's own centre
+    if positive.size and x_hi > lo:
+        l0, l_hi = np.exp(ell[lo]), np.exp(ell[x_hi])
+        shift[1] = _logit(l_hi / l0)
+        if x_m in ell:
+            shift[2] = _logit((np.exp(ell[x_m]) - l_hi) / (l0 - l_hi))
+    return np.array([x_m, x_hi]), shift
+
+
+def _logit(p: float) -> float:
+    p = float(np.clip(p, 0.05, 0.95))
+    return float(np.log(p / (1 - p)))
+
+
+@dataclass(frozen=True)
+class AnchoredLaw:
+    """A law's anchored coordinates: the parameters they replace, in the map's order."""
+
+    names: tuple[str, ...]
+    to_log: Callable[..., Any]
+    log_prior: Callable[..., tuple[Any, Any]]
+    offsets: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+ANCHORED_LAWS: dict[str, AnchoredLaw] = {
+    "rectified": AnchoredLaw(("B", "D_l", "beta", "E"), rectified_log_params,
+                             rectified_log_prior, _rectified_offsets),
+}
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """Per pair: whether it is sampled anchored (it has rows), its anchors and shift."""
+
+    names: tuple[str, ...]
+    mapped: np.ndarray  # (pairs,) bool
+    x: np.ndarray  # (pairs, anchors): log sizes in reference units
+    offset: np.ndarray  # (pairs, len(names))
+
+
+def anchored_names(spec: Any) -> tuple[str, ...]:
+    """The parameters a spec samples in anchored coordinates (none unless it asks)."""
+    if spec.coordinates != "anchored":
+        return ()
+    return ANCHORED_LAWS[spec.law].names
+
+
+def prepare(data: ModelData) -> ModelData:
+    """``data`` with its pairs' anchors when its spec asks for anchored coordinates.
+
+    Only NumPyro's cold fits call this; every other reader of the model (the prior
+    predictive, warm refits, PSIS-LOO, the PyMC back end) samples the spec's own sites.
+    """
+    import dataclasses
+
+    names = anchored_names(data.spec)
+    if not names:
+        return data
+    law = ANCHORED_LAWS[data.spec.law]
+    pairs = data.n_sources * data.n_targets
+    pair_idx = np.asarray(data.pair_idx)
+    log_f = np.asarray(data.features["log_f"], dtype=np.float64)
+    log_loss = np.asarray(data.log_loss, dtype=np.float64)
+    mapped = np.asarray(data.has_rows("pair"), dtype=bool)
+    x, offset = np.zeros((pairs, 2)), np.zeros((pairs, len(names)))
+    x[:, 0] = -1.0  # pairs without rows: any anchors (their coordinates are not mapped)
+    for k in np.flatnonzero(mapped):
+        rows = pair_idx == k
+        x[k], offset[k] = law.offsets(log_f[rows], log_loss[rows])
+    return dataclasses.replace(data, anchor=Anchors(names, mapped, x, offset))
+
+
+def sample_pairs(data: ModelData, priors: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """Inside the model: sample the anchored site and return each mapped parameter's log
+    value over pairs (recorded as ``log_<name>``).
+
+    ``priors[name]`` is the ``(loc over pairs, sd)`` of the parameter's centred pair level
+    (:func:`bayes_transfer.model.pair_prior`). A pair with rows contributes its
+    hierarchical prior density at the mapped values (the map's Jacobian is 1); a pair
+    without rows is non-centred, ``log = loc + sd z``.
+    """
+    anchors = data.anchor
+    law = ANCHORED_LAWS[data.spec.law]
+    pairs, k = anchors.offset.shape
+    base = dist.Normal(0.0, 1.0)
+    z = numpyro.sample(SITE, base.expand((pairs, k)).to_event(2))
+    loc = jnp.stack([jnp.broadcast_to(priors[n][0], (pairs,)) for n in anchors.names], -1)
+    sd = jnp.stack([jnp.broadcast_to(priors[n][1], (pairs,)) for n in anchors.names], -1)
+    mapped = jnp.asarray(anchors.mapped)
+    a, x = z + anchors.offset, jnp.asarray(anchors.x)
+    curve, log_prior = law.log_prior(a, x, loc, sd)
+    value = jnp.where(mapped[:, None], curve, loc + sd * z)
+    # The sampled site's own N(0, 1) density is right for the non-centred pairs; for the
+    # anchored ones it is replaced by their prior in the anchored coordinates.
+    swap = log_prior - base.log_prob(z).sum(-1)
+    numpyro.factor("anchor_prior", jnp.sum(jnp.where(mapped, swap, 0.0)))
+    return {n: numpyro.deterministic(f"log_{n}", value[:, j])
+            for j, n in enumerate(anchors.names)}
+
+
+def spec_sites(samples: dict[str, np.ndarray], data: ModelData) -> dict[str, np.ndarray]:
+    """Draws of the anchored model on the spec's own sites: ``log_<name>`` is kept (the
+    site of a centred level), and where some pairs have no rows the partially centred
+    ``<name>_pc_pair`` is rebuilt (the log value where a pair has rows, its offset z where
+    not; see :func:`bayes_transfer.model.param_effect`)."""
+    anchors = data.anchor
+    out = {k: v for k, v in samples.items() if k != SITE}
+    if anchors.mapped.all():
+        return out
+    z = samples[SITE]
+    for j, name in enumerate(anchors.names):
+        out[f"{name}_pc_pair"] = np.where(anchors.mapped, out[f"log_{name}"], z[..., j])
+    return out
