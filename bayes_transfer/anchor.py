@@ -53,18 +53,18 @@ import numpyro.distributions as dist
 if TYPE_CHECKING:
     from bayes_transfer.model import ModelData
 
-__all__ = ["ANCHORED_LAWS", "Anchors", "rectified_log_params", "log_abs_det", "prepare",
-           "sample_pairs", "spec_sites", "anchored_names", "SITE"]
+__all__ = ["ANCHORED_LAWS", "Anchors", "rectified_log_params", "rectified_log_prior",
+           "log_abs_det", "prepare", "sample_pairs", "spec_sites", "anchored_names", "SITE"]
 
 SITE = "anchor_pair"
 
 
+_LOG_HALF = -0.6931471805599453
+
+
 def _log1mexp(x: Any) -> Any:
     # log(1 - e^x) for x < 0, accurate near 0 and far below it (Maechler 2012).
-    return jnp.where(x > -0.6931471805599453, jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
-
-
-_LOG_HALF = -0.6931471805599453
+    return jnp.where(x > _LOG_HALF, jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
 
 
 @jax.custom_jvp
@@ -267,9 +267,10 @@ def sample_pairs(data: ModelData, priors: Mapping[str, tuple[Any, Any]]) -> dict
     value over pairs (recorded as ``log_<name>``).
 
     ``priors[name]`` is the ``(loc over pairs, sd)`` of the parameter's centred pair level
-    (:func:`bayes_transfer.model.pair_prior`). A pair with rows contributes its
-    hierarchical prior density at the mapped values (the map's Jacobian is 1); a pair
-    without rows is non-centred, ``log = loc + sd z``.
+    (:func:`bayes_transfer.model.pair_prior`). A pair with rows contributes its prior in
+    the anchored coordinates (the law's ``log_prior``: the hierarchical prior at the mapped
+    values times the map's Jacobian); a pair without rows is non-centred,
+    ``log = loc + sd z``.
     """
     anchors = data.anchor
     law = ANCHORED_LAWS[data.spec.law]
