@@ -256,8 +256,12 @@ def prepare(data: ModelData) -> ModelData:
     mapped = np.asarray(data.has_rows("pair"), dtype=bool)
     x, offset = np.zeros((pairs, 2)), np.zeros((pairs, len(names)))
     x[:, 0] = -1.0  # pairs without rows: any anchors (their coordinates are not mapped)
+    # Rows grouped by pair once (a stable sort keeps each pair's rows in table order):
+    # a mask per pair would read every row once for every pair.
+    by_pair = np.argsort(pair_idx, kind="stable")
+    starts = np.searchsorted(pair_idx[by_pair], np.arange(pairs + 1))
     for k in np.flatnonzero(mapped):
-        rows = pair_idx == k
+        rows = by_pair[starts[k]:starts[k + 1]]
         x[k], offset[k] = law.offsets(log_f[rows], log_loss[rows])
     return dataclasses.replace(data, anchor=Anchors(names, mapped, x, offset))
 
@@ -267,7 +271,7 @@ def sample_pairs(data: ModelData, priors: Mapping[str, tuple[Any, Any]]) -> dict
     value over pairs (recorded as ``log_<name>``).
 
     ``priors[name]`` is the ``(loc over pairs, sd)`` of the parameter's centred pair level
-    (:func:`bayes_transfer.model.pair_prior`). A pair with rows contributes its prior in
+    (:func:`bayes_transfer.model.group_prior`). A pair with rows contributes its prior in
     the anchored coordinates (the law's ``log_prior``: the hierarchical prior at the mapped
     values times the map's Jacobian); a pair without rows is non-centred,
     ``log = loc + sd z``.

@@ -54,7 +54,7 @@ from bayes_transfer.spec import AUTO_CENTRE_ROWS, ModelSpec, ParamSpec
 atomic_compilation_cache()
 
 __all__ = ["ModelData", "model_data", "hierarchical_model", "latent_sites", "param_effect",
-           "crossed", "centring", "at_rows", "pair_prior", "site_dims", "select_rows"]
+           "crossed", "centring", "at_rows", "group_prior", "site_dims", "select_rows"]
 
 
 @dataclass(frozen=True)
@@ -184,13 +184,12 @@ def param_effect(p: ParamSpec, data: ModelData, shift: Any = None) -> Any:
     if p.pooling == "none":
         shape = () if p.level == "global" else (_group_size(p.level, data),)
         return _log_site(p, p.loc, p.scale, shape, shift)
-    value = _level_mean(p, data)
     override = data.centre is not None and name in data.centre
     if p.centered or override:
         # Centred innermost level: when every group has many precise rows, the data pin
         # log_<name> itself, and the non-centred z would have to move in concert with mu
         # (and u, v) along a long ridge; sampling log_<name> directly removes the ridge.
-        sd = numpyro.sample(f"{name}_sd_{p.level}", dist.HalfNormal(p.group_scale))
+        value, sd = group_prior(p, data)
         n = _group_size(p.level, data)
         centre = centring(p, data)
         if not override and centre.all():
@@ -204,6 +203,7 @@ def param_effect(p: ParamSpec, data: ModelData, shift: Any = None) -> Any:
             numpyro.deterministic(f"{name}_loc_{p.level}", value)
         raw = numpyro.sample(f"{name}_pc_{p.level}", dist.Normal(c * value, sd**c))
         return numpyro.deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value))
+    value = _level_mean(p, data)
     return numpyro.deterministic(f"log_{name}", value + _offsets(p, p.level, data))
 
 
@@ -220,9 +220,10 @@ def _level_mean(p: ParamSpec, data: ModelData) -> Any:
     return value
 
 
-def pair_prior(p: ParamSpec, data: ModelData) -> tuple[Any, Any]:
-    """Sample the levels above a centred pair-level parameter; return the ``(loc, sd)``
-    its pairs are drawn from (:mod:`bayes_transfer.anchor` samples the pairs)."""
+def group_prior(p: ParamSpec, data: ModelData) -> tuple[Any, Any]:
+    """Sample the levels above a centred parameter's groups; return the ``(loc, sd)`` its
+    groups are drawn from (by :func:`param_effect`, or :mod:`bayes_transfer.anchor` for
+    the pairs it maps)."""
     loc = _level_mean(p, data)
     return loc, numpyro.sample(f"{p.name}_sd_{p.level}", dist.HalfNormal(p.group_scale))
 
@@ -323,12 +324,12 @@ def hierarchical_model(data: ModelData, observed: bool = True) -> None:
     if sheared:
         order.sort(key=lambda n: (n in sheared, spec.params[n].level == "pair"))
     anchored = anchor.anchored_names(spec) if data.anchor is not None and observed else ()
-    pair_priors = {}
+    anchored_priors = {}
     for name in order:
         if name in anchored:
-            pair_priors[name] = pair_prior(spec.params[name], data)
-            if len(pair_priors) == len(anchored):
-                log_values.update(anchor.sample_pairs(data, pair_priors))
+            anchored_priors[name] = group_prior(spec.params[name], data)
+            if len(anchored_priors) == len(anchored):
+                log_values.update(anchor.sample_pairs(data, anchored_priors))
             continue
         shift = None
         if name in sheared:
