@@ -164,7 +164,7 @@ def test_anchored_fit_is_the_same_posterior_on_the_specs_sites(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, spec in (("log", plain_spec), ("anchored", _anchored_spec())):
-            posts[name] = fit(runs, spec, chains=2, draws=1000, warmup=500, seed=0,
+            posts[name] = fit(runs, spec, chains=2, draws=500, warmup=500, seed=0,
                               progress=False)
     anchored = posts["anchored"]
     assert anchor.SITE not in anchored.idata.posterior
