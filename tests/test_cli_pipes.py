@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _grids import tiny_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("bayes-transfer")
@@ -187,24 +188,8 @@ def test_select(work):
                  "chosen (highest p_best)")
 
 
-TINY_GRID = """
-sources = ["synth-a"]
-targets = ["synth-b"]
-shapes = ["tiny"]
-pretrain_tokens = [0, 1024]
-finetune_tokens = [512]
-seeds = [0]
-
-[custom_shapes.tiny]
-n_layer = 1
-n_head = 2
-d_model = 16
-
-[train]
-batch_size = 8
-context = 32
-eval_tokens = 512
-"""
+TINY_GRID = tiny_grid(pretrain_tokens=[0, 1024], finetune_tokens=[512], eval_tokens=512,
+                      lr=None, finetune_lr=None)
 
 
 def test_train(work):

@@ -24,6 +24,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
+from _grids import tiny_grid
 from typer.testing import CliRunner
 
 from bayes_transfer.cli import app
@@ -189,26 +190,7 @@ def test_killed_fits_never_leave_a_partial_posterior(tiny_sim, tmp_path):
         previous = post.read_bytes()
 
 
-TINY_GRID = """
-sources = ["synth-a", "english"]
-targets = ["synth-b"]
-shapes = ["tiny"]
-pretrain_tokens = [0, 2048, 4096]
-finetune_tokens = [1024, 2048]
-seeds = [0]
-
-[custom_shapes.tiny]
-n_layer = 1
-n_head = 2
-d_model = 16
-
-[train]
-batch_size = 8
-context = 32
-lr = 0.01
-finetune_lr = 0.005
-eval_tokens = 1024
-"""
+TINY_GRID = tiny_grid(sources=["synth-a", "english"], finetune_tokens=[1024, 2048])
 
 
 @pytest.mark.slow
@@ -238,8 +220,8 @@ def test_a_trainer_grid_killed_several_times_resumes_to_the_same_rows(tmp_path):
     same_rows(pd.read_csv(out / "runs.csv"), reference)
 
 
-LOOP_GRID = TINY_GRID.replace("pretrain_tokens = [0, 2048, 4096]",
-                              "pretrain_tokens = [2048, 4096, 8192]")
+LOOP_GRID = tiny_grid(sources=["synth-a", "english"], pretrain_tokens=[2048, 4096, 8192],
+                      finetune_tokens=[1024, 2048])
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from _grids import tiny_grid
 from _posteriors import known_posterior, saved_posterior, simulated
 from typer.testing import CliRunner
 
@@ -239,20 +240,7 @@ def refused(result, *words: str) -> str:
     return text
 
 
-GRID = """sources = ["synth-a"]
-targets = ["synth-b"]
-shapes = ["tiny"]
-pretrain_tokens = [2048]
-finetune_tokens = [1024]
-[custom_shapes.tiny]
-n_layer = 1
-n_head = 2
-d_model = 16
-[train]
-batch_size = 8
-context = 32
-eval_tokens = 1024
-"""
+GRID = tiny_grid(pretrain_tokens=[2048], lr=None, finetune_lr=None)
 
 
 # ---- 3. data is never destroyed silently ------------------------------------------------------
@@ -568,7 +556,7 @@ def loop_grid_file(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "trainer_runner", lambda *a, **k: started)
     monkeypatch.setattr(inference, "fit", started)
     path = tmp_path / "grid.toml"
-    path.write_text(GRID.replace("pretrain_tokens = [2048]", "pretrain_tokens = [2048, 4096]"))
+    path.write_text(tiny_grid(pretrain_tokens=[2048, 4096], lr=None, finetune_lr=None))
     return path
 
 
@@ -596,7 +584,7 @@ def test_9_loop_refuses_absurd_sampler_sizes_and_an_empty_design_writing_nothing
     refused(cli("loop", loop_grid_file, "--out", out, "--chains", str(2**70)), "chains")
     assert not out.exists()
     empty = tmp_path / "empty.toml"
-    empty.write_text(GRID.replace("pretrain_tokens = [2048]", "pretrain_tokens = [0]"))
+    empty.write_text(tiny_grid(pretrain_tokens=[0], lr=None, finetune_lr=None))
     refused(cli("loop", empty, "--out", out), "no initial runs")
     assert not out.exists()
 
@@ -654,7 +642,7 @@ def test_5_a_serial_grid_killed_midway_keeps_the_runs_that_finished(tmp_path, mo
 
     monkeypatch.setattr(executors, "run_job", fake_job)
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.replace("pretrain_tokens = [2048]", "pretrain_tokens = [2048, 4096]"))
+    grid.write_text(tiny_grid(pretrain_tokens=[2048, 4096], lr=None, finetune_lr=None))
     with pytest.raises(KeyboardInterrupt):
         run_grid(load_grid(grid), tmp_path / "runs.csv", executor="serial", progress=False)
     saved = list((tmp_path / "runs.work" / "rows").glob("*.json"))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _grids import tiny_grid
 from typer.testing import CliRunner
 
 from bayes_transfer.trainer import (
@@ -35,26 +36,7 @@ from bayes_transfer.trainer.grid import plan_grid
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = ["run_id", "source", "target", "params", "pretrain_tokens", "finetune_tokens", "loss", "loss_se", "seed"]  # fmt: skip
 
-TINY_GRID = """
-sources = ["synth-a", "english"]
-targets = ["synth-b"]
-shapes = ["tiny"]
-pretrain_tokens = [0, 2048, 4096]
-finetune_tokens = [1024]
-seeds = [0]
-
-[custom_shapes.tiny]
-n_layer = 1
-n_head = 2
-d_model = 16
-
-[train]
-batch_size = 8
-context = 32
-lr = 0.01
-finetune_lr = 0.005
-eval_tokens = 1024
-"""
+TINY_GRID = tiny_grid(sources=["synth-a", "english"])
 
 
 @pytest.fixture
