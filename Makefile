@@ -30,10 +30,10 @@ demo: $(STAMP)
 TESTS ?= not slow
 test: $(STAMP)
 	$(BIN)/ruff check bayes_transfer tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 -m "$(TESTS)"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=40 -m "$(TESTS)"
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 -m slow
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=40 -m slow
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -231,9 +231,11 @@ def test_a_killed_loop_resumes_to_the_rows_of_an_uninterrupted_loop(tmp_path):
 
     def args(out: Path) -> list[str]:
         # 20 draws never pass the loop's convergence gate; this test is about resuming,
-        # so the loop chooses runs from them anyway.
+        # so the loop chooses runs from them anyway, without the longer refits (2x and 4x,
+        # two thirds of a round's sampling).
         return ["loop", str(grid), "--out", str(out), "--rounds", "1", "--batch", "2",
-                "--chains", "1", "--draws", "20", "--warmup", "20", "--allow-unconverged"]
+                "--chains", "1", "--draws", "20", "--warmup", "20", "--retries", "0",
+                "--allow-unconverged"]
 
     full = run_to_end(args(tmp_path / "ref"), timeout=600)
     reference = pd.read_csv(tmp_path / "ref" / "runs.csv")
@@ -254,3 +256,5 @@ def test_a_killed_loop_resumes_to_the_rows_of_an_uninterrupted_loop(tmp_path):
     logs = sorted((out / "rounds").glob("round-*[0-9].json"))
     ref_logs = sorted((tmp_path / "ref" / "rounds").glob("round-*[0-9].json"))
     assert [p.name for p in logs] == [p.name for p in ref_logs]
+    # --retries 0 reached the loop: no round sampled longer, though none converged.
+    assert [json.loads(p.read_text())["longer_refits"] for p in ref_logs] == [0, 0]

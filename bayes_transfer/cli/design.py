@@ -162,6 +162,10 @@ def loop_command(
     executor: str = typer.Option("serial", "--executor", help="Trainer executor: serial, "
                                                               "local or ray."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the sampler."),
+    retries: int = typer.Option(
+        2, "--retries", min=0,
+        help="Longer refits (2x, 4x, ... the warmup and draws) of a round's fit that "
+             "fails its diagnostics, before the loop stops (0: none)."),
     allow_unconverged: bool = typer.Option(
         False, "--allow-unconverged",
         help="Choose runs even from a fit that fails its diagnostics after sampling "
@@ -172,9 +176,9 @@ def loop_command(
     Round 0 trains a small initial design (the cheapest corner runs covering every source
     and target); each later round trains the suggested batch. Each round is logged, and
     the state in --out (runs.csv, rounds/, posteriors/) makes a killed loop resume
-    where it stopped. A fit that fails its diagnostics is refitted 2x and 4x longer;
-    if it still fails, the loop stops (exit status 1) and says which parameters failed,
-    instead of choosing runs from it. With --goal-width each batch is the cheapest runs
+    where it stopped. A fit that fails its diagnostics is refitted 2x and 4x longer
+    (--retries); if it still fails, the loop stops (exit status 1) and says which
+    parameters failed, instead of choosing runs from it. With --goal-width each batch is the cheapest runs
     expected to bring the gaps' intervals within that width, not the most narrowing per
     FLOP, and the loop stops once every gap's interval is within it.
 
@@ -207,7 +211,7 @@ def loop_command(
         result = loop.loop_grid(spec_grid, out, spec=spec, executor=executor, rounds=rounds,
                                 batch=batch, budget=budget, target_width=target_width,
                                 goal_width=goal_width, criterion=criterion, console=console(),
-                                allow_unconverged=allow_unconverged,
+                                allow_unconverged=allow_unconverged, retries=retries,
                                 fit_kwargs={"chains": chains, "draws": draws,
                                             "warmup": warmup, "seed": seed})
     if result.stopped == "unconverged":
