@@ -152,8 +152,14 @@ def test_spec_checks_what_anchoring_needs():
 @pytest.mark.slow
 def test_anchored_fit_is_the_same_posterior_on_the_specs_sites(tmp_path):
     """Both coordinates on a table with a never-run pair: the same quantiles of every
-    pair's log parameters (within their Monte Carlo error), draws on the spec's own
-    sites, and a file that reloads; the anchored chains take far fewer leapfrog steps."""
+    mapped pair's log parameters (within their Monte Carlo error), draws on the spec's
+    own sites, and a file that reloads; the anchored chains take far fewer leapfrog steps.
+
+    The never-run pair is not compared: the map leaves it non-centred, as in the log
+    coordinates, and on this 3-model table both fits are divergent in the crossed levels
+    its draws come from (2026-12-05 evening, seed 0: 129 and 454 divergences, its log B
+    R-hat 1.02 and 1.19; its 10% quantile differed by 1.18 where the mapped pairs' differ
+    by <= 0.07)."""
     import arviz as az
 
     from bayes_transfer.inference import Posterior, fit
@@ -172,8 +178,10 @@ def test_anchored_fit_is_the_same_posterior_on_the_specs_sites(tmp_path):
     assert "B_pc_pair" in anchored.idata.unconstrained_posterior
     steps = {k: float(p.idata.sample_stats["n_steps"].mean()) for k, p in posts.items()}
     assert steps["anchored"] < 0.5 * steps["log"], steps
+    mapped = anchored.runs.observed_pairs
+    assert not mapped.all()
     for name in NAMES:
-        draws = {k: p.idata.posterior[f"log_{name}"] for k, p in posts.items()}
+        draws = {k: p.idata.posterior[f"log_{name}"][..., mapped] for k, p in posts.items()}
         for q in (0.1, 0.5, 0.9):
             mcse = {k: az.mcse(d, method="quantile", prob=q)[f"log_{name}"].values
                     for k, d in ((k, d.to_dataset()) for k, d in draws.items())}
