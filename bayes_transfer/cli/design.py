@@ -178,9 +178,9 @@ def loop_command(
     the state in --out (runs.csv, rounds/, posteriors/) makes a killed loop resume
     where it stopped. A fit that fails its diagnostics is refitted 2x and 4x longer
     (--retries); if it still fails, the loop stops (exit status 1) and says which
-    parameters failed, instead of choosing runs from it. With --goal-width each batch is the cheapest runs
-    expected to bring the gaps' intervals within that width, not the most narrowing per
-    FLOP, and the loop stops once every gap's interval is within it.
+    parameters failed, instead of choosing runs from it. With --goal-width each batch is
+    the cheapest runs expected to bring the gaps' intervals within that width, not the
+    most narrowing per FLOP, and the loop stops once every gap's interval is within it.
 
     Example:
 
