@@ -141,7 +141,8 @@ class NumPyroBackend:
                 # refit.centred_start) or to the sheared ones (bayes_transfer.shear).
                 sheared = shear.plan(data) if s.shear and not centre else {}
                 start = laplace_fit(hierarchical_model, (data,), init_key, s.chains,
-                                    shear.probes(sheared) if sheared else ())
+                                    shear.probes(sheared) if sheared else (),
+                                    mode_starts=s.mode_starts)
                 init_params, inverse_mass = start.init, start.inverse_mass
                 if centre:
                     init_params, inverse_mass = centred_start(init_params, inverse_mass,

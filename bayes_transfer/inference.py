@@ -50,6 +50,7 @@ from bayes_transfer.sampling import (  # noqa: F401
     SamplerSettings,
     coords_for,
     pick_device,
+    resolve_mode_starts,
     resolve_target_accept,
 )
 from bayes_transfer.spec import ModelSpec, load_spec
@@ -80,6 +81,7 @@ def fit(
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     init: Init = "auto",
+    mode_starts: int | None = None,
     backend: BackendName = "numpyro",
     device: str | None = None,
     progress: bool = True,
@@ -115,8 +117,12 @@ def fit(
             tables with thousands of rows a pair). ``"prior"``: NumPyro's default,
             uniform on [-2, 2] in the unconstrained space. ``"auto"`` (default):
             ``"laplace"`` from 2,000 fitted rows on, ``"prior"`` below (the Laplace
-            start costs a few seconds of compilation that small tables do not repay).
-            PyMC starts its own way.
+            start costs a few seconds of compilation that small tables do not repay),
+            and at any size when ``mode_starts`` > 1. PyMC starts its own way.
+        mode_starts: the Laplace start searches for the mode from this many starts and
+            keeps the one of largest Laplace mass, so that a chain does not start in a
+            minor local mode (see :class:`~bayes_transfer.sampling.SamplerSettings`).
+            Default: the spec's ``[sampler] mode_starts``, else 1.
         backend: a registered back end (:mod:`bayes_transfer.backends`): ``"numpyro"``
             (JAX, GPU when present) or ``"pymc"`` (cross-check).
         device: ``"cpu"``, ``"gpu"`` or None (GPU when present); NumPyro only.
@@ -165,7 +171,8 @@ def fit(
     target_accept = resolve_target_accept(spec, target_accept)
     asked = SamplerSettings(chains=chains, draws=draws, warmup=warmup, seed=seed,
                             target_accept=target_accept, max_tree_depth=max_tree_depth,
-                            dense_mass=dense_mass, init=init, device=device,
+                            dense_mass=dense_mass, init=init,
+                            mode_starts=resolve_mode_starts(spec, mode_starts), device=device,
                             progress=progress, centring=centring, shear=shear)
     sampler = get_backend(backend)
     table = load_runs(runs)
@@ -240,7 +247,7 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
             short = SamplerSettings(
                 chains=min(settings.chains, 2), draws=min(settings.draws, 400),
                 warmup=min(settings.warmup, 400), seed=settings.seed,
-                target_accept=settings.target_accept,
+                target_accept=settings.target_accept, mode_starts=settings.mode_starts,
                 max_tree_depth=settings.max_tree_depth, device=settings.device,
                 centring=settings.centring, progress=False)
             with padded_to(len(table)):

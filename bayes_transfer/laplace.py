@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 __all__ = ["find_mode", "hessian_diagonal", "hessian_diagonal_by_probes", "probe_diagonal",
-           "probe_groups",
+           "probe_groups", "laplace_log_mass",
            "laplace_start", "laplace_fit", "LaplaceStart"]
 
 ADAM_STEPS = 2000
@@ -135,6 +135,24 @@ def hessian_diagonal_by_probes(potential: Callable[[Any], Any], z: Any, groups: 
     return jax.lax.cond(agree, lambda: diag, lambda: hessian_diagonal(potential, z))
 
 
+def laplace_log_mass(potential_at_mode: Any, curvature: Any) -> Any:
+    """Log of a mode's probability mass under its (diagonal) Laplace approximation, up to
+    a constant shared by every mode of one posterior: ``-U(mode) - sum(log H_ii) / 2``.
+
+    It ranks modes the way their mass does, not their height: a narrow spike (a funnel's
+    neck, where the curvature is huge) scores below a broad mode of the same height. A
+    non-positive curvature (a flat or non-convex direction) counts as 1, as the start's
+    variance does.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> round(float(laplace_log_mass(jnp.array(0.0), jnp.array([4.0, 1.0]))), 4)  # -log 2
+        -0.6931
+    """
+    ok = jnp.isfinite(curvature) & (curvature > 0)
+    return -potential_at_mode - 0.5 * jnp.sum(jnp.log(jnp.where(ok, curvature, 1.0)))
+
+
 @dataclass(frozen=True)
 class LaplaceStart:
     """What :func:`laplace_fit` found, in the model's unconstrained coordinates.
@@ -155,12 +173,19 @@ class LaplaceStart:
 
 
 def laplace_fit(model: Callable[..., None], model_args: tuple, rng_key: Any, chains: int,
-                probes: Sequence[str] = ()) -> LaplaceStart:
+                probes: Sequence[str] = (), mode_starts: int = 1) -> LaplaceStart:
     """The Laplace start of ``model(*model_args)``, with one extra Hessian-vector product
     per name in ``probes`` (see :class:`LaplaceStart`; :mod:`bayes_transfer.shear` reads
     them). Everything, NumPyro's own setup of the unconstrained space included, runs in
     one compiled program (run eagerly, that setup alone took 6 s of op-by-op dispatch on
     the bundled table).
+
+    ``mode_starts`` > 1 searches for the mode from that many starts (NumPyro's own and
+    draws uniform on [-2, 2] in the unconstrained space, the same rule) in one vectorised
+    loop and keeps the mode of largest Laplace mass (:func:`laplace_log_mass`), so that a
+    posterior with a minor local mode does not trap a chain that happened to start near
+    it (Lin et al.'s ``google/mt5-large`` FLAN curve: a chain started from the prior
+    stayed in a mode 13 nats below the others, R-hat 1.5-1.8).
     """
     from numpyro.infer.util import initialize_model
 
@@ -173,8 +198,20 @@ def laplace_fit(model: Callable[..., None], model_args: tuple, rng_key: Any, cha
         def potential(flat):
             return info.potential_fn(unravel(flat))
 
-        mode = find_mode(potential, flat0)
         groups, n_groups = probe_groups(info.param_info.z)
+        if mode_starts == 1:
+            mode = find_mode(potential, flat0)
+        else:
+            others = jax.random.uniform(jax.random.fold_in(setup_key, 1),
+                                        (mode_starts - 1, flat0.shape[0]), flat0.dtype,
+                                        -2.0, 2.0)
+            modes = jax.vmap(lambda z: find_mode(potential, z))(
+                jnp.concatenate([flat0[None], others]))
+            # Scored with the unchecked probe diagonal: exact for this package's models
+            # (see hessian_diagonal_by_probes), and a vmapped check would pay both branches.
+            mass = jax.vmap(lambda m: laplace_log_mass(
+                potential(m), probe_diagonal(potential, m, groups, n_groups)))(modes)
+            mode = modes[jnp.argmax(jnp.where(jnp.isfinite(mass), mass, -jnp.inf))]
         curvature = hessian_diagonal_by_probes(potential, mode, groups, n_groups)
         ok = jnp.isfinite(curvature) & (curvature > 0)
         variance = jnp.where(ok, 1.0 / jnp.where(ok, curvature, 1.0), 1.0)

@@ -73,7 +73,12 @@ from bayes_transfer.design import (
 from bayes_transfer.design.candidates import CostFn
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import Units, features, get_law
-from bayes_transfer.sampling import MAX_DRAWS, SamplerSettings, resolve_target_accept
+from bayes_transfer.sampling import (
+    MAX_DRAWS,
+    SamplerSettings,
+    resolve_mode_starts,
+    resolve_target_accept,
+)
 from bayes_transfer.spec import ModelSpec, load_spec
 
 if TYPE_CHECKING:
@@ -142,6 +147,7 @@ class _NutsRefit:
         self.spec = spec
         sampler = {k: v for k, v in fit_kwargs.items() if k in SamplerSettings.names()}
         sampler["target_accept"] = resolve_target_accept(spec, sampler.get("target_accept"))
+        sampler["mode_starts"] = resolve_mode_starts(spec, sampler.get("mode_starts"))
         # Checked now, not after round 0's runs have been trained.
         self.sampler = SamplerSettings(chains=2, draws=300, warmup=300,
                                        progress=False).replace(**sampler)

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from bayes_transfer.spec import ModelSpec
 
 __all__ = ["SamplerSettings", "Backend", "coords_for", "pick_device", "INITS", "stamp_library",
-           "CENTRINGS", "LAPLACE_FROM_ROWS", "MAX_SEED", "resolve_target_accept",
+           "CENTRINGS", "LAPLACE_FROM_ROWS", "MAX_SEED", "MAX_MODE_STARTS", "resolve_target_accept",
+           "resolve_mode_starts",
            "reached_max_treedepth"]
 
 Init = Literal["auto", "laplace", "prior"]
@@ -50,6 +51,8 @@ MAX_SEED = 2**32 - 1  # what every sampler's seed accepts (PyMC's through numpy)
 #: More chains, or draws a chain, than any fit needs; 2**70 would only fail deep in JAX.
 MAX_CHAINS = 1024
 MAX_DRAWS = 10_000_000
+#: The most starts a Laplace start's mode search takes (each is a full Adam run).
+MAX_MODE_STARTS = 256
 #: What a user may ask for (the CLI's --target-accept, a spec's [sampler]): below 0.5 NUTS
 #: steps too coarsely to be useful; at 1.0 the step size adapts to zero.
 TARGET_ACCEPT_RANGE = (0.5, 0.999)
@@ -69,6 +72,14 @@ class SamplerSettings:
         init: how NumPyro's chains start: ``"auto"``, ``"laplace"`` or ``"prior"`` (see
             :func:`bayes_transfer.inference.fit`); a back end that starts its own way
             ignores it.
+        mode_starts: how many starts a Laplace start's mode search takes; the chains
+            start around the mode of largest Laplace mass
+            (:func:`bayes_transfer.laplace.laplace_fit`). Above 1, ``init="auto"``
+            starts from the Laplace approximation at any table size. For posteriors with
+            minor local modes that trap a chain started from the prior (a spec says so
+            in ``[sampler] mode_starts``); the chains then all start near one mode, so
+            R-hat no longer checks that no other mode holds real mass: the search's
+            ranking does.
         device: ``"cpu"``, ``"gpu"`` or None / ``"auto"`` (GPU when present); NumPyro only.
         progress: show a progress bar.
         centring: how the spec's non-centred pooled parameters are sampled.
@@ -100,6 +111,7 @@ class SamplerSettings:
     max_tree_depth: int = 10
     dense_mass: bool = False
     init: Init = "auto"
+    mode_starts: int = 1
     device: str | None = None
     progress: bool = True
     centring: Centring = "spec"
@@ -108,7 +120,8 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         for name, low, high in (("chains", 1, MAX_CHAINS), ("draws", 1, MAX_DRAWS),
                                 ("warmup", 0, MAX_DRAWS),
-                                ("seed", 0, MAX_SEED), ("max_tree_depth", 1, 30)):
+                                ("seed", 0, MAX_SEED), ("max_tree_depth", 1, 30),
+                                ("mode_starts", 1, MAX_MODE_STARTS)):
             self._set(name, _whole(name, getattr(self, name), low, high))
         ta = self.target_accept
         if (isinstance(ta, bool) or not isinstance(ta, numbers.Real)
@@ -155,9 +168,12 @@ class SamplerSettings:
 
     def for_rows(self, n_rows: int) -> SamplerSettings:
         """``init="auto"`` made concrete for a table of ``n_rows`` fitted rows:
-        ``"laplace"`` from :data:`LAPLACE_FROM_ROWS` rows on, ``"prior"`` below."""
+        ``"laplace"`` from :data:`LAPLACE_FROM_ROWS` rows on or with a mode search
+        (``mode_starts`` > 1), ``"prior"`` otherwise."""
         if self.init != "auto":
             return self
+        if self.mode_starts > 1:
+            return self.replace(init="laplace")
         return self.replace(init="laplace" if n_rows >= LAPLACE_FROM_ROWS else "prior")
 
     def fit_kwargs(self) -> dict[str, Any]:
@@ -193,6 +209,22 @@ def resolve_target_accept(spec: ModelSpec, target_accept: float | None) -> float
     if spec.target_accept is not None:
         return spec.target_accept
     return SamplerSettings.target_accept
+
+
+def resolve_mode_starts(spec: ModelSpec, mode_starts: int | None) -> int:
+    """The mode search's starts a fit uses: the number asked for, else the spec's
+    (``[sampler] mode_starts``), else 1.
+
+    Example:
+        >>> from bayes_transfer.spec import load_spec
+        >>> resolve_mode_starts(load_spec("finetune-curves"), None)
+        16
+        >>> resolve_mode_starts(load_spec("transfer-gap"), None)
+        1
+    """
+    if mode_starts is not None:
+        return mode_starts
+    return spec.mode_starts or SamplerSettings.mode_starts
 
 
 def reached_max_treedepth(n_steps: Any, max_tree_depth: int) -> Any:

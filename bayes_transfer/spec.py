@@ -54,7 +54,10 @@ from typing import Any
 from bayes_transfer.bundled import MODELS_DIR
 from bayes_transfer.discrepancy import Discrepancy
 from bayes_transfer.laws import Units, get_law
-from bayes_transfer.sampling import TARGET_ACCEPT_RANGE  # the CLI's bounds too
+from bayes_transfer.sampling import (  # the CLI's bounds too
+    MAX_MODE_STARTS,
+    TARGET_ACCEPT_RANGE,
+)
 
 __all__ = ["SpecError", "ParamSpec", "Likelihood", "ModelSpec", "load_spec", "LEVELS"]
 
@@ -195,9 +198,9 @@ class ModelSpec:
     measured in (see :class:`bayes_transfer.laws.Units`); ``"auto"`` picks the power of
     ten nearest the geometric mean of the fitted rows.
     ``sampler``: defaults for NUTS that belong to the model's geometry, not to one run
-    (``target_accept``, which an argument given to ``fit`` overrides; ``coordinates``:
-    ``"anchored"`` samples each pair's curve by the losses it predicts at its rows, see
-    :mod:`bayes_transfer.anchor`).
+    (``target_accept`` and ``mode_starts``, which arguments given to ``fit`` override;
+    ``coordinates``: ``"anchored"`` samples each pair's curve by the losses it predicts
+    at its rows, see :mod:`bayes_transfer.anchor`).
     """
 
     law: str
@@ -316,6 +319,13 @@ class ModelSpec:
         return self.sampler.get("target_accept")
 
     @property
+    def mode_starts(self) -> int | None:
+        """How many starts the Laplace start's mode search takes for this spec
+        (``[sampler] mode_starts``: a posterior with minor local modes), or None."""
+        n = self.sampler.get("mode_starts")
+        return None if n is None else int(n)
+
+    @property
     def coordinates(self) -> str:
         """How NumPyro samples the pairs (``[sampler] coordinates``): ``"log"`` (the log
         parameters, the default) or ``"anchored"`` (:mod:`bayes_transfer.anchor`)."""
@@ -338,10 +348,16 @@ COORDINATES = ("log", "anchored")
 def _sampler(raw: Any, law: str, params: dict[str, ParamSpec]) -> dict[str, float | str]:
     if not isinstance(raw, dict):
         raise SpecError("'sampler' must be a table, e.g. [sampler] target_accept = 0.95")
-    _no_unknown(raw, {"target_accept", "coordinates"}, "key of sampler")
+    _no_unknown(raw, {"target_accept", "coordinates", "mode_starts"}, "key of sampler")
     low, high = TARGET_ACCEPT_RANGE
     out: dict[str, float | str] = {k: _real(v, f"sampler.{k}", low=low, high=high)
-                                   for k, v in raw.items() if k != "coordinates"}
+                                   for k, v in raw.items() if k == "target_accept"}
+    if "mode_starts" in raw:
+        n = raw["mode_starts"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_MODE_STARTS:
+            raise SpecError(f"sampler.mode_starts must be a whole number between 1 and "
+                            f"{MAX_MODE_STARTS}, not {n!r}")
+        out["mode_starts"] = n
     if "coordinates" in raw:
         out["coordinates"] = _coordinates(raw["coordinates"], law, params)
     return out

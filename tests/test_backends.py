@@ -57,12 +57,13 @@ def test_settings_accept_what_they_should_and_record_what_decides_the_draws():
     assert type(s.chains) is int and s.dense_mass is True and s.warmup == 0
     assert s.to_dict() == {"chains": 2, "draws": 50, "warmup": 0, "seed": 2**32 - 1,
                            "target_accept": 0.99, "max_tree_depth": 10, "dense_mass": True,
-                           "init": "auto", "device": "cpu", "centring": "spec",
-                           "shear": True}
+                           "init": "auto", "mode_starts": 1, "device": "cpu",
+                           "centring": "spec", "shear": True}
     assert json.loads(json.dumps(s.to_dict())) == s.to_dict()
     assert SamplerSettings(**s.fit_kwargs()) == s
     assert s.for_rows(10).init == "prior" and s.for_rows(5000).init == "laplace"
     assert s.replace(init="laplace").for_rows(10).init == "laplace"
+    assert s.replace(mode_starts=4).for_rows(10).init == "laplace"  # a mode search
     with pytest.raises(TypeError, match="unknown sampler setting.*chain.*the settings are"):
         s.replace(chain=3)
 
@@ -128,6 +129,48 @@ def test_the_specs_target_accept_is_the_default_of_fit_and_of_the_cli(monkeypatc
                                        "--chains", "2", "--draws", "30", *extra])
         assert res.exit_code == 0, res.output
     assert [s.target_accept for s in toy.calls] == [0.95, 0.85]
+
+
+def test_the_specs_mode_starts_reach_the_sampler_from_fit_the_cli_and_the_loop(
+        monkeypatch, tmp_path):
+    """A spec's [sampler] mode_starts is the default of every path that builds its own
+    settings (the CLI and the loop pass every setting explicitly: a default of 1 there
+    would silently replace the spec's)."""
+    from typer.testing import CliRunner
+
+    import bayes_transfer.inference as inference
+    from bayes_transfer.cli import app
+    from bayes_transfer.loop import _NutsRefit
+
+    sized = simulated("transfer-gap-size")
+    text = (Path(__file__).resolve().parents[1] / "models" / "transfer-gap-size.toml"
+            ).read_text().replace("target_accept = 0.95\n", "target_accept = 0.95\nmode_starts = 8\n")
+    spec_path = tmp_path / "searched.toml"
+    spec_path.write_text(text)
+    assert "mode_starts = 8" in text
+    monkeypatch.setattr(backends, "BACKENDS", dict(BACKENDS))
+    toy = register_backend(Toy(sized))
+    common = dict(backend="toy", chains=2, draws=30, progress=False, units=sized.units)
+    for mode_starts in (None, 3):
+        fit(sized.runs, spec_path, mode_starts=mode_starts, **common)
+    fit(sized.runs, sized.spec, **common)  # the bundled spec states none
+    assert [s.mode_starts for s in toy.calls] == [8, 3, 1]
+    toy.calls.clear()
+    real_fit = inference.fit
+    monkeypatch.setattr(inference, "fit", lambda *a, **kw: real_fit(
+        *a, **{**kw, "backend": "toy", "units": sized.units}))
+    runs = tmp_path / "runs.csv"
+    sized.runs.df.to_csv(runs, index=False)
+    for extra in ([], ["--mode-starts", "2"]):
+        res = CliRunner().invoke(app, ["fit", str(runs), "--spec", str(spec_path),
+                                       "--out", str(tmp_path / f"p{len(extra)}.nc"),
+                                       "--chains", "2", "--draws", "30", *extra])
+        assert res.exit_code == 0, res.output
+    assert [s.mode_starts for s in toy.calls] == [8, 2]
+    from bayes_transfer.spec import load_spec
+
+    assert _NutsRefit(load_spec(spec_path), {}).sampler.mode_starts == 8
+    assert _NutsRefit(load_spec(spec_path), {"mode_starts": 5}).sampler.mode_starts == 5
 
 
 def test_a_backend_registered_in_a_test_is_used_by_fit(sim, monkeypatch):

@@ -18,6 +18,8 @@ from bayes_transfer.laplace import (
     find_mode,
     hessian_diagonal,
     hessian_diagonal_by_probes,
+    laplace_fit,
+    laplace_log_mass,
     laplace_start,
     probe_diagonal,
     probe_groups,
@@ -134,3 +136,58 @@ def test_init_auto_picks_by_table_size_and_bad_init_is_refused(tiny_sim):
     assert json.loads(post.idata.posterior.attrs["sampler_settings"])["init"] == "prior"
     with pytest.raises(ValueError, match="unknown init 'map'"):
         fit(tiny_sim.runs, "transfer-gap", init="map", progress=False)
+
+
+def _two_modes(heavy: float, light: float, light_sd: float):
+    # x: a mixture of a heavy mode at `heavy` (sd 0.3, weight 0.99) and a light one at
+    # `light` (weight 0.01), under a nearly flat prior.
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 100.0))
+        numpyro.factor("mixture", jnp.logaddexp(
+            jnp.log(0.99) + dist.Normal(heavy, 0.3).log_prob(x),
+            jnp.log(0.01) + dist.Normal(light, light_sd).log_prob(x)))
+    return model
+
+
+def test_a_mode_search_from_many_starts_finds_the_heavy_mode():
+    # From one start (NumPyro's, uniform on [-2, 2]) Adam settles in whichever basin the
+    # start lies in: some seeds find the light mode at -3. From 16 starts the heavy mode
+    # wins every time.
+    model = _two_modes(3.0, -3.0, 0.3)
+    one = [float(laplace_fit(model, (), jax.random.key(k), 1).mode["x"]) for k in range(12)]
+    many = [float(laplace_fit(model, (), jax.random.key(k), 1, mode_starts=16).mode["x"])
+            for k in range(12)]
+    assert any(abs(m + 3.0) < 0.05 for m in one), one
+    np.testing.assert_allclose(many, 3.0, atol=0.05)
+
+
+def test_modes_are_ranked_by_mass_not_height():
+    # The light mode is a spike: 100x narrower, so taller (0.01 / 0.003 > 0.99 / 0.3) but
+    # holding 1% of the mass. Ranked by height the search would start the chains there.
+    model = _two_modes(3.0, -1.0, 0.003)
+    heights = [float(-jnp.logaddexp(jnp.log(0.99) + dist.Normal(3.0, 0.3).log_prob(x),
+                                     jnp.log(0.01) + dist.Normal(-1.0, 0.003).log_prob(x)))
+               for x in (3.0, -1.0)]
+    assert heights[1] < heights[0]  # the spike's potential is lower: it is the taller
+    assert float(laplace_log_mass(jnp.array(heights[1]), jnp.array([0.003**-2]))) < \
+        float(laplace_log_mass(jnp.array(heights[0]), jnp.array([0.3**-2])))
+    modes = [float(laplace_fit(model, (), jax.random.key(k), 1, mode_starts=32).mode["x"])
+             for k in range(4)]
+    np.testing.assert_allclose(modes, 3.0, atol=0.05)
+
+
+def test_mode_starts_come_from_the_spec_and_reach_the_file(tiny_sim):
+    from bayes_transfer.sampling import SamplerSettings
+
+    assert SamplerSettings(mode_starts=8).for_rows(10).init == "laplace"
+    assert SamplerSettings(mode_starts=8, init="prior").for_rows(10).init == "prior"
+    with pytest.raises(ValueError, match="mode_starts must be a whole number between 1"):
+        SamplerSettings(mode_starts=0)
+    from bayes_transfer.spec import load_spec
+
+    spec = load_spec("transfer-gap").to_dict() | {"sampler": {"mode_starts": 4}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        post = fit(tiny_sim.runs, spec, chains=1, draws=20, warmup=20, progress=False)
+    settings = json.loads(post.idata.posterior.attrs["sampler_settings"])
+    assert settings["mode_starts"] == 4 and settings["init"] == "laplace"

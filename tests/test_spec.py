@@ -58,6 +58,9 @@ def test_bad_parameter_entries(entry, words):
     ({"target_accept": "high"}, r"sampler.target_accept must be a number"),
     ({"target_accept": True}, r"sampler.target_accept must be a number"),
     ({"max_tree": 12}, r"unknown key of sampler \['max_tree'\]"),
+    ({"mode_starts": 0}, r"sampler.mode_starts must be a whole number between 1 and 256"),
+    ({"mode_starts": 2.5}, r"sampler.mode_starts must be a whole number"),
+    ({"mode_starts": True}, r"sampler.mode_starts must be a whole number"),
     (0.95, r"'sampler' must be a table"),
 ])
 def test_bad_sampler_defaults_are_named(sampler, words):

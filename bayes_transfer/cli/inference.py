@@ -31,7 +31,7 @@ from bayes_transfer.cli._app import (
     user_errors,
 )
 from bayes_transfer.cli._output import emit, print_frame
-from bayes_transfer.sampling import TARGET_ACCEPT_RANGE
+from bayes_transfer.sampling import MAX_MODE_STARTS, TARGET_ACCEPT_RANGE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,6 +133,11 @@ def fit_command(
     init: InitName = typer.Option(
         InitName.auto, help="Chain starts: laplace (at the mode, with its curvature), prior "
         "(NumPyro's default), auto (laplace from 2,000 rows on). NumPyro only."),
+    mode_starts: int | None = typer.Option(
+        None, "--mode-starts", min=1, max=MAX_MODE_STARTS, show_default=False,
+        help="Search for the posterior's mode from this many starts and start the chains "
+        "at the one of largest Laplace mass (a posterior with minor local modes). (default: "
+        "the spec's sampler.mode_starts, else 1)"),
     device: DeviceName = typer.Option(DeviceName.auto, help="JAX device (numpyro only)."),
     centring: CentringName = typer.Option(
         CentringName.spec, help="Non-centred pooled parameters: spec (sample as the spec "
@@ -169,7 +174,11 @@ def fit_command(
     checks.ci(ci)
     checks.seed(seed)
     with answer_warnings(), _user_errors():
-        from bayes_transfer.sampling import SamplerSettings, resolve_target_accept
+        from bayes_transfer.sampling import (
+            SamplerSettings,
+            resolve_mode_starts,
+            resolve_target_accept,
+        )
         from bayes_transfer.spec import load_spec
 
         model_spec = load_spec(spec)  # a bad spec fails now, not after loading JAX
@@ -178,6 +187,7 @@ def fit_command(
             target_accept=resolve_target_accept(model_spec, target_accept),
             max_tree_depth=max_tree_depth,
             dense_mass=dense_mass, init=init.value, device=device.value,
+            mode_starts=resolve_mode_starts(model_spec, mode_starts),
             centring=centring.value, shear=shear, progress=show_progress(progress))
         with warnings.catch_warnings():
             # Diagnostics are printed below, once, with advice.
