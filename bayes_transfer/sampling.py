@@ -36,9 +36,8 @@ if TYPE_CHECKING:
     from bayes_transfer.spec import ModelSpec
 
 __all__ = ["SamplerSettings", "Backend", "coords_for", "pick_device", "INITS", "stamp_library",
-           "CENTRINGS", "LAPLACE_FROM_ROWS", "MAX_SEED", "MAX_MODE_STARTS", "resolve_target_accept",
-           "resolve_mode_starts",
-           "reached_max_treedepth"]
+           "CENTRINGS", "LAPLACE_FROM_ROWS", "MAX_SEED", "MAX_MODE_STARTS",
+           "resolve_target_accept", "resolve_mode_starts", "reached_max_treedepth"]
 
 Init = Literal["auto", "laplace", "prior"]
 INITS = ("auto", "laplace", "prior")
