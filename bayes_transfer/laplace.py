@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 __all__ = ["find_mode", "hessian_diagonal", "hessian_diagonal_by_probes", "probe_diagonal",
-           "probe_groups", "laplace_log_mass",
+           "probe_groups", "laplace_variance", "laplace_log_mass",
            "laplace_start", "laplace_fit", "LaplaceStart"]
 
 ADAM_STEPS = 2000
@@ -135,22 +135,28 @@ def hessian_diagonal_by_probes(potential: Callable[[Any], Any], z: Any, groups: 
     return jax.lax.cond(agree, lambda: diag, lambda: hessian_diagonal(potential, z))
 
 
+def laplace_variance(curvature: Any) -> Any:
+    """The Laplace approximation's variances from the Hessian's diagonal: ``1 / H_ii``,
+    and 1 where ``H_ii`` is not positive and finite (a flat or non-convex direction)."""
+    ok = jnp.isfinite(curvature) & (curvature > 0)
+    return jnp.where(ok, 1.0 / jnp.where(ok, curvature, 1.0), 1.0)
+
+
 def laplace_log_mass(potential_at_mode: Any, curvature: Any) -> Any:
     """Log of a mode's probability mass under its (diagonal) Laplace approximation, up to
     a constant shared by every mode of one posterior: ``-U(mode) - sum(log H_ii) / 2``.
 
     It ranks modes the way their mass does, not their height: a narrow spike (a funnel's
     neck, where the curvature is huge) scores below a broad mode of the same height. A
-    non-positive curvature (a flat or non-convex direction) counts as 1, as the start's
-    variance does.
+    non-positive curvature counts as 1, as in the start's variance
+    (:func:`laplace_variance`).
 
     Example:
         >>> import jax.numpy as jnp
         >>> round(float(laplace_log_mass(jnp.array(0.0), jnp.array([4.0, 1.0]))), 4)  # -log 2
         -0.6931
     """
-    ok = jnp.isfinite(curvature) & (curvature > 0)
-    return -potential_at_mode - 0.5 * jnp.sum(jnp.log(jnp.where(ok, curvature, 1.0)))
+    return -potential_at_mode + 0.5 * jnp.sum(jnp.log(laplace_variance(curvature)))
 
 
 @dataclass(frozen=True)
@@ -181,10 +187,10 @@ def laplace_fit(model: Callable[..., None], model_args: tuple, rng_key: Any, cha
     the bundled table).
 
     ``mode_starts`` > 1 searches for the mode from that many starts (NumPyro's own and
-    draws uniform on [-2, 2] in the unconstrained space, the same rule), one after another
-    in the same compiled program, and keeps the mode of largest Laplace mass (:func:`laplace_log_mass`), so that a
-    posterior with a minor local mode does not trap a chain that happened to start near
-    it (Lin et al.'s ``google/mt5-large`` FLAN curve: a chain started from the prior
+    draws uniform on [-2, 2] in the unconstrained space, the same rule), one after
+    another in the same compiled program, and keeps the mode of largest Laplace mass
+    (:func:`laplace_log_mass`), so that a posterior with a minor local mode does not
+    trap a chain that happened to start near it (Lin et al.'s ``google/mt5-large`` FLAN curve: a chain started from the prior
     stayed in a mode whose draws averaged 13 nats lower in log density, R-hat 1.5-1.8).
     """
     from numpyro.infer.util import initialize_model
@@ -218,8 +224,7 @@ def laplace_fit(model: Callable[..., None], model_args: tuple, rng_key: Any, cha
             modes, mass = jax.lax.map(search, jnp.concatenate([flat0[None], others]))
             mode = modes[jnp.argmax(jnp.where(jnp.isfinite(mass), mass, -jnp.inf))]
         curvature = hessian_diagonal_by_probes(potential, mode, groups, n_groups)
-        ok = jnp.isfinite(curvature) & (curvature > 0)
-        variance = jnp.where(ok, 1.0 / jnp.where(ok, curvature, 1.0), 1.0)
+        variance = laplace_variance(curvature)
         noise = jax.random.normal(noise_key, (chains, flat0.shape[0]), dtype=flat0.dtype)
         starts = mode + noise * jnp.sqrt(variance)
         # A draw that lands where the density is not finite starts at the mode instead.
