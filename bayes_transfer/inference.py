@@ -50,8 +50,8 @@ from bayes_transfer.sampling import (  # noqa: F401
     SamplerSettings,
     coords_for,
     pick_device,
-    resolve_mode_starts,
     resolve_target_accept,
+    spec_settings,
 )
 from bayes_transfer.spec import ModelSpec, load_spec
 
@@ -168,12 +168,11 @@ def fit(
         term's parameters then rest on their priors, along a ridge NUTS mixes slowly.
     """
     spec = load_spec(spec)
-    target_accept = resolve_target_accept(spec, target_accept)
     asked = SamplerSettings(chains=chains, draws=draws, warmup=warmup, seed=seed,
-                            target_accept=target_accept, max_tree_depth=max_tree_depth,
-                            dense_mass=dense_mass, init=init,
-                            mode_starts=resolve_mode_starts(spec, mode_starts), device=device,
-                            progress=progress, centring=centring, shear=shear)
+                            max_tree_depth=max_tree_depth, dense_mass=dense_mass, init=init,
+                            device=device, progress=progress, centring=centring, shear=shear,
+                            **spec_settings(spec, target_accept=target_accept,
+                                            mode_starts=mode_starts))
     sampler = get_backend(backend)
     table = load_runs(runs)
     table, left_out = select_rows(spec, table)

@@ -76,8 +76,7 @@ from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.sampling import (
     MAX_DRAWS,
     SamplerSettings,
-    resolve_mode_starts,
-    resolve_target_accept,
+    spec_settings,
 )
 from bayes_transfer.spec import ModelSpec, load_spec
 
@@ -146,8 +145,7 @@ class _NutsRefit:
     def __init__(self, spec: ModelSpec, fit_kwargs: Mapping[str, Any]) -> None:
         self.spec = spec
         sampler = {k: v for k, v in fit_kwargs.items() if k in SamplerSettings.names()}
-        sampler["target_accept"] = resolve_target_accept(spec, sampler.get("target_accept"))
-        sampler["mode_starts"] = resolve_mode_starts(spec, sampler.get("mode_starts"))
+        sampler.update(spec_settings(spec, **sampler))
         # Checked now, not after round 0's runs have been trained.
         self.sampler = SamplerSettings(chains=2, draws=300, warmup=300,
                                        progress=False).replace(**sampler)

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SamplerSettings", "Backend", "coords_for", "pick_device", "INITS", "stamp_library",
            "CENTRINGS", "LAPLACE_FROM_ROWS", "MAX_SEED", "MAX_MODE_STARTS",
-           "resolve_target_accept", "resolve_mode_starts", "reached_max_treedepth"]
+           "SPEC_SETTINGS", "spec_settings", "resolve_target_accept",
+           "reached_max_treedepth"]
 
 Init = Literal["auto", "laplace", "prior"]
 INITS = ("auto", "laplace", "prior")
@@ -188,11 +189,35 @@ class SamplerSettings:
         return out
 
 
-def resolve_target_accept(spec: ModelSpec, target_accept: float | None) -> float:
-    """The target acceptance a fit uses: the one asked for, else the spec's, else 0.9.
+#: The settings a spec's ``[sampler]`` table may give defaults for: its model's geometry
+#: asks for them (a smaller step, a mode search), and an argument given to a fit overrides.
+SPEC_SETTINGS = ("target_accept", "mode_starts")
 
-    A spec whose geometry needs a smaller step states it once (``[sampler]``), so every
-    path that fits it (``fit``, the CLI, backtests, the loop) gets it without a flag.
+
+def spec_settings(spec: ModelSpec, **asked: Any) -> dict[str, Any]:
+    """Each of :data:`SPEC_SETTINGS`: the value asked for (``None``: not asked), else the
+    spec's, else :class:`SamplerSettings`' default. Other keywords are ignored, so a
+    caller can pass all of its sampler keywords.
+
+    A spec states its geometry's needs once, so every path that builds its own settings
+    (``fit``, the CLI, the loop) gets them without a flag: a default there would
+    silently replace the spec's.
+
+    Example:
+        >>> from bayes_transfer.spec import load_spec
+        >>> spec_settings(load_spec("finetune-curves"))
+        {'target_accept': 0.9, 'mode_starts': 16}
+        >>> spec_settings(load_spec("transfer-gap-size"), target_accept=0.8, chains=2)
+        {'target_accept': 0.8, 'mode_starts': 1}
+    """
+    return {name: asked[name] if asked.get(name) is not None
+            else spec.sampler.get(name, getattr(SamplerSettings, name))
+            for name in SPEC_SETTINGS}
+
+
+def resolve_target_accept(spec: ModelSpec, target_accept: float | None) -> float:
+    """The target acceptance a fit uses: the one asked for, else the spec's, else 0.9
+    (:func:`spec_settings`).
 
     Example:
         >>> from bayes_transfer.spec import load_spec
@@ -203,27 +228,7 @@ def resolve_target_accept(spec: ModelSpec, target_accept: float | None) -> float
         >>> resolve_target_accept(load_spec("transfer-gap-size"), 0.8)
         0.8
     """
-    if target_accept is not None:
-        return target_accept
-    if spec.target_accept is not None:
-        return spec.target_accept
-    return SamplerSettings.target_accept
-
-
-def resolve_mode_starts(spec: ModelSpec, mode_starts: int | None) -> int:
-    """The mode search's starts a fit uses: the number asked for, else the spec's
-    (``[sampler] mode_starts``), else 1.
-
-    Example:
-        >>> from bayes_transfer.spec import load_spec
-        >>> resolve_mode_starts(load_spec("finetune-curves"), None)
-        16
-        >>> resolve_mode_starts(load_spec("transfer-gap"), None)
-        1
-    """
-    if mode_starts is not None:
-        return mode_starts
-    return spec.mode_starts or SamplerSettings.mode_starts
+    return spec_settings(spec, target_accept=target_accept)["target_accept"]
 
 
 def reached_max_treedepth(n_steps: Any, max_tree_depth: int) -> Any:

@@ -319,13 +319,6 @@ class ModelSpec:
         return self.sampler.get("target_accept")
 
     @property
-    def mode_starts(self) -> int | None:
-        """How many starts the Laplace start's mode search takes for this spec
-        (``[sampler] mode_starts``: a posterior with minor local modes), or None."""
-        n = self.sampler.get("mode_starts")
-        return None if n is None else int(n)
-
-    @property
     def coordinates(self) -> str:
         """How NumPyro samples the pairs (``[sampler] coordinates``): ``"log"`` (the log
         parameters, the default) or ``"anchored"`` (:mod:`bayes_transfer.anchor`)."""

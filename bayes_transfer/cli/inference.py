@@ -174,21 +174,17 @@ def fit_command(
     checks.ci(ci)
     checks.seed(seed)
     with answer_warnings(), _user_errors():
-        from bayes_transfer.sampling import (
-            SamplerSettings,
-            resolve_mode_starts,
-            resolve_target_accept,
-        )
+        from bayes_transfer.sampling import SamplerSettings, spec_settings
         from bayes_transfer.spec import load_spec
 
         model_spec = load_spec(spec)  # a bad spec fails now, not after loading JAX
         settings = SamplerSettings(  # so do bad sampler settings
             chains=chains, draws=draws, warmup=warmup, seed=seed,
-            target_accept=resolve_target_accept(model_spec, target_accept),
             max_tree_depth=max_tree_depth,
             dense_mass=dense_mass, init=init.value, device=device.value,
-            mode_starts=resolve_mode_starts(model_spec, mode_starts),
-            centring=centring.value, shear=shear, progress=show_progress(progress))
+            centring=centring.value, shear=shear, progress=show_progress(progress),
+            **spec_settings(model_spec, target_accept=target_accept,
+                            mode_starts=mode_starts))
         with warnings.catch_warnings():
             # Diagnostics are printed below, once, with advice.
             warnings.simplefilter("ignore", SamplingWarning)
