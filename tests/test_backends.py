@@ -97,15 +97,32 @@ def sim():
     return simulated("transfer-gap")
 
 
-def test_the_specs_target_accept_is_the_default_of_fit_and_of_the_cli(monkeypatch,
-                                                                       tmp_path):
-    """A spec's [sampler] target_accept reaches the sampler unless the call overrides it,
-    in Python and through `bayes-transfer fit` (the bundled transfer-gap-size asks 0.95)."""
+def _cli_fits(monkeypatch, tmp_path, sim, toy, spec: str, extras):
+    """The settings that reach ``toy`` from one `bayes-transfer fit` of ``sim``'s table
+    with ``spec`` per list of extra arguments in ``extras``."""
     from typer.testing import CliRunner
 
     import bayes_transfer.inference as inference
     from bayes_transfer.cli import app
 
+    toy.calls.clear()
+    real_fit = inference.fit
+    monkeypatch.setattr(inference, "fit", lambda *a, **kw: real_fit(
+        *a, **{**kw, "backend": "toy", "units": sim.units}))
+    runs = tmp_path / "runs.csv"
+    sim.runs.df.to_csv(runs, index=False)
+    for i, extra in enumerate(extras):
+        res = CliRunner().invoke(app, ["fit", str(runs), "--spec", spec,
+                                       "--out", str(tmp_path / f"p{i}.nc"),
+                                       "--chains", "2", "--draws", "30", *extra])
+        assert res.exit_code == 0, res.output
+    return list(toy.calls)
+
+
+def test_the_specs_target_accept_is_the_default_of_fit_and_of_the_cli(monkeypatch,
+                                                                       tmp_path):
+    """A spec's [sampler] target_accept reaches the sampler unless the call overrides it,
+    in Python and through `bayes-transfer fit` (the bundled transfer-gap-size asks 0.95)."""
     sized = simulated("transfer-gap-size")
     assert sized.spec.target_accept == 0.95
     monkeypatch.setattr(backends, "BACKENDS", dict(BACKENDS))
@@ -117,18 +134,9 @@ def test_the_specs_target_accept_is_the_default_of_fit_and_of_the_cli(monkeypatc
     fit(sized.runs, unset, **common)
     assert [s.target_accept for s in toy.calls] == [0.95, 0.8, 0.9]
     # The CLI's --target-accept defaults to the spec's, and overrides it when given.
-    toy.calls.clear()
-    real_fit = inference.fit
-    monkeypatch.setattr(inference, "fit", lambda *a, **kw: real_fit(
-        *a, **{**kw, "backend": "toy", "units": sized.units}))
-    runs = tmp_path / "runs.csv"
-    sized.runs.df.to_csv(runs, index=False)
-    for extra in ([], ["--target-accept", "0.85"]):
-        res = CliRunner().invoke(app, ["fit", str(runs), "--spec", "transfer-gap-size",
-                                       "--out", str(tmp_path / f"p{len(extra)}.nc"),
-                                       "--chains", "2", "--draws", "30", *extra])
-        assert res.exit_code == 0, res.output
-    assert [s.target_accept for s in toy.calls] == [0.95, 0.85]
+    calls = _cli_fits(monkeypatch, tmp_path, sized, toy, "transfer-gap-size",
+                      ([], ["--target-accept", "0.85"]))
+    assert [s.target_accept for s in calls] == [0.95, 0.85]
 
 
 def test_the_specs_mode_starts_reach_the_sampler_from_fit_the_cli_and_the_loop(
@@ -136,15 +144,13 @@ def test_the_specs_mode_starts_reach_the_sampler_from_fit_the_cli_and_the_loop(
     """A spec's [sampler] mode_starts is the default of every path that builds its own
     settings (the CLI and the loop pass every setting explicitly: a default of 1 there
     would silently replace the spec's)."""
-    from typer.testing import CliRunner
-
-    import bayes_transfer.inference as inference
-    from bayes_transfer.cli import app
     from bayes_transfer.loop import _NutsRefit
+    from bayes_transfer.spec import load_spec
 
     sized = simulated("transfer-gap-size")
     text = (Path(__file__).resolve().parents[1] / "models" / "transfer-gap-size.toml"
-            ).read_text().replace("target_accept = 0.95\n", "target_accept = 0.95\nmode_starts = 8\n")
+            ).read_text().replace("target_accept = 0.95\n",
+                                  "target_accept = 0.95\nmode_starts = 8\n")
     spec_path = tmp_path / "searched.toml"
     spec_path.write_text(text)
     assert "mode_starts = 8" in text
@@ -155,20 +161,9 @@ def test_the_specs_mode_starts_reach_the_sampler_from_fit_the_cli_and_the_loop(
         fit(sized.runs, spec_path, mode_starts=mode_starts, **common)
     fit(sized.runs, sized.spec, **common)  # the bundled spec states none
     assert [s.mode_starts for s in toy.calls] == [8, 3, 1]
-    toy.calls.clear()
-    real_fit = inference.fit
-    monkeypatch.setattr(inference, "fit", lambda *a, **kw: real_fit(
-        *a, **{**kw, "backend": "toy", "units": sized.units}))
-    runs = tmp_path / "runs.csv"
-    sized.runs.df.to_csv(runs, index=False)
-    for extra in ([], ["--mode-starts", "2"]):
-        res = CliRunner().invoke(app, ["fit", str(runs), "--spec", str(spec_path),
-                                       "--out", str(tmp_path / f"p{len(extra)}.nc"),
-                                       "--chains", "2", "--draws", "30", *extra])
-        assert res.exit_code == 0, res.output
-    assert [s.mode_starts for s in toy.calls] == [8, 2]
-    from bayes_transfer.spec import load_spec
-
+    calls = _cli_fits(monkeypatch, tmp_path, sized, toy, str(spec_path),
+                      ([], ["--mode-starts", "2"]))
+    assert [s.mode_starts for s in calls] == [8, 2]
     assert _NutsRefit(load_spec(spec_path), {}).sampler.mode_starts == 8
     assert _NutsRefit(load_spec(spec_path), {"mode_starts": 5}).sampler.mode_starts == 5
 
