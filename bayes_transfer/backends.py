@@ -132,6 +132,7 @@ class NumPyroBackend:
             )
 
             centre = cold_centring(data, s)
+            rows = cold_rows(data.n_rows)
             init_params, inverse_mass, sheared = None, None, {}
             if s.init == "laplace":
                 from bayes_transfer import shear
@@ -140,7 +141,10 @@ class NumPyroBackend:
                 # In the spec's own coordinates, then moved to the centred groups' (see
                 # refit.centred_start) or to the sheared ones (bayes_transfer.shear).
                 sheared = shear.plan(data) if s.shear and not centre else {}
-                start = laplace_fit(hierarchical_model, (data,), init_key, s.chains,
+                # The rows as arguments, padded as the sampler's are (see below): the
+                # start's program is then shared the same way.
+                start_model, start_rows = padded_model(data, rows)
+                start = laplace_fit(start_model, (start_rows,), init_key, s.chains,
                                     shear.probes(sheared) if sheared else (),
                                     mode_starts=s.mode_starts)
                 init_params, inverse_mass = start.init, start.inverse_mass
@@ -166,13 +170,13 @@ class NumPyroBackend:
             model, model_args = hierarchical_model, data
             if method != "parallel":
                 # One chain, or chains vectorised in one program: the table becomes the
-                # compiled sampler's argument, padded to a bucketed size below the Laplace
-                # start's threshold, so fits of tables of one structure (the
+                # compiled sampler's argument, padded to a bucketed size below
+                # LAPLACE_FROM_ROWS rows (refit.cold_rows), so fits of tables of one structure (the
                 # discrepancy's two internal fits; a repeated CLI fit) build one XLA
                 # program, which JAX's persistent cache then hands out. NumPyro's
                 # parallel chains close over the arguments whatever jit_model_args says,
                 # so there padding would only cost.
-                model, model_args = padded_model(data, cold_rows(data.n_rows, s.init))
+                model, model_args = padded_model(data, rows)
             kernel = NUTS(model, target_accept_prob=s.target_accept,
                           max_tree_depth=s.max_tree_depth, dense_mass=s.dense_mass,
                           inverse_mass_matrix=inverse_mass)

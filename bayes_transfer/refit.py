@@ -39,6 +39,7 @@ from bayes_transfer.data import RunTable
 from bayes_transfer.laws import Units
 from bayes_transfer.model import ModelData, hierarchical_model, latent_sites, model_data, site_dims
 from bayes_transfer.sampling import (
+    LAPLACE_FROM_ROWS,
     SamplerSettings,
     coords_for,
     pick_device,
@@ -113,10 +114,15 @@ def _padded(data: ModelData, rows: int) -> dict[str, Any]:
     def pad(x: Any) -> Any:
         return jnp.asarray(np.asarray(x)[take])
 
-    return {"features": {k: pad(v) for k, v in data.features.items()},
-            "log_loss": pad(data.log_loss), "log_loss_se": pad(data.log_loss_se),
-            "source_idx": pad(data.source_idx), "target_idx": pad(data.target_idx),
-            "row_mask": jnp.asarray(np.arange(rows) < n)}
+    arrays = {"features": {k: pad(v) for k, v in data.features.items()},
+              "log_loss": pad(data.log_loss), "log_loss_se": pad(data.log_loss_se),
+              "source_idx": pad(data.source_idx), "target_idx": pad(data.target_idx),
+              "row_mask": jnp.asarray(np.arange(rows) < n)}
+    if data.anchor is not None:
+        # Each pair's anchors and shift come from its rows: values, like the rows'.
+        arrays["anchor_x"] = jnp.asarray(data.anchor.x)
+        arrays["anchor_offset"] = jnp.asarray(data.anchor.offset)
+    return arrays
 
 
 # Rows a cold fit pads its table to at least (see padded_to); 0: its own bucket.
@@ -136,11 +142,14 @@ def padded_to(rows: int) -> Iterator[None]:
         _PAD_AT_LEAST.reset(token)
 
 
-def cold_rows(n: int, init: str) -> int:
-    """The row count a cold fit of ``n`` rows samples: ``n`` itself with a Laplace start
-    (large tables, where padding would cost sampling time), else the bucket of ``n`` or
-    of the size :func:`padded_to` asks for, whichever is larger."""
-    if init == "laplace":
+def cold_rows(n: int) -> int:
+    """The row count a cold fit of ``n`` rows samples and starts from: ``n`` itself from
+    :data:`~bayes_transfer.sampling.LAPLACE_FROM_ROWS` rows on (large tables, where
+    padding would cost sampling time), else the bucket of ``n`` or of the size
+    :func:`padded_to` asks for, whichever is larger. By size, not by how the chains
+    start: a small table's Laplace start (a mode search) compiles a program as dear as
+    the sampler, and shares it the same way."""
+    if n >= LAPLACE_FROM_ROWS:
         return int(n)
     return bucket_rows(max(int(n), _PAD_AT_LEAST.get()))
 
@@ -153,16 +162,22 @@ def padded_model(data: ModelData, rows: int) -> tuple[Callable, dict[str, Any]]:
     The compiled sampler then takes the table as an argument instead of baking its values
     into the program, so two fits of the same spec and structure on tables padded to the
     same size build one XLA program: JAX's persistent compilation cache (which the CLI
-    turns on) hands the second its compiled sampler. What fixes the model's structure (the
-    groups with rows, the centring, the shear) stays in the closure.
+    turns on) hands the second its compiled sampler. Anchored pairs' anchors and shifts
+    (:mod:`bayes_transfer.anchor`), numbers read off the rows, are arguments too. What
+    fixes the model's structure (the groups with rows, the centring, the shear, which
+    pairs are anchored) stays in the closure.
     """
     arrays = _padded(data, rows)
 
     def model(arrays: dict[str, Any]) -> None:
+        anchor = data.anchor
+        if anchor is not None:
+            anchor = dataclasses.replace(anchor, x=arrays["anchor_x"],
+                                         offset=arrays["anchor_offset"])
         hierarchical_model(dataclasses.replace(
             data, features=arrays["features"], log_loss=arrays["log_loss"],
             log_loss_se=arrays["log_loss_se"], source_idx=arrays["source_idx"],
-            target_idx=arrays["target_idx"], row_mask=arrays["row_mask"]))
+            target_idx=arrays["target_idx"], row_mask=arrays["row_mask"], anchor=anchor))
 
     return model, arrays
 

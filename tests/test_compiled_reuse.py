@@ -49,31 +49,75 @@ def test_a_second_table_of_the_same_structure_loads_the_compiled_sampler(caplog)
     assert any("_fori_collect_loop" in h for h in hits), hits
 
 
-def test_padding_leaves_the_log_density_unchanged():
-    from numpyro.infer.util import initialize_model, potential_energy
+def _anchored_data():
+    # Lin et al.'s curves of two models on FLAN up to 1/64 of the largest size, in the
+    # anchored coordinates of the finetune-curves spec (bayes_transfer.anchor).
+    from dataclasses import replace
 
-    from bayes_transfer.model import hierarchical_model, model_data
+    from bayes_transfer import anchor
+    from bayes_transfer.model import model_data
+    from bayes_transfer.public_data import load_public
     from bayes_transfer.spec import load_spec
 
-    spec = load_spec("transfer-gap")
-    table = load_runs(_table(np.random.default_rng(0)))
-    data = model_data(spec, table)
-    model, arrays = padded_model(data, bucket_rows(data.n_rows) + 7)
-    import jax
+    spec = replace(load_spec("finetune-curves"), discrepancy=None)
+    df = load_public("rectified-scaling-flan").df
+    df = df[df.source.isin(sorted(df.source.unique())[:2])]
+    df = df[df.finetune_tokens <= df.finetune_tokens.max() / 64]
+    table = load_runs(df.reset_index(drop=True))
+    data = anchor.prepare(model_data(spec, table, spec.resolve_units(table.df)))
+    assert data.anchor is not None
+    return data
 
+
+def _transfer_gap_data():
+    from bayes_transfer.model import model_data
+    from bayes_transfer.spec import load_spec
+
+    return model_data(load_spec("transfer-gap"), load_runs(_table(np.random.default_rng(0))))
+
+
+@pytest.mark.parametrize("make_data", [_transfer_gap_data, _anchored_data])
+def test_padding_leaves_the_log_density_unchanged(make_data):
+    import jax
+    from numpyro.infer.util import initialize_model, potential_energy
+
+    from bayes_transfer.model import hierarchical_model
+
+    data = make_data()
+    model, arrays = padded_model(data, bucket_rows(data.n_rows) + 7)
     info = initialize_model(jax.random.key(0), hierarchical_model, model_args=(data,))
     z = info.param_info.z
     exact = float(potential_energy(hierarchical_model, (data,), {}, z))
     padded = float(potential_energy(model, (arrays,), {}, z))
     assert padded == pytest.approx(exact, rel=1e-12, abs=1e-9)
     # The padding rows repeat row 0; unmasked they would count.
-    arrays["row_mask"] = arrays["row_mask"] | True
-    assert float(potential_energy(model, (arrays,), {}, z)) != pytest.approx(exact)
+    unmasked = {**arrays, "row_mask": arrays["row_mask"] | True}
+    assert float(potential_energy(model, (unmasked,), {}, z)) != pytest.approx(exact)
+    if data.anchor is not None:  # the anchors, arguments too, are the model's
+        moved = {**arrays, "anchor_offset": arrays["anchor_offset"] + 0.1}
+        assert float(potential_energy(model, (moved,), {}, z)) != pytest.approx(exact)
 
 
 def test_padded_to_raises_the_bucket_below_the_laplace_threshold_only():
-    assert cold_rows(40, "prior") == 40 and cold_rows(41, "prior") == 48
+    assert cold_rows(40) == 40 and cold_rows(41) == 48
     with padded_to(100):
-        assert cold_rows(40, "prior") == bucket_rows(100) == 112
-        assert cold_rows(3000, "laplace") == 3000  # large tables are not padded
-    assert cold_rows(40, "prior") == 40
+        assert cold_rows(40) == bucket_rows(100) == 112
+        assert cold_rows(3000) == 3000  # large tables are not padded
+    assert cold_rows(40) == 40
+
+
+def test_a_second_laplace_start_of_the_same_structure_loads_the_compiled_program(caplog):
+    # A mode search (mode_starts > 1) starts a small table's chains from the Laplace
+    # approximation; its program, as dear to compile as the sampler, takes the padded rows
+    # as arguments too. Fresh losses, as above, so no earlier run's program can match.
+    rng = np.random.default_rng()
+    first, second = _table(rng), _table(rng, drop=1)
+    kw = dict(chains=1, draws=5, warmup=5, max_tree_depth=3, mode_starts=2,
+              progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        fit(first, "transfer-gap", seed=0, **kw)
+        with caplog.at_level(logging.DEBUG, logger="jax._src.compiler"):
+            fit(second, "transfer-gap", seed=1, **kw)
+    hits = [r.getMessage() for r in caplog.records if "cache hit" in r.getMessage()]
+    assert any("jit_run" in h for h in hits), hits
