@@ -19,6 +19,14 @@ Two measurements, each a ratio against a baseline measured in the same run:
   the sampling's noise on a shared machine, and the faster of two runs for "off" and
   "warm cache". Ratio: warm cache / cache off (wall clock of the whole command).
 
+* **Another table of one structure.** A fit of ``finetune-curves`` (three of Lin et
+  al.'s models fine-tuned on Gigaword, up to 1/64 of the largest size) in a fresh process
+  into an empty compilation cache, against the same fit from a cache that a fit of the
+  same models on FLAN (other values, the same shapes) has just filled. The Laplace start's
+  mode search and the sampler take the rows as arguments, so the second table reuses both
+  programs. Ratio: Gigaword after FLAN / Gigaword alone (wall clock). With
+  ``--quick`` the spec's discrepancy term is left out (one fit a process, not five).
+
 Run: ``python benchmarks/refit_speed.py`` (2 chains x 300 + 300, 5 warm rounds: 40-56
 rows, two of them in the previous round's row bucket), or ``--quick`` (2 chains x 60 + 60, depth 6, 2 warm rounds of 44 and 48 rows, one
 row bucket; one CLI fit each into and from the cache; the target is not enforced).
@@ -120,6 +128,54 @@ def cli_fits(rows: int, seed: int, repeats: int = 2, with_off: bool = True
     return times
 
 
+_STRUCTURE_FIT = """
+import dataclasses, sys, warnings
+from bayes_transfer.runtime import use_compilation_cache
+use_compilation_cache(sys.argv[2])
+from bayes_transfer import fit, load_spec
+spec = load_spec("finetune-curves")
+if sys.argv[3] == "bare":
+    spec = dataclasses.replace(spec, discrepancy=None)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    fit(sys.argv[1], spec, chains=1, draws=30, warmup=30, seed=0, progress=False)
+"""
+
+
+def structure_fits(bare: bool) -> dict[str, float]:
+    """Wall-clock seconds of a Gigaword fit into an empty cache ("alone"), and of the same
+    fit from a cache a FLAN fit of the same models filled ("after FLAN")."""
+    from bayes_transfer.public_data import load_public
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = {}
+        for name in ("flan", "gigaword"):
+            df = load_public(f"rectified-scaling-{name}").df
+            df = df[df.source.isin(sorted(df.source.unique())[:3])]
+            df = df[df.finetune_tokens <= df.finetune_tokens.max() / 64]
+            csv[name] = Path(tmp) / f"{name}.csv"
+            df.to_csv(csv[name], index=False)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+        def run(name: str, cache: str) -> float:
+            t0 = time.perf_counter()
+            res = subprocess.run([sys.executable, "-c", _STRUCTURE_FIT, str(csv[name]),
+                                  str(Path(tmp) / cache), "bare" if bare else "full"],
+                                 env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(f"the finetune-curves fit failed:\n{res.stderr[-2000:]}")
+            return time.perf_counter() - t0
+
+        times = {"alone": run("gigaword", "empty"), "flan": run("flan", "shared")}
+        times["after FLAN"] = run("gigaword", "shared")
+    what = "without its discrepancy" if bare else "with its discrepancy (5 fits)"
+    print(f"finetune-curves {what}, 1 chain x 30 + 30: Gigaword alone {times['alone']:.1f} "
+          f"s, FLAN {times['flan']:.1f} s, then Gigaword {times['after FLAN']:.1f} s",
+          flush=True)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     header("refit speed: warm-started loop refits, and the CLI's compilation cache")
@@ -136,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     # compiles as a fit with the cache off does, so it stands in for "off".
     cli = cli_fits(rows=36, seed=args.seed, repeats=1 if args.quick else 2,
                    with_off=not args.quick)
+    shared = structure_fits(bare=args.quick)
     # A warm refit in a new row bucket compiles the warm sampler; one in the previous
     # round's bucket reuses it: that is what most rounds of a running loop cost.
     reused = [r for prev, r in zip(log, log[1:], strict=False) if r["bucket"] == prev["bucket"]]
@@ -151,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CLI fit (2 x 50 + 50): warm cache / {label} {cli['warm cache'] / cli[base]:.2f} "
           f"({cli['warm cache']:.1f} s vs {cli[base]:.1f} s; cold cache "
           f"{cli['cold cache']:.1f} s)")
+    print(f"another table of one structure (finetune-curves): after FLAN / alone "
+          f"{shared['after FLAN'] / shared['alone']:.2f} ({shared['after FLAN']:.1f} s vs "
+          f"{shared['alone']:.1f} s)")
     print("max R-hat, warm refits: " + ", ".join(f"{r['warm_rhat']:.3f}" for r in log)
           + "; cold fits: " + ", ".join(f"{r['cold_rhat']:.3f}" for r in log))
     return verdict(ratio <= TARGET, f"a round's refit (compiled sampler reused) / a cold fit "
