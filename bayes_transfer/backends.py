@@ -171,9 +171,9 @@ class NumPyroBackend:
             if method != "parallel":
                 # One chain, or chains vectorised in one program: the table becomes the
                 # compiled sampler's argument, padded to a bucketed size below
-                # LAPLACE_FROM_ROWS rows (refit.cold_rows), so fits of tables of one structure (the
-                # discrepancy's two internal fits; a repeated CLI fit) build one XLA
-                # program, which JAX's persistent cache then hands out. NumPyro's
+                # LAPLACE_FROM_ROWS rows (refit.cold_rows), so fits of tables of one
+                # structure (the discrepancy's internal fits; a repeated CLI fit) build
+                # one XLA program, which JAX's persistent cache then hands out. NumPyro's
                 # parallel chains close over the arguments whatever jit_model_args says,
                 # so there padding would only cost.
                 model, model_args = padded_model(data, rows)

@@ -226,10 +226,11 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
 
     The inner fits are short (at most 2 chains x 400 draws after 400 warmup) with the
     default NUTS options; ``settings`` (the fit's own) gives their seed, device, target
-    acceptance and upper bounds (chains, draws, warmup, tree depth). Where their chains
-    share one program (one chain, or vectorised), both are padded to the whole table's
-    bucket and so compile one sampler (see :func:`bayes_transfer.refit.padded_model`);
-    parallel CPU chains are not padded."""
+    acceptance, mode search and upper bounds (chains, draws, warmup, tree depth). Each is
+    padded to the whole table's bucket, so they compile one Laplace start between them
+    (with a mode search) and, where their chains share one program (one chain, or
+    vectorised), one sampler (see :func:`bayes_transfer.refit.padded_model`); parallel
+    CPU chains' samplers are not padded."""
     from bayes_transfer import discrepancy as dsc
     from bayes_transfer.diagnostics import SamplingWarning
     from bayes_transfer.refit import padded_to
