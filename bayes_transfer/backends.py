@@ -141,8 +141,9 @@ class NumPyroBackend:
                 # In the spec's own coordinates, then moved to the centred groups' (see
                 # refit.centred_start) or to the sheared ones (bayes_transfer.shear).
                 sheared = shear.plan(data) if s.shear and not centre else {}
-                # The rows as arguments, padded as the sampler's are (see below): the
-                # start's program is then shared the same way.
+                # The rows as arguments, padded as a one-program sampler's are (below),
+                # whatever the chains: the start's program is shared across tables of
+                # one structure.
                 start_model, start_rows = padded_model(data, rows)
                 start = laplace_fit(start_model, (start_rows,), init_key, s.chains,
                                     shear.probes(sheared) if sheared else (),

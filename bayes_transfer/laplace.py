@@ -205,6 +205,7 @@ def laplace_fit(model: Callable[..., None], model_args: tuple, rng_key: Any, cha
 
     leaves, treedef = jax.tree.flatten(model_args)
     traced = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
+    given_arrays = [leaf for leaf, t in zip(leaves, traced, strict=True) if t]
     closed = [leaf for leaf, t in zip(leaves, traced, strict=True) if not t]
 
     def rebuild(arrays: list[Any]) -> tuple:
@@ -256,8 +257,7 @@ def laplace_fit(model: Callable[..., None], model_args: tuple, rng_key: Any, cha
         return (jax.vmap(unravel)(starts), variance, unravel(mode), unravel(curvature),
                 probed, jnp.all(jnp.isfinite(mode)))
 
-    init, variance, mode, curvature, probed, finite_mode = run(
-        rng_key, [leaf for leaf, t in zip(leaves, traced, strict=True) if t])
+    init, variance, mode, curvature, probed, finite_mode = run(rng_key, given_arrays)
     if not bool(finite_mode):
         raise FloatingPointError("the Laplace initialisation found no finite mode; "
                                  "fit with init='prior'")
