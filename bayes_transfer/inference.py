@@ -153,8 +153,11 @@ def fit(
             spec's own sites); the table is padded to a bucketed size so the compiled
             sampler is reused from refit to refit (see :mod:`bayes_transfer.refit`).
             Units default to its units. Ignored (a cold fit) when its parameters do not
-            match the new table's (a new source, target or observed pair), and with
-            ``backend="pymc"``.
+            match the new table's (a new source, target or observed pair), with
+            ``backend="pymc"``, and for a spec sampled in anchored coordinates
+            (``[sampler] coordinates = "anchored"``, as ``finetune-curves``): its warm
+            refits, in the spec's own coordinates, did not converge where its cold fits
+            did (:mod:`bayes_transfer.refit`); only the units are kept.
         prior_draws: with a positive number, also draw that many times from the prior
             into the groups ``prior`` and ``prior_predictive``. The ``posterior_predictive``
             group is added either way, unless it would be huge (see

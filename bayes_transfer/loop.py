@@ -28,7 +28,8 @@ fails is refitted with twice the warmup and draws, then four times, and if it st
 the loop stops with a message naming the parameters that did not converge (the round's
 runs are already in ``runs.csv``; a rerun with longer sampling resumes there).
 ``allow_unconverged=True`` chooses runs anyway. Each refit after round 0 starts from the
-previous round's posterior (see :func:`bayes_transfer.inference.fit`'s ``warm_start``).
+previous round's posterior (see :func:`bayes_transfer.inference.fit`'s ``warm_start``),
+except for a spec sampled in anchored coordinates, which refits cold.
 
 Example:
     >>> from bayes_transfer.design import candidate_grid

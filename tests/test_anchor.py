@@ -4,6 +4,7 @@ variables, and a fit returns the same posterior on the spec's own sites."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import replace
 
@@ -197,3 +198,12 @@ def test_anchored_fit_is_the_same_posterior_on_the_specs_sites(tmp_path):
     assert back.spec.coordinates == "anchored"
     np.testing.assert_allclose(back.idata.posterior["log_B"].values,
                                anchored.idata.posterior["log_B"].values)
+
+    # A refit "warm-started" from it (a loop's next round) is a cold fit in the anchored
+    # coordinates: warm refits sample the spec's own, where such curves did not mix.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        refit = fit(runs, _anchored_spec(), chains=2, draws=100, warmup=100, seed=1,
+                    progress=False, warm_start=anchored)
+    recorded = json.loads(refit.idata.posterior.attrs["sampler_settings"])
+    assert recorded["init"] != "warm" and recorded["warmup"] == 100, recorded
