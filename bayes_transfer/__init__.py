@@ -8,7 +8,8 @@ from __future__ import annotations
 
 # Importing the package changes no process-wide setting (XLA_FLAGS, warning filters): the
 # `bayes-transfer` command sets what it needs at its entry point, and a Python user calls
-# `bt.use_host_devices()` before the first fit to run CPU chains in parallel.
+# `bt.use_host_devices()` before the first fit to run CPU chains in parallel (and
+# `bt.use_compilation_cache()` to keep compiled programs on disk, as the CLI does).
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ _EXPORTS = {
     "Posterior": "bayes_transfer.inference",
     "summary": "bayes_transfer.report",
     "use_host_devices": "bayes_transfer.runtime",
+    "use_compilation_cache": "bayes_transfer.runtime",
     "compare": "bayes_transfer.comparison",
     "select_model": "bayes_transfer.selection",
     "ExtrapolationWarning": "bayes_transfer.extrapolation",

@@ -434,15 +434,12 @@ def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: 
     import dataclasses
     import warnings
 
+    from _common import keep_compiled
+
     from bayes_transfer.inference import fit
     from bayes_transfer.refit import clear_compiled
-    from bayes_transfer.runtime import use_compilation_cache
 
-    # Every refit is a cold fit of one structure (anchored coordinates, the mode search):
-    # in one process JAX's in-memory cache misses its programs (each fit builds new
-    # functions), the persistent cache, keyed by the program, does not (FLAN, 4 models:
-    # 38 s a refit without it, 31 s of it compilation). The CLI turns it on by itself.
-    use_compilation_cache()
+    keep_compiled()  # every refit is a cold fit of one structure
     pool, truth = pool_table(table, models)
     run = pool_runner(pool)
     cands = pool_candidates(pool)

@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 import pandas as pd
-from _common import header, parser, timer, verdict
+from _common import header, keep_compiled, parser, timer, verdict
 
 from bayes_transfer.public_data import load_public
 from bayes_transfer.selection import select_model
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     chains = 2
     plan = [("flan", 64)] if args.quick else [(n, d) for n in ATS for d in BUDGETS]
     header("fine-tuning model selection (Lin et al. 2024, Table 1 protocol)")
+    keep_compiled()
     print(f"spec finetune-curves, {chains} chains x {draws} warmup + {draws} draws, "
           f"{CI:.0%} intervals, predicting {LARGEST:,} examples", flush=True)
     with timer() as total:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import sys
 
-from _common import SHARED_DATA, header, parser, timer, verdict
+from _common import SHARED_DATA, header, keep_compiled, parser, timer, verdict
 
 from bayes_transfer.backtest import backtest
 from bayes_transfer.public_data import load_public, read_chinchilla_svg
@@ -76,6 +76,7 @@ def main() -> int:
                     "TEXT (e.g. rectified)")
     args = ap.parse_args()
     header("Backtests on real public tables: coverage and error vs the point-fit baseline")
+    keep_compiled()
     draws = 150 if args.quick else 500
     chains = 1 if args.quick else 2
     results, ok = [], True
