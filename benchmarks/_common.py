@@ -23,6 +23,10 @@ from bayes_transfer.runtime import use_host_devices
 # As the CLI does: one XLA CPU device per core, so that multi-chain fits run in parallel.
 use_host_devices()
 
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+OUT = REPO / "benchmarks" / "out"
+
 
 def keep_compiled() -> None:
     """As the CLI does: JAX's persistent compilation cache, for a script of many fits
@@ -33,10 +37,6 @@ def keep_compiled() -> None:
     from bayes_transfer.runtime import use_compilation_cache
 
     use_compilation_cache()
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-OUT = REPO / "benchmarks" / "out"
 
 
 def parser(description: str) -> argparse.ArgumentParser:
