@@ -41,6 +41,7 @@ from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.extrapolation import UninformedSizeWarning, uninformed_size_message
 from bayes_transfer.laws import Units, features, get_law
 from bayes_transfer.model import at_rows, select_rows
+from bayes_transfer.runtime import release_compiled_if_crowded
 
 # Re-exported here, where users found them; their home is bayes_transfer.sampling.
 from bayes_transfer.sampling import (  # noqa: F401
@@ -170,6 +171,9 @@ def fit(
         :class:`~bayes_transfer.extrapolation.UninformedSizeWarning` says so first: that
         term's parameters then rest on their priors, along a ridge NUTS mixes slowly.
     """
+    # A process that fits many times keeps every fit's compiled programs (NumPyro):
+    # drop them before they exhaust its memory mappings.
+    release_compiled_if_crowded()
     spec = load_spec(spec)
     asked = SamplerSettings(chains=chains, draws=draws, warmup=warmup, seed=seed,
                             max_tree_depth=max_tree_depth, dense_mass=dense_mass, init=init,

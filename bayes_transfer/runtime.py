@@ -20,7 +20,7 @@ import sys
 import warnings
 
 __all__ = ["use_host_devices", "use_compilation_cache", "atomic_compilation_cache",
-           "quiet_third_party_warnings", "CACHE_ENV"]
+           "release_compiled_if_crowded", "quiet_third_party_warnings", "CACHE_ENV"]
 
 #: Where the CLI keeps JAX's compiled programs: a folder, or ``off`` (also 0, false, no,
 #: none, or empty) to compile every time.
@@ -146,6 +146,39 @@ def atomic_compilation_cache() -> bool:
     atomic_put._bayes_transfer_atomic = True  # type: ignore[attr-defined]
     atomic_put.__wrapped__ = put  # type: ignore[attr-defined]
     cache_class.put = atomic_put
+    return True
+
+
+def release_compiled_if_crowded(share: float = 0.5) -> bool:
+    """Drop JAX's in-memory compiled programs when this process's memory mappings pass
+    ``share`` of the kernel's limit (Linux; elsewhere nothing is done). Returns whether
+    it dropped them.
+
+    Each NumPyro MCMC run of a new model function compiles new programs that JAX keeps
+    for the life of the process (pyro-ppl/numpyro#2172 for one cause), and each loaded
+    program holds memory mappings: ~1,300 a small ``finetune-curves`` fit, ~500 a tiny
+    plain NumPyro model (2026-12-06). Against Linux's default ``vm.max_map_count`` of
+    65,530, a process that fits ~50 times (a long loop, a benchmark of many budgets)
+    then dies in XLA's compiler with "LLVM ERROR: Unable to allocate section memory".
+    :func:`bayes_transfer.inference.fit` calls this before each fit; the programs it
+    drops are compiled again (or loaded from the persistent cache) when next used.
+    Counting the mappings reads ``/proc/self/maps`` (a few ms).
+
+    Example::
+
+        from bayes_transfer.runtime import release_compiled_if_crowded
+        release_compiled_if_crowded()  # False until the process nears the limit
+    """
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps") as f:
+            used = sum(1 for _ in f)
+    except (OSError, ValueError):  # not Linux, or no /proc: no such limit to meet
+        return False
+    if used < share * limit or "jax" not in sys.modules:
+        return False
+    sys.modules["jax"].clear_caches()
     return True
 
 

@@ -8,10 +8,12 @@ unit test); one runs real, deliberately short NUTS fits; one checks a warm-start
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from _posteriors import loop_candidates
 from rich.console import Console
@@ -295,6 +297,36 @@ with warnings.catch_warnings(record=True) as seen:
     jax.jit(lambda x: jnp.sin(x) * 3.0 + jnp.cos(x) ** 2)(1.0).block_until_ready()
 print(sum("persistent compilation cache" in str(w.message) for w in seen))
 """
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux's /proc only")
+def test_a_crowded_process_drops_its_compiled_programs():
+    """Past the share of the kernel's memory-mapping limit, JAX's in-memory programs go
+    (each fit's would otherwise pile up until XLA cannot map a new one); below it, they
+    stay."""
+    import jax
+
+    from bayes_transfer.runtime import release_compiled_if_crowded
+
+    add_one = jax.jit(lambda x: x + 1.0)
+    add_one(1.0)
+    assert add_one._cache_size() == 1
+    assert release_compiled_if_crowded(share=1.0) is False  # below the whole limit
+    assert add_one._cache_size() == 1
+    assert release_compiled_if_crowded(share=0.0) is True
+    assert add_one._cache_size() == 0
+
+
+def test_every_fit_first_makes_room_for_its_programs(monkeypatch):
+    class Called(Exception):
+        pass
+
+    def called() -> bool:
+        raise Called
+
+    monkeypatch.setattr(inference, "release_compiled_if_crowded", called)
+    with pytest.raises(Called):
+        inference.fit(pd.DataFrame(), "transfer-gap")
 
 
 def test_a_truncated_compilation_cache_entry_heals_on_its_next_compilation(tmp_path):
