@@ -434,12 +434,9 @@ def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: 
     import dataclasses
     import warnings
 
-    from _common import keep_compiled
-
     from bayes_transfer.inference import fit
     from bayes_transfer.refit import clear_compiled
 
-    keep_compiled()  # every refit is a cold fit of one structure
     pool, truth = pool_table(table, models)
     run = pool_runner(pool)
     cands = pool_candidates(pool)
@@ -538,9 +535,10 @@ def pool_main(args: argparse.Namespace) -> int:
     import json
 
     # _common sets one XLA device per core (parallel chains) before JAX starts.
-    from _common import header, verdict
+    from _common import header, keep_compiled, verdict
 
     header("active learning, pool replay")
+    keep_compiled()  # every refit is a cold fit of one structure
 
     seeds = args.seeds or (1 if args.quick else 20)
     models = args.models or (2 if args.quick else None)
