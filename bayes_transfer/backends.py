@@ -155,10 +155,13 @@ class NumPyroBackend:
                 elif sheared:
                     moved = shear.from_laplace(data, sheared, start.mode, start.curvature,
                                                start.probes)
-                    data = dataclasses.replace(data, shear=moved.slopes)
                     first = {k: v[0] for k, v in init_params.items()}
+                    variances = ravel_pytree(first)[1](inverse_mass)
+                    data = dataclasses.replace(
+                        data, shear=moved.slopes,
+                        mean_shift=shear.mean_shifted(data, sheared, variances))
                     init_params, variances = shear.sheared_start(
-                        init_params, ravel_pytree(first)[1](inverse_mass), data, moved)
+                        init_params, variances, data, moved)
                     inverse_mass = ravel_pytree(variances)[0]
                 gc.collect()  # its compiled program, lest it slow the sampler (see below)
                 if s.chains == 1:
@@ -226,6 +229,9 @@ class NumPyroBackend:
         stamp_library(idata, "numpyro", numpyro_version)
         record_centring(idata, centre)
         idata.posterior.attrs["sheared"] = json.dumps({k: list(v) for k, v in sheared.items()})
+        # The crossed means sampled shifted, each with its levels of centred deviations.
+        idata.posterior.attrs["sheared_means"] = json.dumps(
+            {k: list(v) for k, v in data.mean_shift.items()})
         return idata
 
     def sample_warm(self, spec: ModelSpec, table: RunTable, units: Units,

@@ -330,7 +330,7 @@ def _annotate(idata, spec: ModelSpec, table: RunTable, *, backend: str, left_out
     from bayes_transfer.named_params import organise
 
     # What the back end says of how it sampled (centred groups, sheared parameters).
-    said = {k: idata.posterior.attrs[k] for k in ("centred_groups", "sheared")
+    said = {k: idata.posterior.attrs[k] for k in ("centred_groups", "sheared", "sheared_means")
             if k in idata.posterior.attrs}
     organise(idata, spec)
     idata.posterior.attrs.update(said)

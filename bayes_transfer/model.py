@@ -31,6 +31,7 @@ diagnostics, a good start and named dims)::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,10 @@ class ModelData:
     # sheared off, each as (slope per pair, centre per group): a Laplace-started fit
     # samples log_<name> - sum slope * (log_<other> - centre) (bayes_transfer.shear).
     shear: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None
+    # Crossed parameters whose mean a sheared fit samples as <name>_sh_mu = <name>_mu +
+    # the mean of the source and target effects over pairs, each with the levels whose
+    # effects' deviations from their mean it samples centred (bayes_transfer.shear).
+    mean_shift: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # Anchored coordinates of the pairs (bayes_transfer.anchor), set by a cold NumPyro
     # fit of a spec with [sampler] coordinates = "anchored"; None: the spec's own sites.
     anchor: Any = None
@@ -210,13 +215,28 @@ def param_effect(p: ParamSpec, data: ModelData, shift: Any = None) -> Any:
 def _level_mean(p: ParamSpec, data: ModelData) -> Any:
     # The population mean plus, when crossed, the source and target effects (and the
     # interaction): what the innermost level's groups are drawn around.
-    value = numpyro.sample(f"{p.name}_mu", dist.Normal(p.loc, p.scale))
-    if crossed(p, data):
-        u = _offsets(p, "source", data)
-        v = _offsets(p, "target", data)
-        value = value + (u[:, None] + v[None, :]).reshape(-1)
-        if p.factors:
-            value = value + _interaction(p, data)
+    if not crossed(p, data):
+        return numpyro.sample(f"{p.name}_mu", dist.Normal(p.loc, p.scale))
+    if p.name not in data.mean_shift:
+        mu = numpyro.sample(f"{p.name}_mu", dist.Normal(p.loc, p.scale))
+        return mu + _crossed_effects(p, data)
+    # Sheared mean: the pairs pin mu + mean(effects), not mu, so the sampler moves that
+    # sum (a translation of mu given the effects: no Jacobian) and the effects' common
+    # shift no longer drags every pair's prior mean (bayes_transfer.shear).
+    effects = _crossed_effects(p, data)
+    moved = numpyro.sample(sheared_site(p.name, "mu"),
+                           dist.Normal(p.loc + effects.mean(), p.scale))
+    mu = numpyro.deterministic(f"{p.name}_mu", moved - effects.mean())
+    return mu + effects
+
+
+def _crossed_effects(p: ParamSpec, data: ModelData) -> Any:
+    # u_s + v_t (+ the rank-K interaction) over all pairs.
+    u = _offsets(p, "source", data)
+    v = _offsets(p, "target", data)
+    value = (u[:, None] + v[None, :]).reshape(-1)
+    if p.factors:
+        value = value + _interaction(p, data)
     return value
 
 
@@ -279,9 +299,59 @@ def _offsets(p: ParamSpec, group: str, data: ModelData) -> Any:
     # A level in fixed_sd keeps its prior sd: too few groups to learn their spread.
     sd = (p.group_scale if group in p.fixed_sd
           else numpyro.sample(f"{p.name}_sd_{group}", dist.HalfNormal(p.group_scale)))
-    z = numpyro.sample(f"{p.name}_z_{group}",
-                       dist.Normal(0.0, 1.0).expand((_group_size(group, data),)))
+    n = _group_size(group, data)
+    if p.name in data.mean_shift:
+        # With the mean sheared, the groups' common shift is a free direction, but spread
+        # over n coordinates that the data pin apart: a diagonal mass matrix crosses it in
+        # many small steps (at 1,000 pairs the four slowest directions, each the common
+        # shift of one level's z). Rotated, it is one coordinate, w[0].
+        if group not in data.mean_shift[p.name]:
+            w = numpyro.sample(f"{p.name}_w_{group}", dist.Normal(0.0, 1.0).expand((n,)))
+            return sd * numpyro.deterministic(f"{p.name}_z_{group}", helmert(w))
+        # Where the rows pin each group's deviation from the mean, sd * w[1:] is sampled
+        # itself (centred): non-centred, a step of sd rescales all of them against the
+        # data (at 1,000 pairs the sds were then the slowest sites).
+        w0 = numpyro.sample(f"{p.name}_w_{group}", dist.Normal(0.0, 1.0).expand((1,)))
+        dev = numpyro.sample(f"{p.name}_dev_{group}", dist.Normal(0.0, sd).expand((n - 1,)))
+        effect = helmert(jnp.concatenate([sd * w0, dev]))
+        numpyro.deterministic(f"{p.name}_z_{group}", effect / sd)
+        return effect
+    z = numpyro.sample(f"{p.name}_z_{group}", dist.Normal(0.0, 1.0).expand((n,)))
     return sd * z
+
+
+def helmert(w: Any) -> Any:
+    """``Q w`` for the orthonormal (Helmert) basis ``Q`` whose first column is constant:
+    ``w[..., 0]`` sets the mean (``w0 / sqrt(n)``), the rest the deviations from it. An
+    orthogonal map, so ``w ~ N(0, I)`` gives ``z ~ N(0, I)``. O(n), last axis.
+
+    Example:
+        >>> import numpy as np
+        >>> z = helmert(np.array([2.0, 0.0, 0.0, 0.0]))
+        >>> np.allclose(z, 1.0), np.allclose(helmert_inverse(z), [2.0, 0.0, 0.0, 0.0])
+        (True, True)
+    """
+    xp = jnp if isinstance(w, jnp.ndarray) else np
+    n = w.shape[-1]
+    k = xp.arange(1, n)
+    c = 1.0 / xp.sqrt(k * (k + 1.0))  # column k of Q: c_k on rows < k, -k c_k on row k
+    tail = w[..., 1:] * c
+    # Row j gets c_k w_k from every column k > j, and -j c_j w_j from its own column.
+    later = xp.flip(xp.cumsum(xp.flip(tail, -1), -1), -1)
+    later = xp.concatenate([later, xp.zeros_like(w[..., :1])], -1)
+    own = xp.concatenate([xp.zeros_like(w[..., :1]), -k * tail], -1)
+    return w[..., :1] / xp.sqrt(n) + later + own
+
+
+def helmert_inverse(z: Any) -> Any:
+    """``Q^T z``, the inverse of :func:`helmert` (``Q`` is orthogonal)."""
+    xp = jnp if isinstance(z, jnp.ndarray) else np
+    n = z.shape[-1]
+    k = xp.arange(1, n)
+    c = 1.0 / xp.sqrt(k * (k + 1.0))
+    before = xp.cumsum(z, -1)[..., :-1]  # sum of rows < k, for k = 1 .. n-1
+    rest = c * (before - k * z[..., 1:])
+    return xp.concatenate([z.sum(-1, keepdims=True) / xp.sqrt(n), rest], -1)
 
 
 def _interaction(p: ParamSpec, data: ModelData) -> Any:

@@ -283,7 +283,7 @@ def _check_structure(path: Path, groups: dict[str, xr.Dataset]) -> tuple[ModelSp
     spec = _spec(path, attrs.get("spec"))
     _units(path, attrs.get("units"))
     for key in ("table_name", "law", "backend", "sampler_settings", "discrepancy",
-                "centred_groups", "sheared"):
+                "centred_groups", "sheared", "sheared_means"):
         if key in attrs and not isinstance(attrs[key], str):
             raise _error(path, f"damaged posterior metadata: {key} is not text")
     if spec.discrepancy is not None:
