@@ -125,6 +125,26 @@ def test_sheared_means_and_rotated_offsets_have_the_same_density(problem, centre
         _potential(data, {k: v[0] for k, v in points.items()}), rel=1e-5)
 
 
+def test_a_crossed_interactions_mean_is_part_of_the_sheared_mean():
+    """With a rank-1 interaction (a_s . b_t) the mean effect includes its mean."""
+    spec = _centred_spec()
+    spec = replace(spec, params={**spec.params, "A": replace(spec.params["A"], factors=1)})
+    design = simulate.design_grid(["a", "b", "c"], ["x", "y", "z"], params=[1e6],
+                                  pretrain_tokens=[1e6, 1e8], finetune_tokens=[1e4, 1e6])
+    data = model_data(spec, select_rows(spec, simulate.simulate(spec, design, seed=1).runs)[0])
+    plan = shear.plan(data)
+    start = laplace_fit(hierarchical_model, (data,), jax.random.key(0), 2, shear.probes(plan))
+    moved = shear.from_laplace(data, plan, start.mode, start.curvature, start.probes)
+    sheared = replace(data, shear=moved.slopes, mean_shift={n: () for n in plan})
+    points = {k: v + (0.8 if k in ("A_a_source", "A_b_target") else 0.0)
+              for k, v in start.init.items()}
+    variances = ravel_pytree({k: v[0] for k, v in points.items()})[1](start.inverse_mass)
+    init, _ = shear.sheared_start(points, variances, sheared, moved)
+    for c in range(2):
+        assert _potential(sheared, {k: v[c] for k, v in init.items()}) == pytest.approx(
+            _potential(data, {k: v[c] for k, v in points.items()}), rel=1e-5)
+
+
 def test_at_the_mode_the_pairs_no_longer_couple_with_their_floors_and_exponents(problem):
     _, _, data, _, start, moved = problem
     sheared = replace(data, shear=moved.slopes)
