@@ -113,10 +113,13 @@ def one(pairs: int, rows: int, seed: int, draws: int, mode: str,
     seconds = time.perf_counter() - start
     steps = post.idata.sample_stats["n_steps"]
     gaps = az.summary(post.idata, var_names=["log_G"], kind="diagnostics")
+    # The slowest site of all, not only of the gaps: which direction still limits.
+    every = az.summary(post.idata, kind="diagnostics")["ess_bulk"]
     return {"pairs": pairs, "rows": len(runs), "seconds": seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "max_rhat": post.diagnostics.max_rhat, "steps": float(steps.mean()),
             "gap_rhat": float(gaps["r_hat"].max()), "gap_ess": float(gaps["ess_bulk"].min()),
+            "min_ess": float(every.min()), "slowest": str(every.idxmin()),
             "spec": mode + ("" if shear else ", no shear"),
             "device": str(post.idata.posterior.attrs.get("device", device))}
 
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)
     cols = ["series", "spec", "pairs", "rows", "seconds", "exponent", "steps", "peak_rss_mb",
-            "max_rhat", "gap_rhat", "gap_ess"]
+            "max_rhat", "gap_rhat", "gap_ess", "min_ess", "slowest"]
     print()
     print("exponent: slope of log(seconds) on log(rows) from the previous size of the series")
     print("peak_rss_mb: ru_maxrss of the fitting subprocess (JAX runtime included)")
