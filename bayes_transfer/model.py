@@ -253,6 +253,18 @@ def sheared_site(name: str, level: str) -> str:
     return f"{name}_sh_{level}"
 
 
+def rotated_site(name: str, level: str) -> str:
+    """The sampled site of a mean-sheared parameter's rotated offsets (``G_w_source``):
+    all of them, or only the common shift where the deviations are centred."""
+    return f"{name}_w_{level}"
+
+
+def deviation_site(name: str, level: str) -> str:
+    """The sampled site of a mean-sheared parameter's centred deviations
+    (``G_dev_source``)."""
+    return f"{name}_dev_{level}"
+
+
 def _log_site(p: ParamSpec, loc: Any, scale: Any, shape: tuple[int, ...], shift: Any) -> Any:
     """Sample ``log_<name> ~ Normal(loc, scale)`` over ``shape``, or with a ``shift``
     sample ``<name>_sh_<level> = log_<name> - shift`` from the prior moved by it (a
@@ -306,13 +318,14 @@ def _offsets(p: ParamSpec, group: str, data: ModelData) -> Any:
         # many small steps (at 1,000 pairs the four slowest directions, each the common
         # shift of one level's z). Rotated, it is one coordinate, w[0].
         if group not in data.mean_shift[p.name]:
-            w = numpyro.sample(f"{p.name}_w_{group}", dist.Normal(0.0, 1.0).expand((n,)))
+            w = numpyro.sample(rotated_site(p.name, group), dist.Normal(0.0, 1.0).expand((n,)))
             return sd * numpyro.deterministic(f"{p.name}_z_{group}", helmert(w))
         # Where the rows pin each group's deviation from the mean, sd * w[1:] is sampled
         # itself (centred): non-centred, a step of sd rescales all of them against the
         # data (at 1,000 pairs the sds were then the slowest sites).
-        w0 = numpyro.sample(f"{p.name}_w_{group}", dist.Normal(0.0, 1.0).expand((1,)))
-        dev = numpyro.sample(f"{p.name}_dev_{group}", dist.Normal(0.0, sd).expand((n - 1,)))
+        w0 = numpyro.sample(rotated_site(p.name, group), dist.Normal(0.0, 1.0).expand((1,)))
+        dev = numpyro.sample(deviation_site(p.name, group),
+                             dist.Normal(0.0, sd).expand((n - 1,)))
         effect = helmert(jnp.concatenate([sd * w0, dev]))
         numpyro.deterministic(f"{p.name}_z_{group}", effect / sd)
         return effect

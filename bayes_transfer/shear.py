@@ -60,7 +60,14 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from bayes_transfer.model import ModelData, centring, crossed, helmert_inverse
+from bayes_transfer.model import (
+    ModelData,
+    centring,
+    crossed,
+    deviation_site,
+    helmert_inverse,
+    rotated_site,
+)
 from bayes_transfer.model import sheared_site as site
 from bayes_transfer.spec import ParamSpec
 
@@ -312,17 +319,12 @@ def sheared_start(init: Mapping[str, Any], variances: Mapping[str, Any],
             # sd given them has about 1 / (2 (n - 1)) on the log scale.
             sd = jnp.exp(init[f"{name}_sd_{level}"])
             init[rotated_site(name, level)] = w[..., :1]
-            init[f"{name}_dev_{level}"] = sd[..., None] * w[..., 1:]
+            init[deviation_site(name, level)] = sd[..., None] * w[..., 1:]
             variances[rotated_site(name, level)] = jnp.ones_like(var[:1])
-            variances[f"{name}_dev_{level}"] = jnp.full_like(var[1:], jnp.mean(var)) * sd[0] ** 2
+            variances[deviation_site(name, level)] = jnp.full_like(var[1:], jnp.mean(var)) * sd[0] ** 2
             variances[f"{name}_sd_{level}"] = jnp.full_like(
                 variances[f"{name}_sd_{level}"], 0.5 / max(var.shape[0] - 1, 1))
     return init, variances
-
-
-def rotated_site(name: str, level: str) -> str:
-    """The sampled site of a mean-sheared parameter's offsets (``G_w_source``)."""
-    return f"{name}_w_{level}"
 
 
 def spec_sites(samples: dict[str, Any], data: ModelData) -> dict[str, Any]:
@@ -330,6 +332,6 @@ def spec_sites(samples: dict[str, Any], data: ModelData) -> dict[str, Any]:
     is recorded beside them)."""
     drop = ({site(n, data.spec.params[n].level) for n in (data.shear or {})}
             | {site(n, "mu") for n in data.mean_shift}
-            | {f"{n}_{kind}_{g}" for n in data.mean_shift for g in ("source", "target")
-               for kind in ("w", "dev")})
+            | {named(n, g) for n in data.mean_shift for g in ("source", "target")
+               for named in (rotated_site, deviation_site)})
     return {k: v for k, v in samples.items() if k not in drop}
