@@ -1,0 +1,102 @@
+"""The vectorised R-hat and ESS (bayes_transfer.diagnostics.convergence) against ArviZ's.
+
+Our diagnostics must be ArviZ's numbers, only faster: the same rank normalisation, the
+same split chains, the same Geyer truncation of the autocorrelations. Each case is built
+to reach a different branch of ArviZ's loops: white noise (the sum of pairs stays positive
+to the lag limit on short chains), a slow AR(1) chain (cut early), an antithetic one
+(negative lag-1 autocorrelation, the monotone sequence at work), chains that disagree,
+ties, a constant, a NaN, one chain, and the fewest draws allowed.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import arviz as az
+import numpy as np
+import pytest
+import xarray as xr
+
+from bayes_transfer.diagnostics import convergence, convergence_arrays
+
+
+def _columns(chains: int, draws: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(chains, draws, 7))
+    for j in range(1, draws):
+        x[:, j, 1] = 0.95 * x[:, j - 1, 1] + 0.3 * x[:, j, 1]   # slow AR(1)
+        x[:, j, 5] = -0.6 * x[:, j - 1, 5] + x[:, j, 5]          # antithetic
+    x[0, :, 2] += 3.0                                            # one chain apart
+    x[:, :, 3] = np.round(x[:, :, 3])                            # ties
+    x[:, :, 4] = 1.5                                             # constant
+    x[:, :, 6] = np.where(x[:, :, 6] > 1.2, 1.2, x[:, :, 6])     # a tied upper tail
+    return x
+
+
+def _arviz(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ds = az.convert_to_dataset({"v": x})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rhat = (az.rhat(ds)["v"].values if x.shape[0] > 1
+                else np.full(x.shape[2], np.nan))
+        return (rhat, az.ess(ds, method="bulk")["v"].values,
+                az.ess(ds, method="tail")["v"].values)
+
+
+@pytest.mark.parametrize("chains,draws", [(1, 4), (2, 4), (2, 5), (2, 9), (4, 100),
+                                          (2, 501), (3, 1000), (1, 300)])
+def test_convergence_equals_arviz(chains: int, draws: int) -> None:
+    x = _columns(chains, draws, seed=chains * 1000 + draws)
+    ours = convergence_arrays(x)
+    for mine, theirs, what in zip(ours, _arviz(x), ("rhat", "ess_bulk", "ess_tail"),
+                                  strict=True):
+        np.testing.assert_array_equal(np.isnan(mine), np.isnan(theirs), err_msg=what)
+        np.testing.assert_allclose(mine, theirs, rtol=1e-9, err_msg=what)
+
+
+def test_short_chains_cut_at_the_lag_limit() -> None:
+    # 2 chains x 14 draws, seed 123: the sums of pairs of the bulk's autocorrelations stay
+    # positive up to ArviZ's last lag, where the even lag is negative: the branch where
+    # that lag still counts although negative.
+    x = np.random.default_rng(123).normal(size=(2, 14, 1))
+    np.testing.assert_allclose(convergence_arrays(x)[1], _arviz(x)[1], rtol=1e-9)
+
+
+def test_nan_column_is_nan_and_leaves_the_others() -> None:
+    x = np.random.default_rng(3).normal(size=(2, 60, 3))
+    x[1, 7, 0] = np.nan
+    rhat, bulk, tail = convergence_arrays(x)
+    assert np.isnan(rhat[0]) and np.isnan(bulk[0]) and np.isnan(tail[0])
+    _, bulk_ref, _ = _arviz(x[:, :, 1:])
+    np.testing.assert_allclose(bulk[1:], bulk_ref, rtol=1e-9)
+
+
+def test_many_columns_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # More columns than one block: every block's results land on their own columns.
+    import bayes_transfer.diagnostics as diagnostics
+
+    x = _columns(2, 80, seed=5)
+    x = np.concatenate([x, x[:, ::-1] * 2.0, x + 1.0], axis=2)  # 21 distinct columns
+    whole = convergence_arrays(x)
+    monkeypatch.setattr(diagnostics, "_COLUMNS", 4)
+    for a, b in zip(whole, convergence_arrays(x), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_dataset_keeps_names_dims_and_coords() -> None:
+    rng = np.random.default_rng(4)
+    post = xr.Dataset(
+        {"a": (("chain", "draw"), rng.normal(size=(2, 50))),
+         "b": (("chain", "draw", "pair"), rng.normal(size=(2, 50, 3)))},
+        coords={"pair": ["x->y", "x->z", "w->y"]})
+    found = convergence(post)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = {"rhat": az.rhat(post), "ess_bulk": az.ess(post, method="bulk"),
+                    "ess_tail": az.ess(post, method="tail")}
+    for key, ds in expected.items():
+        assert list(found[key].data_vars) == ["a", "b"]
+        assert list(found[key]["b"]["pair"].values) == ["x->y", "x->z", "w->y"]
+        for name in ds.data_vars:
+            np.testing.assert_allclose(found[key][name].values, ds[name].values,
+                                       rtol=1e-9, err_msg=f"{key} {name}")
