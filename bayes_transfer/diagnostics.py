@@ -12,8 +12,8 @@ so it does not fail ``ok``; R-hat and ESS say whether the draws are still good e
 R-hat and the bulk and tail ESS are ArviZ's definitions (``az.rhat(method="rank")``,
 ``az.ess(method="bulk" | "tail")``, Vehtari et al. 2021), computed by
 :func:`convergence` for every element of a variable at once: ArviZ loops over elements
-in Python, which took 7 s of a 79-s fit of 1,000 pairs and ~10x that at 10,000
-(2026-12-06). ``tests/test_diagnostics.py`` checks the two agree.
+in Python (7 s of a 79-s fit of 1,000 pairs, 2026-12-06; ``benchmarks/
+diagnostics_speed.py`` times the two). ``tests/test_diagnostics.py`` checks they agree.
 """
 
 from __future__ import annotations
