@@ -100,3 +100,11 @@ def test_dataset_keeps_names_dims_and_coords() -> None:
         for name in ds.data_vars:
             np.testing.assert_allclose(found[key][name].values, ds[name].values,
                                        rtol=1e-9, err_msg=f"{key} {name}")
+
+
+def test_float32_draws_give_the_float64_results() -> None:
+    # NumPyro's draws are float32; blocks are converted one at a time, and the result
+    # must be that of the float64 values (the conversion is exact).
+    x = _columns(2, 120, seed=9).astype(np.float32)
+    for a, b in zip(convergence_arrays(x), convergence_arrays(x.astype(float)), strict=True):
+        np.testing.assert_array_equal(a, b)
