@@ -308,9 +308,9 @@ def failing_parameters(idata: az.InferenceData, var_names: list[str] | None = No
     post = all_draws(idata)
     chains = int(post.sizes["chain"])
     names = var_names or [v for v in post.data_vars if post[v].size > 0]
-    found = convergence(post, names)
-    rhat = found["rhat"] if chains > 1 else None
-    bulk, tail = found["ess_bulk"], found["ess_tail"]
+    measured = convergence(post, names)
+    rhat = measured["rhat"] if chains > 1 else None
+    bulk, tail = measured["ess_bulk"], measured["ess_tail"]
     ess_min = ESS_PER_CHAIN_MIN * chains
     found = []
     for name in names:
