@@ -40,6 +40,17 @@ def gapless_file(tmp_path_factory):
     return post.save(tmp_path_factory.mktemp("plot-all") / "chinchilla.nc")
 
 
+@pytest.fixture(scope="module")
+def from_scratch_file(tmp_path_factory):
+    """A chinchilla posterior of a from-scratch table (no fine-tuning at all), as the
+    Epoch table converts: the default candidates must keep f = 0."""
+    design = simulate.design_grid(["web"], ["web"], params=[1e5, 1e6, 1e7],
+                                  pretrain_tokens=[1e6, 1e7, 1e8], finetune_tokens=[0])
+    spec = dataclasses.replace(load_spec("chinchilla"), discrepancy=None)
+    post = known_posterior(simulate.simulate(spec, design, seed=1), spread=0.05)
+    return post.save(tmp_path_factory.mktemp("plot-all") / "scratch.nc")
+
+
 def _plot(*args):
     return CliRunner().invoke(app, ["plot", *map(str, args)])
 
@@ -90,6 +101,17 @@ def test_kinds_that_do_not_apply_are_skipped_with_a_note(gapless_file, tmp_path)
     assert [line.split(":")[0] for line in skipped] == [
         "skipped forest", "skipped heatmap", "skipped acquisition"]
     assert "no per-pair gap" in skipped[0]
+
+
+def test_a_from_scratch_table_plots_every_kind_that_applies(from_scratch_file, tmp_path):
+    out = tmp_path / "plots"
+    result = _plot(from_scratch_file, "all", "--out-dir", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["loo-pit.png", "losses.png", "ppc.png",
+                                                     "prior.png"]
+    skipped = [line.split(":")[0] for line in result.stdout.splitlines()
+               if line.startswith("skipped")]
+    assert skipped == ["skipped forest", "skipped heatmap", "skipped acquisition"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -67,6 +67,8 @@ def default_candidates(post):
 
     def with_step(values):
         v = np.unique(values[values > 0])
+        if not len(v):  # never varied (a from-scratch table: no fine-tuning): as it is
+            return np.unique(values).tolist()
         ratio = v[-1] / v[-2] if len(v) > 1 else 4.0
         return [*v.tolist(), float(v[-1] * ratio)]
 
