@@ -26,7 +26,8 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["Diagnostics", "SamplingWarning", "diagnose", "failing_parameters", "convergence",
-           "convergence_arrays", "RHAT_MAX", "BFMI_MIN", "ESS_PER_CHAIN_MIN"]
+           "convergence_arrays", "rhat_by_chance", "draws_for_rhat", "RHAT_MAX", "BFMI_MIN",
+           "ESS_PER_CHAIN_MIN"]
 
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
@@ -197,6 +198,64 @@ def convergence_arrays(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return rhat, bulk, tail
 
 
+def rhat_by_chance(chains: int, draws: int, quantities: int, prob: float = 0.5) -> float:
+    """The largest R-hat that *independent* draws would reach by chance alone: its
+    ``prob`` quantile over ``quantities`` quantities, each drawn ``chains`` x ``draws``.
+
+    R-hat is a statistic with a spread, so the largest of many is larger than a typical
+    one: 2 chains x 500 independent draws of 10,000 quantities give a largest R-hat of
+    about 1.013, above the 1.01 threshold though nothing is wrong. No sampler can do
+    better than independent draws, so a largest R-hat near this value asks for more
+    draws, not a better sampler (:func:`draws_for_rhat` says how many).
+
+    Why the formula: for independent normal draws split into ``M = 2 chains`` halves of
+    ``n`` draws, ``R-hat^2 = (n - 1) / n + (B / n) / W`` with ``(B / n) / W`` an
+    ``F(M - 1, M (n - 1)) / n`` variable; the rank-normalised R-hat is the larger of the
+    bulk and the folded one (close to independent for continuous draws), so the largest
+    over ``k`` quantities is the largest of ``2 k`` such variables.
+    ``tests/test_diagnostics.py`` checks the quantile against simulated draws.
+
+    Example:
+        >>> round(rhat_by_chance(chains=2, draws=500, quantities=10_000), 3)
+        1.014
+        >>> round(rhat_by_chance(chains=4, draws=1000, quantities=10_000), 3)
+        1.004
+    """
+    from scipy import stats
+
+    if chains < 2 or draws < 4 or quantities < 1 or not 0 < prob < 1:
+        raise ValueError("rhat_by_chance needs chains >= 2, draws >= 4, quantities >= 1 "
+                         f"and 0 < prob < 1, not {chains}, {draws}, {quantities}, {prob}")
+    halves, n = 2 * chains, draws // 2
+    # P(all 2k below x) = prob  <=>  each one's upper tail is 1 - prob^(1 / 2k); expm1 and
+    # log keep that tail accurate when it is tiny.
+    tail = -np.expm1(np.log(prob) / (2 * quantities))
+    ratio = stats.f.isf(tail, halves - 1, halves * (n - 1))
+    return float(np.sqrt(1.0 + (ratio - 1.0) / n))
+
+
+def draws_for_rhat(chains: int, quantities: int, rhat: float = RHAT_MAX,
+                   prob: float = 0.5) -> int:
+    """The fewest draws a chain for which independent draws of ``quantities`` quantities
+    keep every R-hat at or below ``rhat`` with probability ``prob``
+    (:func:`rhat_by_chance`): a floor for any sampler, whose draws are correlated.
+
+    Example:
+        >>> draws_for_rhat(chains=2, quantities=10_000)
+        682
+    """
+    def over(half: int) -> bool:  # a chain of 2 half draws: R-hat splits it in halves
+        return rhat_by_chance(chains, 2 * half, quantities, prob) > rhat
+
+    low, high = 1, 2  # over(low) holds (a half of 1 draw is below R-hat's minimum)
+    while over(high):
+        low, high = high, 2 * high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if over(mid) else (low, mid)
+    return 2 * high
+
+
 def convergence(post: xr.Dataset, var_names: list[str] | None = None
                 ) -> dict[str, xr.Dataset]:
     """R-hat, bulk ESS and tail ESS of every element of ``post``'s variables (dims
@@ -225,6 +284,20 @@ def _worst(ds, fn) -> tuple[float, str]:
         if worst is None or (fn is np.max and v > worst) or (fn is np.min and v < worst):
             worst, where = float(v), str(name)
     return (worst if worst is not None else float("nan")), where
+
+
+def _by_chance(rhat: xr.Dataset, chains: int, draws: int) -> str:
+    # Many quantities: say how much of the largest R-hat chance alone explains.
+    quantities = sum(int(np.isfinite(v.values).sum()) for v in rhat.data_vars.values())
+    if draws < 4 or quantities < 1:
+        return ""
+    chance = rhat_by_chance(chains, draws, quantities)
+    if chance <= 1 + (RHAT_MAX - 1) / 2:
+        return ""
+    return (f" (over these {quantities:,} quantities even independent draws would reach "
+            f"about {chance:.3f} by chance: R-hat <= {RHAT_MAX} on every one needs at "
+            f"least {draws_for_rhat(chains, quantities):,} draws a chain, more as draws "
+            "are correlated)")
 
 
 def diagnose(idata: az.InferenceData, var_names: list[str] | None = None,
@@ -262,7 +335,8 @@ def diagnose(idata: az.InferenceData, var_names: list[str] | None = None,
     problems = []
     if np.isfinite(max_rhat) and max_rhat > RHAT_MAX:
         problems.append(f"R-hat {max_rhat:.3f} > {RHAT_MAX} for {rhat_var}: chains disagree; "
-                        "run more warmup and draws, or tighten the prior of that parameter")
+                        "run more warmup and draws, or tighten the prior of that parameter"
+                        + _by_chance(found["rhat"], chains, draws))
     ess_min = ESS_PER_CHAIN_MIN * chains
     if min(ess_bulk, ess_tail) < ess_min:
         problems.append(f"ESS bulk {ess_bulk:.0f} / tail {ess_tail:.0f} < {ess_min}: too few "

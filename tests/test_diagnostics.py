@@ -6,6 +6,9 @@ to reach a different branch of ArviZ's loops: white noise (the sum of pairs stay
 to the lag limit on short chains), a slow AR(1) chain (cut early), an antithetic one
 (negative lag-1 autocorrelation, the monotone sequence at work), chains that disagree,
 ties, a constant, a NaN, one chain, and the fewest draws allowed.
+
+Then the largest R-hat that chance alone gives over many quantities
+(``rhat_by_chance``), checked as a quantile against simulated independent draws.
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from bayes_transfer.diagnostics import convergence, convergence_arrays
+from bayes_transfer.diagnostics import (
+    RHAT_MAX,
+    convergence,
+    convergence_arrays,
+    diagnose,
+    draws_for_rhat,
+    rhat_by_chance,
+)
 
 
 def _columns(chains: int, draws: int, seed: int) -> np.ndarray:
@@ -108,3 +118,49 @@ def test_float32_draws_give_the_float64_results() -> None:
     x = _columns(2, 120, seed=9).astype(np.float32)
     for a, b in zip(convergence_arrays(x), convergence_arrays(x.astype(float)), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("chains", "draws", "quantities"), [(2, 60, 50), (3, 40, 100)])
+def test_rhat_by_chance_is_the_quantile_of_independent_draws(chains: int, draws: int,
+                                                              quantities: int) -> None:
+    # 400 replicates of `quantities` independent normal columns: the share whose largest
+    # R-hat is at or below the prob quantile is prob, within ~2.5 standard errors (0.025
+    # at 0.5, 0.015 at 0.9). Short chains, where the within-chain variance's own spread
+    # matters: the chi-square limit of the F ratio gave 0.29 at 0.5 on the second case,
+    # the bulk R-hat alone (not the larger of bulk and folded) 0.20-0.26.
+    reps = 400
+    x = np.random.default_rng(7).normal(size=(chains, draws, quantities * reps))
+    largest = convergence_arrays(x)[0].reshape(reps, quantities).max(axis=1)
+    for prob, tol in [(0.5, 0.065), (0.9, 0.045)]:
+        share = float(np.mean(largest <= rhat_by_chance(chains, draws, quantities, prob)))
+        assert abs(share - prob) <= tol, (prob, share)
+
+
+def test_draws_for_rhat_is_the_fewest_that_meet_the_threshold() -> None:
+    for chains, quantities in [(2, 10_000), (4, 10_000), (2, 1), (3, 250)]:
+        n = draws_for_rhat(chains, quantities)
+        assert n % 2 == 0
+        assert rhat_by_chance(chains, n, quantities) <= RHAT_MAX
+        assert rhat_by_chance(chains, n - 2, quantities) > RHAT_MAX
+    # More quantities need more draws; more chains, fewer draws a chain.
+    assert draws_for_rhat(2, 10_000) > draws_for_rhat(2, 100) > draws_for_rhat(4, 100)
+    with pytest.raises(ValueError, match="chains >= 2"):
+        rhat_by_chance(1, 100, 10)
+
+
+def test_diagnose_says_when_chance_explains_the_largest_rhat() -> None:
+    # 3,000 independent quantities, 2 chains x 60 draws: the largest R-hat is above 1.01
+    # by chance alone, and the message says so with the draws it would take.
+    rng = np.random.default_rng(3)
+    many = az.from_dict(posterior={"v": rng.normal(size=(2, 60, 3000))})
+    d = diagnose(many, warn=False)
+    rhat_problem = next(p for p in d.problems if p.startswith("R-hat"))
+    needed = draws_for_rhat(2, 3000)
+    assert "3,000 quantities" in rhat_problem
+    assert f"at least {needed:,} draws a chain" in rhat_problem
+    # One quantity whose chains disagree: chance does not explain it, nothing is added.
+    apart = rng.normal(size=(2, 1000, 1))
+    apart[0] += 1.0
+    d = diagnose(az.from_dict(posterior={"w": apart}), warn=False)
+    rhat_problem = next(p for p in d.problems if p.startswith("R-hat"))
+    assert "by chance" not in rhat_problem
