@@ -250,12 +250,11 @@ def _prediction_rhat(post: Any, draws: np.ndarray) -> float | None:
     source: its size term and its floor trade off), and NUTS then mixes poorly along it
     while the predictions, which depend on the sum, mix well: this says which.
     """
-    import arviz as az
+    from bayes_transfer.diagnostics import convergence_arrays
 
     chains = post.idata.posterior.sizes["chain"]
     if chains < 2:
         return None
     log = np.log(draws).reshape(chains, -1, draws.shape[1])
-    rhat = az.rhat(az.convert_to_dataset({"y": log}))["y"].values
-    return float(np.nanmax(rhat))
+    return float(np.nanmax(convergence_arrays(log)[0]))
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bayes_transfer.backtest import score, split_table
+from bayes_transfer.backtest import _prediction_rhat, score, split_table
 from bayes_transfer.cli import app
 from bayes_transfer.data import load_runs
 
@@ -81,6 +81,23 @@ def test_score_is_calibrated_when_the_predictive_is_right():
     # Overconfident draws under-cover: the score sees it.
     narrow, _ = score(centre + 0.03 * rng.standard_normal((4000, n_rows)), truth)
     assert narrow["coverage"]["0.9"] < 0.5
+
+
+def test_prediction_rhat_is_arviz_rhat_of_the_log_predictions():
+    import types
+
+    import arviz as az
+
+    rng = np.random.default_rng(4)
+    draws = np.exp(0.1 * rng.standard_normal((2 * 300, 5)))  # (chain x draw, held-out row)
+    draws[:300, 3] *= 1.2  # the first chain predicts one row 0.18 nats higher
+    post = types.SimpleNamespace(idata=types.SimpleNamespace(
+        posterior=types.SimpleNamespace(sizes={"chain": 2})))
+    expected = az.rhat(az.convert_to_dataset({"y": np.log(draws).reshape(2, 300, 5)}))
+    assert _prediction_rhat(post, draws) == pytest.approx(float(expected["y"].max()), 1e-9)
+    assert _prediction_rhat(post, draws) > 1.3
+    post.idata.posterior.sizes["chain"] = 1
+    assert _prediction_rhat(post, draws) is None
 
 
 @pytest.mark.slow
