@@ -286,16 +286,19 @@ def _worst(ds, fn) -> tuple[float, str]:
     return (worst if worst is not None else float("nan")), where
 
 
-def _by_chance(rhat: xr.Dataset, chains: int, draws: int) -> str:
-    # Many quantities: say how much of the largest R-hat chance alone explains.
+def _by_chance(rhat: xr.Dataset, largest: float, chains: int, draws: int) -> str:
+    # Many quantities: say when chance alone could explain the largest R-hat (it is
+    # within the 99% quantile of independent draws' largest, and their median is itself
+    # near the threshold), and how many draws that many quantities need.
     quantities = sum(int(np.isfinite(v.values).sum()) for v in rhat.data_vars.values())
     if draws < 4 or quantities < 1:
         return ""
-    chance = rhat_by_chance(chains, draws, quantities)
-    if chance <= 1 + (RHAT_MAX - 1) / 2:
+    typical = rhat_by_chance(chains, draws, quantities)
+    if typical <= 1 + (RHAT_MAX - 1) / 2 or largest > rhat_by_chance(chains, draws,
+                                                                     quantities, 0.99):
         return ""
     return (f" (over these {quantities:,} quantities even independent draws would reach "
-            f"about {chance:.3f} by chance: R-hat <= {RHAT_MAX} on every one needs at "
+            f"about {typical:.3f} by chance: R-hat <= {RHAT_MAX} on every one needs at "
             f"least {draws_for_rhat(chains, quantities):,} draws a chain, more as draws "
             "are correlated)")
 
@@ -336,7 +339,7 @@ def diagnose(idata: az.InferenceData, var_names: list[str] | None = None,
     if np.isfinite(max_rhat) and max_rhat > RHAT_MAX:
         problems.append(f"R-hat {max_rhat:.3f} > {RHAT_MAX} for {rhat_var}: chains disagree; "
                         "run more warmup and draws, or tighten the prior of that parameter"
-                        + _by_chance(found["rhat"], chains, draws))
+                        + _by_chance(found["rhat"], max_rhat, chains, draws))
     ess_min = ESS_PER_CHAIN_MIN * chains
     if min(ess_bulk, ess_tail) < ess_min:
         problems.append(f"ESS bulk {ess_bulk:.0f} / tail {ess_tail:.0f} < {ess_min}: too few "

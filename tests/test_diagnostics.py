@@ -158,9 +158,11 @@ def test_diagnose_says_when_chance_explains_the_largest_rhat() -> None:
     needed = draws_for_rhat(2, 3000)
     assert "3,000 quantities" in rhat_problem
     assert f"at least {needed:,} draws a chain" in rhat_problem
-    # One quantity whose chains disagree: chance does not explain it, nothing is added.
-    apart = rng.normal(size=(2, 1000, 1))
-    apart[0] += 1.0
-    d = diagnose(az.from_dict(posterior={"w": apart}), warn=False)
-    rhat_problem = next(p for p in d.problems if p.startswith("R-hat"))
-    assert "by chance" not in rhat_problem
+    # Chains that disagree: chance does not explain it, nothing is added, whether among
+    # many quantities or alone.
+    apart = rng.normal(size=(2, 60, 3000))
+    apart[0, :, 0] += 1.0
+    for draws in (apart, apart[:, :, :1]):
+        d = diagnose(az.from_dict(posterior={"w": draws}), warn=False)
+        rhat_problem = next(p for p in d.problems if p.startswith("R-hat"))
+        assert "by chance" not in rhat_problem
