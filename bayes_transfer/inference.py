@@ -250,7 +250,10 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
     def predict_holdout(fit_mask: np.ndarray, test_mask: np.ndarray):
         inner = table.subset(fit_mask)
         with warnings.catch_warnings():
+            # Said of the user's table, not of an internal fit's first rows (an inner fit
+            # of llm-line's early checkpoints has one model size where the table has 22).
             warnings.simplefilter("ignore", SamplingWarning)
+            warnings.simplefilter("ignore", UninformedSizeWarning)
             short = SamplerSettings(
                 chains=min(settings.chains, 2), draws=min(settings.draws, 400),
                 warmup=min(settings.warmup, 400), seed=settings.seed,

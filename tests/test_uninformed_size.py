@@ -64,3 +64,26 @@ def test_cli_fit_prints_the_cause_once_as_a_warning_line(tiny_sim, tmp_path):
     assert result.stderr.count("warning: every fitted row has params = 1e+06") == 1, \
         result.stderr
     assert "UninformedSizeWarning" not in result.stderr  # not Python's file:line form
+
+
+def test_an_internal_fit_on_one_size_does_not_warn_about_the_users_table(tmp_path):
+    # Two model sizes in the table, but the discrepancy's internal fit of the rows below
+    # its cut in tokens has only the larger model: the warning would be false of the fit
+    # the user asked for (llm-line: an inner fit of one size, 22 sizes in the table).
+    d = [1e9, 3e9, 1e10, 3e10, 1e11]
+    rows = pd.DataFrame({
+        "source": "web", "target": "web", "params": [1e8] * 5 + [3e7],
+        "pretrain_tokens": d + [1e11], "finetune_tokens": 0.0,
+        "loss": [2.0 + 300 * n ** -0.3 + 400 * t ** -0.3
+                 for n, t in zip([1e8] * 5 + [3e7], d + [1e11], strict=True)]})
+    rows.insert(0, "run_id", [f"r{i}" for i in range(len(rows))])
+    spec = tmp_path / "spec.toml"
+    spec.write_text('law = "chinchilla"\n[discrepancy]\naxes = ["pretrain_tokens"]\n')
+    inner = rows[rows["pretrain_tokens"] < 3e10]
+    assert uninformed_size_message("A N^-alpha", inner) is not None
+    assert uninformed_size_message("A N^-alpha", rows) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        warnings.simplefilter("error", UninformedSizeWarning)
+        post = fit(rows, str(spec), **QUICK)
+    assert "disc_tau_pretrain_tokens" in post.idata.posterior
