@@ -101,6 +101,32 @@ def test_kinds_that_do_not_apply_are_skipped_with_a_note(gapless_file, tmp_path)
     assert [line.split(":")[0] for line in skipped] == [
         "skipped forest", "skipped heatmap", "skipped acquisition"]
     assert "no per-pair gap" in skipped[0]
+    # The CLI's own words: the flag that makes the acquisition apply, not a Python keyword.
+    assert "give --at RUNS.csv" in skipped[2] and "quantity=" not in skipped[2]
+
+
+def test_acquisition_of_a_gapless_law_narrows_the_losses_at_given_runs(gapless_file,
+                                                                      tmp_path):
+    at = tmp_path / "target_scale.csv"
+    at.write_text("source,target,params,pretrain_tokens,finetune_tokens\n"
+                  "web,math,1e7,1e9,1e6\ncode,prose,1e7,1e9,1e6\n")
+    out = tmp_path / "plots"
+    result = _plot(gapless_file, "all", "--out-dir", out, "--at", at)
+    assert result.exit_code == 0, result.output
+    assert (out / "acquisition.png").exists()
+    assert [line.split(":")[0] for line in result.stdout.splitlines()
+            if line.startswith("skipped")] == ["skipped forest", "skipped heatmap"]
+    one = tmp_path / "acq.png"
+    result = _plot(gapless_file, "acquisition", "--at", at, "--out", one)
+    assert result.exit_code == 0, result.output
+    with Image.open(one) as img:
+        assert img.format == "PNG" and img.size == SIZE
+    bad = tmp_path / "bad.csv"
+    bad.write_text("source,target,params,pretrain_tokens,finetune_tokens\n"
+                   "web,math,-1,1e9,1e6\n")
+    result = _plot(gapless_file, "acquisition", "--at", bad, "--out", tmp_path / "b.png")
+    assert result.exit_code == 1 and "row 1" in result.output, result.output
+    assert not (tmp_path / "b.png").exists()
 
 
 def test_a_from_scratch_table_plots_every_kind_that_applies(from_scratch_file, tmp_path):

@@ -23,6 +23,22 @@ from bayes_transfer.cli._app import (
 
 _CRITERIA = ("variance", "information")
 
+#: What ``suggest`` and ``plot acquisition`` say of a law without a per-pair gap.
+NO_GAP = ("law {law} has no per-pair gap to narrow: give --at RUNS.csv, the runs whose "
+          "predicted loss to narrow (e.g. the scale you will train at)")
+
+
+def rows_to_narrow(at: Path):
+    """The runs of ``--at`` whose predicted loss the acquisition narrows, checked, with
+    rows numbered as in the file (for its errors)."""
+    import pandas as pd
+
+    from bayes_transfer.data import query_rows, read_table
+
+    rows = read_table(at)
+    rows.index = pd.RangeIndex(1, len(rows) + 1)
+    return query_rows(rows, at.name)
+
 
 @app.command("suggest")
 def suggest_command(
@@ -97,17 +113,9 @@ def suggest_command(
         cands = candidates_from_spec(candidates, runs=post.runs)
         quantity = list(pair) or "gaps"
         if at is not None:
-            import pandas as pd
-
-            from bayes_transfer.data import query_rows, read_table
-
-            rows = read_table(at)
-            rows.index = pd.RangeIndex(1, len(rows) + 1)  # numbered as in the file
-            quantity = query_rows(rows, at.name)
+            quantity = rows_to_narrow(at)
         elif post.spec.gap is None:
-            raise fail(f"law {post.spec.law} has no per-pair gap to narrow: give --at "
-                       "RUNS.csv, the runs whose predicted loss to narrow (e.g. the scale "
-                       "you will train at)")
+            raise fail(NO_GAP.format(law=post.spec.law))
         chosen = suggest(post, cands, batch=batch, budget=budget, criterion=criterion,
                          quantity=quantity, cost=cost, max_draws=max_draws,
                          goal_width=goal_width)

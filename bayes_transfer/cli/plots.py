@@ -82,8 +82,9 @@ def default_candidates(post):
 
 
 def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
-                candidates: Path | None = None):
-    """The figure of ``kind`` for ``post`` (shared by ``plot`` and ``demo``)."""
+                candidates: Path | None = None, at: Path | None = None):
+    """The figure of ``kind`` for ``post`` (shared by ``plot`` and ``demo``); ``at``: the
+    runs whose predicted loss the acquisition narrows (default: the gaps)."""
     from bayes_transfer import plots
 
     if kind == "losses":
@@ -96,11 +97,15 @@ def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
         return plots.plot_prior_posterior(post)
     if kind == "acquisition":
         from bayes_transfer import design
+        from bayes_transfer.cli.design import NO_GAP, rows_to_narrow
 
+        if at is None and post.spec.gap is None:
+            raise ValueError(NO_GAP.format(law=post.spec.law))
         cands = (design.candidates_from_spec(candidates, runs=post.runs)
                  if candidates is not None else default_candidates(post))
-        return plots.plot_acquisition(design.score_candidates(post, cands,
-                                                              exclude_existing=True))
+        quantity = rows_to_narrow(at) if at is not None else "gaps"
+        return plots.plot_acquisition(design.score_candidates(
+            post, cands, quantity=quantity, exclude_existing=True))
     if kind == "ppc":
         return plots.plot_ppc(post, ci=ci)
     if kind == "loo-pit":
@@ -109,7 +114,8 @@ def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
 
 
 def draw_all(post, out_dir: Path, *, ci: float = 0.9, against: str = "p",
-             candidates: Path | None = None) -> list[tuple[str, Path | None, str]]:
+             candidates: Path | None = None, at: Path | None = None
+             ) -> list[tuple[str, Path | None, str]]:
     """Draw every plot kind of ``post`` into ``out_dir/KIND.png`` in one process.
 
     A kind that does not apply to the posterior (forest and heatmap need a per-pair gap,
@@ -125,7 +131,8 @@ def draw_all(post, out_dir: Path, *, ci: float = 0.9, against: str = "p",
     done: list[tuple[str, Path | None, str]] = []
     for kind in KINDS:
         try:
-            fig = make_figure(post, kind, ci=ci, against=against, candidates=candidates)
+            fig = make_figure(post, kind, ci=ci, against=against, candidates=candidates,
+                              at=at)
         except ValueError as exc:  # the plot's own "does not apply" (or a bad candidate)
             done.append((kind, None, str(exc)))
             continue
@@ -152,6 +159,9 @@ def plot(
                                     "fine-tuning (f) tokens."),
     candidates: Path | None = typer.Option(None, help="acquisition: candidate runs (TOML); "
                                            "default: the table's own values."),
+    at: Path | None = typer.Option(None, "--at", help="acquisition: CSV of runs whose "
+                                   "predicted loss to narrow (as `suggest --at`); default: "
+                                   "the gaps."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Draw one picture of a fitted posterior (or all of them) and write it atomically.
@@ -166,23 +176,25 @@ def plot(
 
         bayes-transfer plot posterior.nc heatmap --out heatmap.png
         bayes-transfer plot posterior.nc all --out-dir plots
+        bayes-transfer plot chinchilla.nc acquisition --at target_scale.csv --out acq.png
     """
     from bayes_transfer.plots import KINDS, save_figure
 
     checks.input_file(candidates, "candidates file", "--candidates")
+    checks.input_file(at, "table of runs to narrow", "--at")
     if kind is PlotKind.all:
         if out is not None or out_dir is None:
             raise fail("plot all writes one PNG per kind: give --out-dir DIR, not --out")
-        checks.output_dir(out_dir, inputs=[posterior, candidates], flag="--out-dir")
+        checks.output_dir(out_dir, inputs=[posterior, candidates, at], flag="--out-dir")
         # Every file is checked before any is drawn: nothing is written on a refusal.
         for name in KINDS:
-            checks.output_file(out_dir / f"{name}.png", inputs=[posterior, candidates],
+            checks.output_file(out_dir / f"{name}.png", inputs=[posterior, candidates, at],
                                force=force, flag="--out-dir")
     else:
         if out is None or out_dir is not None:
             raise fail(f"plot {kind.value} writes one image: give --out FILE "
                        "(--out-dir is for `all`)")
-        checks.output_file(out, inputs=[posterior, candidates], force=force,
+        checks.output_file(out, inputs=[posterior, candidates, at], force=force,
                            suffixes=IMAGE_SUFFIXES)
     checks.ci(ci)
     post = _load(posterior)
@@ -190,7 +202,7 @@ def plot(
         with answer_warnings(), user_errors():
             out_dir.mkdir(parents=True, exist_ok=True)
             drawn = draw_all(post, out_dir, ci=ci, against=against.value,
-                             candidates=candidates)
+                             candidates=candidates, at=at)
         con = console()
         for name, path, why in drawn:
             if path is None:
@@ -200,7 +212,7 @@ def plot(
         return
     with answer_warnings(), user_errors():
         fig = make_figure(post, kind.value, ci=ci, against=against.value,
-                          candidates=candidates)
+                          candidates=candidates, at=at)
         save_figure(fig, out)
     console().print(f"wrote {out}")
 
