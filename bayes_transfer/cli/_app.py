@@ -7,6 +7,7 @@ import math
 import sys
 from collections.abc import Iterator
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -157,6 +158,24 @@ def answer_warnings() -> Iterator[None]:
             elif text not in seen:
                 seen.add(text)
                 err.print(Text.assemble(("warning:", "bold yellow"), " ", text))
+
+
+def load_posterior(path: Path):
+    """``Posterior.load(path)``, and one ``warning:`` line on stderr when its fit failed
+    its diagnostics: what a command prints from it (predictions, advice, suggestions,
+    pictures) rests on draws that may be wrong, and the user should hear so there, not
+    only from ``report``. Errors pass to the caller's :func:`user_errors`."""
+    from bayes_transfer.inference import Posterior
+
+    post = Posterior.load(path)
+    d = post.diagnostics
+    if not d.ok:
+        console(stderr=True, soft_wrap=True).print(Text.assemble(
+            ("warning:", "bold yellow"),
+            f" {path} failed its diagnostics (R-hat max {d.max_rhat:.3f}, bulk ESS min "
+            f"{d.min_ess_bulk:.0f}, {d.divergences} divergences): what follows may be "
+            f"wrong; `bayes-transfer report {path}` says what to change"))
+    return post
 
 
 class Format(StrEnum):

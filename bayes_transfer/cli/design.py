@@ -17,6 +17,7 @@ from bayes_transfer.cli._app import (
     app,
     console,
     fail,
+    load_posterior,
     table,
     user_errors,
 )
@@ -93,7 +94,6 @@ def suggest_command(
         bayes-transfer suggest post.nc --candidates cands.toml --goal-width 0.2
     """
     from bayes_transfer.design import candidates_from_spec, suggest
-    from bayes_transfer.inference import Posterior
 
     checks.input_file(candidates, "candidates file", "--candidates")
     if at is not None:
@@ -109,7 +109,7 @@ def suggest_command(
     if fmt not in ("table", "csv"):
         raise fail(f"--format must be table or csv, not {fmt!r}")
     with answer_warnings(), user_errors():
-        post = Posterior.load(posterior)
+        post = load_posterior(posterior)
         cands = candidates_from_spec(candidates, runs=post.runs)
         quantity = list(pair) or "gaps"
         if at is not None:

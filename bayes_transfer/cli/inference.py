@@ -27,6 +27,7 @@ from bayes_transfer.cli._app import (
     app,
     console,
     fail,
+    load_posterior,
     show_progress,
     user_errors,
 )
@@ -266,7 +267,6 @@ def predict_command(
     import pandas as pd
 
     from bayes_transfer.data import read_table
-    from bayes_transfer.inference import Posterior
 
     checks.input_file(runs, "table of rows to predict", "--runs")
     if out is not None:
@@ -278,7 +278,7 @@ def predict_command(
         # from 1 in messages, as `validate` numbers them.
         rows = read_table(runs)
         rows.index = pd.RangeIndex(1, len(rows) + 1)
-        post = Posterior.load(posterior)
+        post = load_posterior(posterior)
         pred = post.predict(rows, ci=ci, kind=kind.value, seed=seed, name=runs.name)
         emit(pred, fmt, title=f"predicted loss, {ci:.0%} credible intervals ({kind.value})",
              extra={"posterior": str(posterior), "ci": ci, "kind": kind.value}, out=out)

@@ -10,7 +10,15 @@ from rich.table import Table
 from rich.text import Text
 
 from bayes_transfer.cli import _checks as checks
-from bayes_transfer.cli._app import Format, answer_warnings, app, console, fail, user_errors
+from bayes_transfer.cli._app import (
+    Format,
+    answer_warnings,
+    app,
+    console,
+    fail,
+    load_posterior,
+    user_errors,
+)
 from bayes_transfer.cli._app import table as titled_table
 
 #: The image formats ``plot --out`` writes (matplotlib's, by extension).
@@ -45,10 +53,8 @@ class Unit(StrEnum):
 
 
 def _load(posterior: Path):
-    from bayes_transfer.inference import Posterior
-
     with user_errors():
-        return Posterior.load(posterior)
+        return load_posterior(posterior)
 
 
 def default_candidates(post):
