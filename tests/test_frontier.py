@@ -126,7 +126,10 @@ def test_cli_advise_prints_the_frontier(tmp_path):
                for r in out["rows"])
     assert out["exponents"][0]["a_median"] == pytest.approx(0.513, abs=0.01)
     # Beyond the fitted table (N up to 1e10): one warning line, not a traceback.
-    assert res.stderr.count("warning:") == 1 and "beyond" in res.stderr
+    # (The short fit may also fail its diagnostics, which is its own warning line.)
+    beyond = [line for line in res.stderr.splitlines()
+              if line.startswith("warning:") and "beyond" in line]
+    assert len(beyond) == 1 and "Traceback" not in res.stderr, res.stderr
     bad = runner.invoke(app, ["advise", str(path), "--compute", "1e21", "--unit", "tokens"])
     assert bad.exit_code == 1
 
