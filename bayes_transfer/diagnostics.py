@@ -290,7 +290,9 @@ def _by_chance(rhat: xr.Dataset, largest: float, chains: int, draws: int) -> str
     # Many quantities: say when chance alone could explain the largest R-hat (it is
     # within the 99% quantile of independent draws' largest, and their median is itself
     # near the threshold), and how many draws that many quantities need.
-    quantities = sum(int(np.isfinite(v.values).sum()) for v in rhat.data_vars.values())
+    # A parameter and its log (``A``, ``log_A``) have the same ranks: one quantity.
+    quantities = sum(int(np.isfinite(v.values).sum()) for name, v in rhat.data_vars.items()
+                     if f"log_{name}" not in rhat.data_vars)
     if draws < 4 or quantities < 1:
         return ""
     typical = rhat_by_chance(chains, draws, quantities)

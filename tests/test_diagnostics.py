@@ -158,10 +158,16 @@ def test_diagnose_says_when_chance_explains_the_largest_rhat() -> None:
     needed = draws_for_rhat(2, 3000)
     assert "3,000 quantities" in rhat_problem
     assert f"at least {needed:,} draws a chain" in rhat_problem
+    # A parameter stored with its log is one quantity, not two.
+    draws = rng.normal(size=(2, 60, 3000))
+    both = az.from_dict(posterior={"log_v": draws, "v": np.exp(draws)})
+    rhat_problem = next(p for p in diagnose(both, warn=False).problems
+                        if p.startswith("R-hat"))
+    assert "3,000 quantities" in rhat_problem, rhat_problem
     # Chains that disagree: chance does not explain it, nothing is added, whether among
     # many quantities or alone.
     apart = rng.normal(size=(2, 60, 3000))
-    apart[0, :, 0] += 1.0
+    apart[0, :, 0] += 3.0  # R-hat ~1.8, far beyond chance's ~1.10 at 2 x 60 draws
     for draws in (apart, apart[:, :, :1]):
         d = diagnose(az.from_dict(posterior={"w": draws}), warn=False)
         rhat_problem = next(p for p in d.problems if p.startswith("R-hat"))
