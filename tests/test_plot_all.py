@@ -55,6 +55,11 @@ def _plot(*args):
     return CliRunner().invoke(app, ["plot", *map(str, args)])
 
 
+def _skipped(result) -> list[str]:
+    """``plot all``'s notes of the kinds it skipped, one line each."""
+    return [line for line in result.stdout.splitlines() if line.startswith("skipped")]
+
+
 def test_all_kinds_in_one_call_with_the_umask(post_file, tmp_path):
     out = tmp_path / "plots"
     old = os.umask(0o027)
@@ -97,7 +102,7 @@ def test_kinds_that_do_not_apply_are_skipped_with_a_note(gapless_file, tmp_path)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["loo-pit.png", "losses.png", "ppc.png",
                                                      "prior.png"]
-    skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped")]
+    skipped = _skipped(result)
     assert [line.split(":")[0] for line in skipped] == [
         "skipped forest", "skipped heatmap", "skipped acquisition"]
     assert "no per-pair gap" in skipped[0]
@@ -114,8 +119,8 @@ def test_acquisition_of_a_gapless_law_narrows_the_losses_at_given_runs(gapless_f
     result = _plot(gapless_file, "all", "--out-dir", out, "--at", at)
     assert result.exit_code == 0, result.output
     assert (out / "acquisition.png").exists()
-    assert [line.split(":")[0] for line in result.stdout.splitlines()
-            if line.startswith("skipped")] == ["skipped forest", "skipped heatmap"]
+    assert [line.split(":")[0] for line in _skipped(result)] == ["skipped forest",
+                                                               "skipped heatmap"]
     one = tmp_path / "acq.png"
     result = _plot(gapless_file, "acquisition", "--at", at, "--out", one)
     assert result.exit_code == 0, result.output
@@ -135,9 +140,8 @@ def test_a_from_scratch_table_plots_every_kind_that_applies(from_scratch_file, t
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["loo-pit.png", "losses.png", "ppc.png",
                                                      "prior.png"]
-    skipped = [line.split(":")[0] for line in result.stdout.splitlines()
-               if line.startswith("skipped")]
-    assert skipped == ["skipped forest", "skipped heatmap", "skipped acquisition"]
+    assert [line.split(":")[0] for line in _skipped(result)] == [
+        "skipped forest", "skipped heatmap", "skipped acquisition"]
 
 
 @pytest.mark.parametrize("args, message", [
