@@ -204,9 +204,9 @@ def rhat_by_chance(chains: int, draws: int, quantities: int, prob: float = 0.5) 
 
     R-hat is a statistic with a spread, so the largest of many is larger than a typical
     one: 2 chains x 500 independent draws of 10,000 quantities give a largest R-hat of
-    about 1.014 (its median), above the 1.01 threshold though nothing is wrong. No sampler can do
-    better than independent draws, so a largest R-hat near this value asks for more
-    draws, not a better sampler (:func:`draws_for_rhat` says how many).
+    about 1.014 (its median), above the 1.01 threshold though nothing is wrong. No
+    sampler can do better than independent draws, so a largest R-hat near this value
+    asks for more draws, not a better sampler (:func:`draws_for_rhat` says how many).
 
     Why the formula: for independent normal draws split into ``M = 2 chains`` halves of
     ``n`` draws, ``R-hat^2 = (n - 1) / n + (B / n) / W`` with ``(B / n) / W`` an
