@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from bayes_transfer.model import ModelData
 
 __all__ = ["ANCHORED_LAWS", "Anchors", "rectified_log_params", "rectified_log_prior",
+           "chinchilla_log_params", "chinchilla_log_prior",
            "log_abs_det", "prepare", "sample_pairs", "spec_sites", "anchored_names", "SITE"]
 
 SITE = "anchor_pair"
@@ -93,9 +94,10 @@ def _truncated_quantile_jvp(primals, tangents):
     return y, dy_dz * dz + dy_dc * dc
 
 
-def _curve(l0: Any, h: Any, m: Any, log_e: Any, x: Any) -> Any:
+def _rectified_curve(v: Any, log_e: Any, x: Any) -> Any:
     # (log B, log D_l, log beta) of the curve through L(0) = e^l0, L(f_hi) = L(0) s(h),
     # L(f_m) at the fraction s(m) between them, with floor e^log_e < L(f_hi).
+    l0, h, m = v[..., 0], v[..., 1], v[..., 2]
     x_m, x_hi = x[..., 0], x[..., 1]
     log_sh = jax.nn.log_sigmoid(h)
     log_sq = jnp.minimum(log_e - l0 - log_sh, -1e-6)  # log E / L(f_hi) < 0
@@ -105,6 +107,50 @@ def _curve(l0: Any, h: Any, m: Any, log_e: Any, x: Any) -> Any:
     log_d = beta * x_hi - log_rho_1
     log_b = l0 + _log1mexp(log_sh + log_sq) + log_d
     return jnp.stack([log_b, log_d, jnp.log(beta)], axis=-1)
+
+
+def _chinchilla_curve(v: Any, log_e: Any, x: Any) -> Any:
+    # (log B, log beta) of the data term E + B D^-beta through P(D_lo) = e^u and
+    # P(D_hi) = P(D_lo) s(h), with floor e^log_e < P(D_hi): with g = P - E > 0 at both
+    # anchors, beta = log(g_lo / g_hi) / (x_hi - x_lo) > 0 and B = g_lo D_lo^beta.
+    u, h = v[..., 0], v[..., 1]
+    x_lo, x_hi = x[..., 0], x[..., 1]
+    log_hi = u + jax.nn.log_sigmoid(h)
+    log_g_lo = u + _log1mexp(jnp.minimum(log_e - u, -1e-6))
+    log_g_hi = log_hi + _log1mexp(jnp.minimum(log_e - log_hi, -1e-6))
+    beta = (log_g_lo - log_g_hi) / (x_hi - x_lo)
+    return jnp.stack([log_g_lo + beta * x_lo, jnp.log(beta)], axis=-1)
+
+
+def _floor(a: Any, loc: Any, sd: Any) -> tuple[Any, Any]:
+    # The floor's log (the last coordinate z, non-centred: the Phi(z) quantile of its
+    # prior truncated below the loss at the second anchor, e^(a0 + log s(a1))) and the
+    # truncation point in sd units.
+    c = (a[..., 0] + jax.nn.log_sigmoid(a[..., 1]) - loc[..., -1]) / sd[..., -1]
+    return loc[..., -1] + sd[..., -1] * _truncated_quantile(a[..., -1], c), c
+
+
+def _log_params(curve: Callable[..., Any], a: Any, x: Any, loc: Any, sd: Any) -> Any:
+    log_e, _ = _floor(a, loc, sd)
+    return jnp.concatenate([curve(a[..., :-1], log_e, x), log_e[..., None]], axis=-1)
+
+
+def _log_prior(curve: Callable[..., Any], a: Any, x: Any, loc: Any,
+               sd: Any) -> tuple[Any, Any]:
+    # The map is (v, z) -> (v, log E) -> (curve(v, log E), log E): its log Jacobian is
+    # log d(log E)/dz plus that of the curve's parameters in v at fixed log E (forward-
+    # mode autodiff of elementary functions). The floor's prior times d(log E)/dz is
+    # phi(z) Phi(c) (the truncation of _truncated_quantile), so log E's density never
+    # needs Phi^-1's second derivatives.
+    log_e, c = _floor(a, loc, sd)
+    k = a.shape[-1] - 1
+    flat = a[..., :-1].reshape(-1, k)
+    params = curve(a[..., :-1], log_e, x)
+    jac = jax.vmap(jax.jacfwd(curve))(flat, log_e.reshape(-1), x.reshape(-1, x.shape[-1]))
+    log_jac = jnp.linalg.slogdet(jac)[1].reshape(a.shape[:-1])
+    curve_prior = dist.Normal(loc[..., :-1], sd[..., :-1]).log_prob(params).sum(-1)
+    return (jnp.concatenate([params, log_e[..., None]], axis=-1),
+            curve_prior + log_jac + _log_phi(a[..., -1]) + jax.scipy.special.log_ndtr(c))
 
 
 def rectified_log_params(a: Any, x: Any, loc: Any, sd: Any) -> Any:
@@ -137,38 +183,86 @@ def rectified_log_params(a: Any, x: Any, loc: Any, sd: Any) -> Any:
         >>> round(float((jnp.exp(l_m) - jnp.exp(l_hi)) / (jnp.exp(l0) - jnp.exp(l_hi))), 4)
         0.5498
     """
-    l0, h, m, z = (a[..., i] for i in range(4))
-    log_hi = l0 + jax.nn.log_sigmoid(h)
-    log_e = loc[..., 3] + sd[..., 3] * _truncated_quantile(z, (log_hi - loc[..., 3]) / sd[..., 3])
-    return jnp.concatenate([_curve(l0, h, m, log_e, x), log_e[..., None]], axis=-1)
+    return _log_params(_rectified_curve, a, x, loc, sd)
 
 
 def rectified_log_prior(a: Any, x: Any, loc: Any, sd: Any) -> tuple[Any, Any]:
     """The log parameters (:func:`rectified_log_params`) and, per pair, the log density of
     the pair's prior in the anchored coordinates (the prior at the log parameters plus the
-    log Jacobian of the map).
+    log Jacobian of the map). ``tests/test_anchor.py`` checks it against ``jax.jacfwd`` of
+    the whole map."""
+    return _log_prior(_rectified_curve, a, x, loc, sd)
 
-    The map is ``(l0, h, m, z) -> (l0, h, m, log E) -> (log B, log D_l, log beta, log E)``:
-    its log Jacobian is ``log d(log E)/dz`` plus that of the curve's three parameters in
-    ``(l0, h, m)`` at fixed ``log E`` (forward-mode autodiff of elementary functions). The
-    floor's prior times ``d(log E)/dz`` is ``phi(z) Phi(c)`` (the truncation of
-    :func:`_truncated_quantile`, ``c = (log L(f_hi) - loc) / sd``), so ``log E``'s density
-    never needs ``Phi^-1``'s second derivatives. ``tests/test_anchor.py`` checks the sum against
-    ``jax.jacfwd`` of the whole map.
+
+def _chinchilla_exponent(a: Any, x: Any, loc: Any, sd: Any) -> tuple[Any, Any]:
+    # log beta from w = a[..., 2], non-centred: the Phi(w) quantile of its prior truncated
+    # above the least exponent with E > 0 (the data term falls by the ratio s(h) over the
+    # anchors, and above a floor of zero only at beta >= -log s(h) / (x_hi - x_lo)); and
+    # that bound in sd units.
+    log_min = jnp.log(jax.nn.softplus(-a[..., 1])) - jnp.log(x[..., 1] - x[..., 0])
+    c = (log_min - loc[..., 1]) / sd[..., 1]
+    return loc[..., 1] - sd[..., 1] * _truncated_quantile(-a[..., 2], -c), c
+
+
+def _chinchilla_curve(v: Any, log_beta: Any, x: Any) -> Any:
+    # (log B, log E) of the data term E + B D^-beta through P(D_lo) = e^u and
+    # P(D_hi) = P(D_lo) s(h): B (D_lo^-beta - D_hi^-beta) = P(D_lo) s(-h), and E the rest.
+    u, h = v[..., 0], v[..., 1]
+    beta = jnp.exp(log_beta)
+    log_drop = _log1mexp(-beta * (x[..., 1] - x[..., 0]))  # log(1 - (D_lo/D_hi)^beta)
+    log_fall = jax.nn.log_sigmoid(-h)
+    log_b = u + log_fall + beta * x[..., 0] - log_drop
+    log_e = u + _log1mexp(jnp.minimum(log_fall - log_drop, -1e-6))
+    return jnp.stack([log_b, log_e], axis=-1)
+
+
+def chinchilla_log_params(a: Any, x: Any, loc: Any, sd: Any) -> Any:
+    """Map anchored coordinates ``a[..., (u, h, w)]`` to the log parameters
+    ``(log B, log beta, log E)`` of the Chinchilla law's data term ``E + B D^-beta``;
+    ``x[..., (x_lo, x_hi)]`` are the logs of the pair's smallest and largest fitted data
+    sizes (reference units, ``x_lo < x_hi``), ``loc``, ``sd`` the pair's prior.
+
+    The model-size term ``A N^-alpha`` is left out of the map (its parameters are the
+    target's or the population's, not the pair's): ``e^u`` is the data term at ``D_lo``,
+    ``E + B D_lo^-beta``, and ``s(h)`` its ratio at ``D_hi`` to ``D_lo``; ``log beta`` is
+    the ``Phi(w)`` quantile of its prior truncated below the least exponent that keeps
+    ``E > 0``, ``-log s(h) / (x_hi - x_lo)`` (non-centred: an exponent the rows leave to
+    its pair prior makes no funnel with that prior's sd); ``B`` and ``E`` follow. So the
+    map is a bijection of R^3. The rows pin ``u`` (given the size term) and ``h``; the
+    exponent, which the rows' curvature over a decade or two barely informs, trades
+    against the floor, along a curved ridge in the log parameters.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> lp = chinchilla_log_params(jnp.array([0.5, 1.0, 0.0]), jnp.array([-1.0, 1.0]),
+        ...                            jnp.zeros(3), jnp.ones(3))
+        >>> log_b, log_beta, log_e = lp
+        >>> data_term = lambda x: jnp.exp(log_e) + jnp.exp(log_b - jnp.exp(log_beta) * x)
+        >>> round(float(jnp.log(data_term(-1.0))), 5)  # u
+        0.5
+        >>> round(float(data_term(1.0) / data_term(-1.0)), 5)  # s(1)
+        0.73106
     """
-    lp = rectified_log_params(a, x, loc, sd)
-    l0, h, m, z = (a[..., i] for i in range(4))
-    c = (l0 + jax.nn.log_sigmoid(h) - loc[..., 3]) / sd[..., 3]
-    log_e = lp[..., 3]
+    log_beta, _ = _chinchilla_exponent(a, x, loc, sd)
+    b_e = _chinchilla_curve(a[..., :2], log_beta, x)
+    return jnp.stack([b_e[..., 0], log_beta, b_e[..., 1]], axis=-1)
 
-    def curve3(v, e, xx):
-        return _curve(v[0], v[1], v[2], e, xx)
 
-    flat = a.reshape(-1, 4)
-    jac = jax.vmap(jax.jacfwd(curve3))(flat[:, :3], log_e.reshape(-1), x.reshape(-1, 2))
+def chinchilla_log_prior(a: Any, x: Any, loc: Any, sd: Any) -> tuple[Any, Any]:
+    """:func:`chinchilla_log_params` and the pair's prior in the anchored coordinates: the
+    map is ``(u, h, w) -> (u, h, log beta) -> (log B, log beta, log E)``, so its log
+    Jacobian is ``log d(log beta)/dw`` (with the exponent's prior: ``phi(w) Phi(-c)``)
+    plus that of ``(log B, log E)`` in ``(u, h)`` at fixed beta."""
+    log_beta, c = _chinchilla_exponent(a, x, loc, sd)
+    flat = a[..., :2].reshape(-1, 2)
+    b_e = _chinchilla_curve(a[..., :2], log_beta, x)
+    jac = jax.vmap(jax.jacfwd(_chinchilla_curve))(flat, log_beta.reshape(-1),
+                                                  x.reshape(-1, x.shape[-1]))
     log_jac = jnp.linalg.slogdet(jac)[1].reshape(a.shape[:-1])
-    curve_prior = dist.Normal(loc[..., :3], sd[..., :3]).log_prob(lp[..., :3]).sum(-1)
-    return lp, curve_prior + log_jac + _log_phi(z) + jax.scipy.special.log_ndtr(c)
+    params = jnp.stack([b_e[..., 0], log_beta, b_e[..., 1]], axis=-1)
+    prior = (dist.Normal(loc[..., 0], sd[..., 0]).log_prob(b_e[..., 0])
+             + dist.Normal(loc[..., 2], sd[..., 2]).log_prob(b_e[..., 1]))
+    return params, prior + log_jac + _log_phi(a[..., 2]) + jax.scipy.special.log_ndtr(-c)
 
 
 def log_abs_det(to_log: Callable[..., Any], a: Any, *args: Any) -> Any:
@@ -199,6 +293,20 @@ def _rectified_offsets(log_f: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndar
     return np.array([x_m, x_hi]), shift
 
 
+def _chinchilla_offsets(log_d: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One pair's anchors ``(x_lo, x_hi)`` (its smallest and largest data sizes) and its
+    coordinates' shift: the observed log loss at ``D_lo`` and the observed ratio at
+    ``D_hi`` (the size term is left in them: a shift only has to land near the data)."""
+    ell = {v: float(log_loss[log_d == v].mean()) for v in np.unique(log_d)}
+    x_lo, x_hi = min(ell), max(ell)
+    shift = np.array([ell[x_lo], 0.0, 0.0])
+    if x_hi > x_lo:
+        shift[1] = _logit(np.exp(ell[x_hi] - ell[x_lo]))
+    else:  # one data size: a second anchor the rows do not pin
+        x_lo = x_hi - 1.0
+    return np.array([x_lo, x_hi]), shift
+
+
 def _logit(p: float) -> float:
     p = float(np.clip(p, 0.05, 0.95))
     return float(np.log(p / (1 - p)))
@@ -212,11 +320,14 @@ class AnchoredLaw:
     to_log: Callable[..., Any]
     log_prior: Callable[..., tuple[Any, Any]]
     offsets: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    feature: str  # the row feature the anchors are sizes of
 
 
 ANCHORED_LAWS: dict[str, AnchoredLaw] = {
     "rectified": AnchoredLaw(("B", "D_l", "beta", "E"), rectified_log_params,
-                             rectified_log_prior, _rectified_offsets),
+                             rectified_log_prior, _rectified_offsets, "log_f"),
+    "chinchilla": AnchoredLaw(("B", "beta", "E"), chinchilla_log_params,
+                              chinchilla_log_prior, _chinchilla_offsets, "log_D"),
 }
 
 
@@ -251,7 +362,7 @@ def prepare(data: ModelData) -> ModelData:
     law = ANCHORED_LAWS[data.spec.law]
     pairs = data.n_sources * data.n_targets
     pair_idx = np.asarray(data.pair_idx)
-    log_f = np.asarray(data.features["log_f"], dtype=np.float64)
+    size = np.asarray(data.features[law.feature], dtype=np.float64)
     log_loss = np.asarray(data.log_loss, dtype=np.float64)
     mapped = np.asarray(data.has_rows("pair"), dtype=bool)
     x, offset = np.zeros((pairs, 2)), np.zeros((pairs, len(names)))
@@ -262,7 +373,7 @@ def prepare(data: ModelData) -> ModelData:
     starts = np.searchsorted(pair_idx[by_pair], np.arange(pairs + 1))
     for k in np.flatnonzero(mapped):
         rows = by_pair[starts[k]:starts[k + 1]]
-        x[k], offset[k] = law.offsets(log_f[rows], log_loss[rows])
+        x[k], offset[k] = law.offsets(size[rows], log_loss[rows])
     return dataclasses.replace(data, anchor=Anchors(names, mapped, x, offset))
 
 
