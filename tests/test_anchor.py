@@ -77,24 +77,58 @@ def test_map_hits_the_losses_it_names():
                                norm.cdf(a[:, 3]), atol=2e-4)
 
 
-def test_log_prior_is_the_prior_times_the_whole_maps_jacobian():
+def _random_chinchilla_point(n: int, seed: int):
+    a, x, loc, sd = _random_point(n, seed)
+    return a[:, :3], x, loc[:, :3], sd[:, :3]
+
+
+def test_chinchilla_map_hits_the_losses_it_names():
+    """The data term ``E + B D^-beta`` of the mapped parameters is e^u at D_lo and falls
+    by s(h) to D_hi; beta is the Phi(w) quantile of its prior truncated to E > 0."""
+    from scipy.stats import norm
+
+    with jax.enable_x64(True):
+        a, x, loc, sd = (jnp.asarray(v) for v in _random_chinchilla_point(200, 2))
+        log_b, log_beta, log_e = np.asarray(anchor.chinchilla_log_params(a, x, loc, sd)).T
+    a, x, loc, sd = (np.asarray(v) for v in (a, x, loc, sd))
+    term = lambda xx: np.exp(log_e) + np.exp(log_b - np.exp(log_beta) * xx)  # noqa: E731
+    np.testing.assert_allclose(np.log(term(x[:, 0])), a[:, 0], atol=1e-9)
+    np.testing.assert_allclose(term(x[:, 1]) / term(x[:, 0]), 1 / (1 + np.exp(-a[:, 1])),
+                               rtol=1e-9)
+    assert np.all(np.isfinite(log_e))
+    bound = np.log(np.log1p(np.exp(-a[:, 1]))) - np.log(x[:, 1] - x[:, 0])
+    assert np.all(log_beta > bound)
+    tail = norm.sf((bound - loc[:, 1]) / sd[:, 1])  # the prior's mass above the bound
+    kept = tail > 1e-6  # where the truncation leaves mass enough to compare in float64
+    assert kept.sum() > 150
+    above = norm.sf((log_beta - loc[:, 1]) / sd[:, 1]) / tail
+    np.testing.assert_allclose(above[kept], norm.sf(a[kept, 2]), atol=1e-6)
+
+
+@pytest.mark.parametrize("law", ["rectified", "chinchilla"])
+def test_log_prior_is_the_prior_times_the_whole_maps_jacobian(law):
     """The law's density in anchored coordinates against the prior at the mapped values
     plus log |det| of the whole map, by autodiff and by finite differences (float64)."""
+    to_log, log_prior = ((anchor.rectified_log_params, anchor.rectified_log_prior)
+                         if law == "rectified" else
+                         (anchor.chinchilla_log_params, anchor.chinchilla_log_prior))
+    point = _random_point if law == "rectified" else _random_chinchilla_point
     with jax.enable_x64(True):
-        a, x, loc, sd = (jnp.asarray(v) for v in _random_point(8, 1))
-        lp, got = anchor.rectified_log_prior(a, x, loc, sd)
+        a, x, loc, sd = (jnp.asarray(v) for v in point(8, 1))
+        k = a.shape[1]
+        lp, got = log_prior(a, x, loc, sd)
         prior = np.asarray(
             jax.scipy.stats.norm.logpdf(lp, loc, sd).sum(-1))
-        by_ad = np.asarray(anchor.log_abs_det(anchor.rectified_log_params, a, x, loc, sd))
+        by_ad = np.asarray(anchor.log_abs_det(to_log, a, x, loc, sd))
         np.testing.assert_allclose(np.asarray(got), prior + by_ad, atol=1e-6)
         eps = 1e-6
-        for k in range(8):
-            f = lambda v, k=k: np.asarray(anchor.rectified_log_params(  # noqa: E731
-                jnp.asarray(v), x[k], loc[k], sd[k]))
-            jac = np.column_stack([(f(a[k] + eps * e) - f(a[k] - eps * e)) / (2 * eps)
-                                   for e in np.eye(4)])
-            assert by_ad[k] == pytest.approx(np.linalg.slogdet(jac)[1], abs=1e-5)
-        assert np.ptp(by_ad) > 1.0  # the Jacobian varies: a missing term would show
+        for i in range(8):
+            f = lambda v, i=i: np.asarray(to_log(  # noqa: E731
+                jnp.asarray(v), x[i], loc[i], sd[i]))
+            jac = np.column_stack([(f(a[i] + eps * e) - f(a[i] - eps * e)) / (2 * eps)
+                                   for e in np.eye(k)])
+            assert by_ad[i] == pytest.approx(np.linalg.slogdet(jac)[1], abs=1e-5)
+        assert np.ptp(by_ad) > 0.5  # the Jacobian varies: a missing term would show
 
 
 def _pair_prior(values: dict, name: str, data) -> tuple[np.ndarray, np.ndarray]:
