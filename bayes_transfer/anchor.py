@@ -68,18 +68,36 @@ def _log1mexp(x: Any) -> Any:
     return jnp.where(x > _LOG_HALF, jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
 
 
+def _log_phi(v: Any) -> Any:
+    return -0.5 * v**2 - 0.9189385332046727
+
+
+def _ndtri_exp(log_p: Any) -> Any:
+    """``Phi^-1(e^log_p)`` for ``log_p <= log 1/2``, also where ``e^log_p`` underflows
+    (float32: below ~1e-38): there from the tail's asymptotic start
+    ``-sqrt(t - log t - log 2 pi)``, ``t = -2 log_p``, and three Newton steps on
+    ``log Phi(x) = log_p`` (error < 1e-5 in ``log Phi`` down to ``log_p = -1e4``)."""
+    tail = log_p < -30.0
+    lp = jnp.minimum(log_p, -30.0)  # the tail branch's input, finite on both branches
+    t = -2.0 * lp
+    x = -jnp.sqrt(t - jnp.log(t) - 1.8378770664093453)
+    for _ in range(3):
+        log_cdf = jax.scipy.special.log_ndtr(x)
+        x = x - (log_cdf - lp) * jnp.exp(log_cdf - _log_phi(x))
+    return jnp.where(tail, x, jax.scipy.special.ndtri(jnp.exp(jnp.maximum(log_p, -30.0))))
+
+
 @jax.custom_jvp
 def _truncated_quantile(z: Any, c: Any) -> Any:
     """``Phi^-1(Phi(z) Phi(c))``: the ``Phi(z)`` quantile of a standard normal truncated
-    to ``(-inf, c)``, computed from the log of its probability (accurate near 0 and 1)."""
-    log_p = jax.scipy.special.log_ndtr(z) + jax.scipy.special.log_ndtr(c)
-    ndtri = jax.scipy.special.ndtri
-    return jnp.where(log_p < _LOG_HALF, ndtri(jnp.exp(jnp.minimum(log_p, _LOG_HALF))),
-                     -ndtri(-jnp.expm1(jnp.maximum(log_p, _LOG_HALF))))
-
-
-def _log_phi(v: Any) -> Any:
-    return -0.5 * v**2 - 0.9189385332046727
+    to ``(-inf, c)``, computed from the log of its probability or, above 1/2, of its
+    complement ``Phi(-z) + Phi(z) Phi(-c)`` (accurate near 0 and 1, and where a bound
+    lies far beyond the prior: a chain's early steps go there)."""
+    log_ndtr = jax.scipy.special.log_ndtr
+    log_p = log_ndtr(z) + log_ndtr(c)
+    log_q = jnp.logaddexp(log_ndtr(-z), log_ndtr(z) + log_ndtr(-c))
+    return jnp.where(log_p < _LOG_HALF, _ndtri_exp(jnp.minimum(log_p, _LOG_HALF)),
+                     -_ndtri_exp(jnp.minimum(log_q, _LOG_HALF)))
 
 
 @_truncated_quantile.defjvp
