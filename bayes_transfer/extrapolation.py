@@ -208,4 +208,6 @@ def uninformed_size_message(size_term: str | None, fitted: RunTable | pd.DataFra
             f"{size_term} is then a constant that its floor trades against, so its "
             "parameters rest on their priors, NUTS mixes slowly along that ridge (expect "
             "R-hat above 1.01) and a prediction at another model size rests on the priors. "
-            "Rows at two or more model sizes let the data learn the term")
+            "Rows at two or more model sizes let the data learn the term; if you predict "
+            "only at this size, fit without it (pin its coefficient near zero, e.g. "
+            f"[params.{size_term.split()[0]}] level = \"global\", loc = -20, scale = 0.01)")
