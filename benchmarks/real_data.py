@@ -10,14 +10,14 @@ and noise); errors are of its median, in nats per token.
 table                    spec                 split
 =======================  ===================  ==============================================
 Chinchilla (Epoch)       chinchilla           fit N <= 1e9, predict above (up to 16x)
-llm-line                 chinchilla-pairs*    fit tokens <= 1e11, predict above (up to 3.6x)
-llm-line, pairs out      chinchilla-pairs*    the same, and 3 (source, target) pairs never run
+llm-line                 chinchilla-pairs (*) fit tokens <= 1e11, predict above (up to 3.6x)
+llm-line, pairs out      chinchilla-pairs (*) the same, and 3 (source, target) pairs never run
 rectified-scaling FLAN   finetune-curves      fit f <= 1/64 of the largest, predict the largest
 rectified-scaling Gigaw. finetune-curves      the same
 rectified-scaling, 2x    finetune-curves      fit f <= 1/2 of the largest, predict the largest
 =======================  ===================  ==============================================
 
-\* without its model-size term: every llm-line row fitted or predicted is a checkpoint of a
+(*) without its model-size term: every llm-line row fitted or predicted is a checkpoint of a
 1.7e9-parameter model (:func:`without_size_term`).
 
 The 2x backtests (FLAN and Gigaword) test the intervals one doubling beyond the data,
