@@ -428,6 +428,17 @@ def test_cli_suggest_table_and_csv(posterior_file, tmp_path):
     assert res.exit_code == 0 and "nothing to run" in res.output, res.output
 
 
+def test_cli_suggest_says_free_for_a_pick_that_costs_nothing():
+    """A zero-shot evaluation of a checkpoint the batch already trains costs 0: its
+    ranking ratio is its gain over a 1-unit floor, so the table says "free", not a rate."""
+    from types import SimpleNamespace
+
+    from bayes_transfer.cli.design import _per_cost
+
+    assert _per_cost(SimpleNamespace(cost=0.0, gain_per_cost=7.9e-9)) == "free"
+    assert _per_cost(SimpleNamespace(cost=1.03e20, gain_per_cost=1.45e-28)) == "1.45e-28"
+
+
 def test_cli_suggest_bad_input_names_the_problem(posterior_file, tmp_path):
     from typer.testing import CliRunner
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.text import Text
@@ -141,9 +142,16 @@ def suggest_command(
         grid.add_row(str(r.rank), str(r.source), str(r.target), f"{r.params:.3g}",
                       f"{r.pretrain_tokens:.3g}", f"{r.finetune_tokens:.3g}", f"{r.cost:.3g}",
                       "yes" if r.pretrained else "", f"{r.expected_gain:.3g}",
-                      f"{r.widest_left if goal_width is not None else r.gain_per_cost:.3g}",
+                      f"{r.widest_left:.3g}" if goal_width is not None else _per_cost(r),
                       r.reason)
     console().print(grid)
+
+
+def _per_cost(pick: Any) -> str:
+    """A pick's gain per unit of cost, or "free" for one that costs nothing (a zero-shot
+    evaluation of a checkpoint the batch already trains), whose ratio is the gain over
+    the 1-unit floor that keeps the ranking finite, not a rate."""
+    return "free" if pick.cost <= 0 else f"{pick.gain_per_cost:.3g}"
 
 
 @app.command("loop")
