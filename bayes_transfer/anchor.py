@@ -34,10 +34,11 @@ size, the observed fractions at ``f_hi`` and ``f_m``), a translation that starts
 the data without changing the density.
 
 The Chinchilla law's data term ``E + B D^-beta`` has a map too
-(:func:`chinchilla_log_params`, used by ``chinchilla-pairs``): each pair's data term at its
-smallest and largest data sizes, and its exponent non-centred (a pair's exponent is mostly
-its source's and target's, so its pair sd is small and a centred exponent makes a funnel
-with it); the model-size term, the target's, stays outside the map.
+(:func:`chinchilla_log_params`; ``benchmarks/real_data.py`` fits llm-line in it): each
+pair's data term at its smallest and largest data sizes, and its exponent non-centred (a
+pair's exponent is mostly its source's and target's, so its pair sd is small and a
+centred exponent makes a funnel with it); the model-size term, the target's, stays
+outside the map.
 
 Measured (2 chains x 500 + 500; docs/measurements.md, the sections "Anchored coordinates
 for fine-tuning curves" and "... for the Chinchilla data term"): Lin et al.'s curves,
@@ -102,9 +103,14 @@ def _truncated_quantile(z: Any, c: Any) -> Any:
     lies far beyond the prior: a chain's early steps go there)."""
     log_ndtr = jax.scipy.special.log_ndtr
     log_p = log_ndtr(z) + log_ndtr(c)
+    q = -jnp.expm1(jnp.maximum(log_p, _LOG_HALF))
+    # Above 1/2 the complement's own log only where q underflows: elsewhere the same
+    # arithmetic as Phi^-1(1 - q) always had, so fits that never reach the far tail
+    # (the rectified map's) draw what they drew before.
     log_q = jnp.logaddexp(log_ndtr(-z), log_ndtr(z) + log_ndtr(-c))
-    return jnp.where(log_p < _LOG_HALF, _ndtri_exp(jnp.minimum(log_p, _LOG_HALF)),
-                     -_ndtri_exp(jnp.minimum(log_q, _LOG_HALF)))
+    upper = jnp.where(q > 1e-30, -jax.scipy.special.ndtri(jnp.maximum(q, 1e-30)),
+                      -_ndtri_exp(jnp.minimum(log_q, -30.0)))
+    return jnp.where(log_p < _LOG_HALF, _ndtri_exp(jnp.minimum(log_p, _LOG_HALF)), upper)
 
 
 @_truncated_quantile.defjvp
