@@ -140,19 +140,6 @@ def _rectified_curve(v: Any, log_e: Any, x: Any) -> Any:
     return jnp.stack([log_b, log_d, jnp.log(beta)], axis=-1)
 
 
-def _chinchilla_curve(v: Any, log_e: Any, x: Any) -> Any:
-    # (log B, log beta) of the data term E + B D^-beta through P(D_lo) = e^u and
-    # P(D_hi) = P(D_lo) s(h), with floor e^log_e < P(D_hi): with g = P - E > 0 at both
-    # anchors, beta = log(g_lo / g_hi) / (x_hi - x_lo) > 0 and B = g_lo D_lo^beta.
-    u, h = v[..., 0], v[..., 1]
-    x_lo, x_hi = x[..., 0], x[..., 1]
-    log_hi = u + jax.nn.log_sigmoid(h)
-    log_g_lo = u + _log1mexp(jnp.minimum(log_e - u, -1e-6))
-    log_g_hi = log_hi + _log1mexp(jnp.minimum(log_e - log_hi, -1e-6))
-    beta = (log_g_lo - log_g_hi) / (x_hi - x_lo)
-    return jnp.stack([log_g_lo + beta * x_lo, jnp.log(beta)], axis=-1)
-
-
 def _floor(a: Any, loc: Any, sd: Any) -> tuple[Any, Any]:
     # The floor's log (the last coordinate z, non-centred: the Phi(z) quantile of its
     # prior truncated below the loss at the second anchor, e^(a0 + log s(a1))) and the
