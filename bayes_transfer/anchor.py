@@ -148,6 +148,15 @@ def _floor(a: Any, loc: Any, sd: Any) -> tuple[Any, Any]:
     return loc[..., -1] + sd[..., -1] * _truncated_quantile(a[..., -1], c), c
 
 
+def _curve_log_det(curve: Callable[..., Any], v: Any, fixed: Any, x: Any) -> Any:
+    # log |det d curve / d v| per pair at a fixed non-centred coordinate (forward-mode
+    # autodiff of elementary functions, one small Jacobian a pair).
+    k = v.shape[-1]
+    jac = jax.vmap(jax.jacfwd(curve))(v.reshape(-1, k), fixed.reshape(-1),
+                                      x.reshape(-1, x.shape[-1]))
+    return jnp.linalg.slogdet(jac)[1].reshape(v.shape[:-1])
+
+
 def _log_params(curve: Callable[..., Any], a: Any, x: Any, loc: Any, sd: Any) -> Any:
     log_e, _ = _floor(a, loc, sd)
     return jnp.concatenate([curve(a[..., :-1], log_e, x), log_e[..., None]], axis=-1)
@@ -161,11 +170,8 @@ def _log_prior(curve: Callable[..., Any], a: Any, x: Any, loc: Any,
     # phi(z) Phi(c) (the truncation of _truncated_quantile), so log E's density never
     # needs Phi^-1's second derivatives.
     log_e, c = _floor(a, loc, sd)
-    k = a.shape[-1] - 1
-    flat = a[..., :-1].reshape(-1, k)
     params = curve(a[..., :-1], log_e, x)
-    jac = jax.vmap(jax.jacfwd(curve))(flat, log_e.reshape(-1), x.reshape(-1, x.shape[-1]))
-    log_jac = jnp.linalg.slogdet(jac)[1].reshape(a.shape[:-1])
+    log_jac = _curve_log_det(curve, a[..., :-1], log_e, x)
     curve_prior = dist.Normal(loc[..., :-1], sd[..., :-1]).log_prob(params).sum(-1)
     return (jnp.concatenate([params, log_e[..., None]], axis=-1),
             curve_prior + log_jac + _log_phi(a[..., -1]) + jax.scipy.special.log_ndtr(c))
@@ -272,11 +278,8 @@ def chinchilla_log_prior(a: Any, x: Any, loc: Any, sd: Any) -> tuple[Any, Any]:
     Jacobian is ``log d(log beta)/dw`` (with the exponent's prior: ``phi(w) Phi(-c)``)
     plus that of ``(log B, log E)`` in ``(u, h)`` at fixed beta."""
     log_beta, c = _chinchilla_exponent(a, x, loc, sd)
-    flat = a[..., :2].reshape(-1, 2)
     b_e = _chinchilla_curve(a[..., :2], log_beta, x)
-    jac = jax.vmap(jax.jacfwd(_chinchilla_curve))(flat, log_beta.reshape(-1),
-                                                  x.reshape(-1, x.shape[-1]))
-    log_jac = jnp.linalg.slogdet(jac)[1].reshape(a.shape[:-1])
+    log_jac = _curve_log_det(_chinchilla_curve, a[..., :2], log_beta, x)
     params = jnp.stack([b_e[..., 0], log_beta, b_e[..., 1]], axis=-1)
     prior = (dist.Normal(loc[..., 0], sd[..., 0]).log_prob(b_e[..., 0])
              + dist.Normal(loc[..., 2], sd[..., 2]).log_prob(b_e[..., 1]))
