@@ -124,3 +124,26 @@ def test_cli_plot_errors_name_the_problem(post_file, tmp_path):
                                       str(tmp_path / "x.png"), "--candidates", str(bad)])
     assert result.exit_code == 1 and "candidates" in result.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_default_candidates_thin_near_identical_sizes():
+    # Sizes read off a published figure: 73824672 beside 73824689. The acquisition plot's
+    # candidates keep one size a bin (8 a decade), so its top bars are different runs.
+    from types import SimpleNamespace
+
+    from bayes_transfer.cli.plots import default_candidates
+    from bayes_transfer.data import load_runs
+
+    n = np.array([7.3824672e7, 7.3824689e7, 7.3824701e7, 1.0e8, 1.0000003e8, 1e9])
+    d = np.array([1e9, 1.0000001e9, 3e9, 3.0000002e9, 1e10, 1e10])
+    df = pd.DataFrame({"run_id": [f"r{i}" for i in range(6)], "source": "web",
+                       "target": "web", "params": n,
+                       "pretrain_tokens": d, "finetune_tokens": 0.0,
+                       "loss": 3.0 - 0.1 * np.arange(6)})
+    cands = default_candidates(SimpleNamespace(runs=load_runs(df)))
+    assert sorted(cands["params"].unique()) == [7.3824701e7, 1.0000003e8, 1e9]
+    # The pre-training amounts, one a bin, then one step (the last ratio, 3.33x) beyond.
+    np.testing.assert_allclose(sorted(cands["pretrain_tokens"].unique()),
+                               [1.0000001e9, 3.0000002e9, 1e10, 1e10 * 1e10 / 3.0000002e9])
+    assert (cands["finetune_tokens"] == 0).all()
+    assert len(cands) == 3 * 4

@@ -57,12 +57,15 @@ def _load(posterior: Path):
         return load_posterior(posterior)
 
 
-def default_candidates(post):
+def default_candidates(post, per_decade: int = 8):
     """Candidate runs from the posterior's own table: its observed pairs and sizes, and
     its pre-training and fine-tuning amounts plus one geometric step beyond the largest.
 
     The step up keeps the candidates new when the table already holds its whole grid (the
     bundled one does), and asks the question a user asks next: what do bigger runs teach?
+    Sizes are thinned to at most ``per_decade`` a decade (the largest of each bin): a
+    published table read off a figure (Epoch's Chinchilla extraction: 142 model sizes,
+    73824672 beside 73824689) otherwise fills the plot's top bars with the same run.
     """
     import numpy as np
     import pandas as pd
@@ -71,16 +74,24 @@ def default_candidates(post):
 
     df = post.runs.df
 
-    def with_step(values):
+    def levels(values):
         v = np.unique(values[values > 0])
         if not len(v):  # never varied (a from-scratch table: no fine-tuning): as it is
-            return np.unique(values).tolist()
-        ratio = v[-1] / v[-2] if len(v) > 1 else 4.0
+            return np.unique(values)
+        bins = np.round(np.log10(v) * per_decade)
+        last = np.append(bins[1:] != bins[:-1], True)  # the largest value of each bin
+        return v[last]
+
+    def with_step(values):
+        v = levels(values)
+        if not (v > 0).any():
+            return v.tolist()
+        ratio = max(v[-1] / v[-2], 2.0) if len(v) > 1 else 4.0
         return [*v.tolist(), float(v[-1] * ratio)]
 
     pairs = [pair for pair, seen in zip(post.runs.pairs, post.runs.observed_pairs,
                                         strict=True) if seen]
-    grids = [candidate_grid([s], [t], params=np.unique(df["params"]).tolist(),
+    grids = [candidate_grid([s], [t], params=levels(df["params"].to_numpy()).tolist(),
                             pretrain_tokens=with_step(df["pretrain_tokens"].to_numpy()),
                             finetune_tokens=with_step(df["finetune_tokens"].to_numpy()))
              for s, t in pairs]
