@@ -37,7 +37,7 @@ import pandas as pd
 from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs
 from bayes_transfer.spec import ModelSpec, load_spec
 
-__all__ = ["LEVELS", "SPLITS", "Backtest", "backtest", "split_table", "score"]
+__all__ = ["LEVELS", "SPLITS", "Backtest", "backtest", "pair_folds", "split_table", "score"]
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 SPLITS = ("params", "pretrain_tokens", "finetune_tokens")
@@ -65,15 +65,85 @@ class Backtest:
     posterior: Any
 
 
+def _pair_labels(df: pd.DataFrame) -> pd.Series:
+    return df["source"].astype(str) + "->" + df["target"].astype(str)
+
+
+def pair_folds(table: RunTable, split: str, at: float, size: int, seed: int = 0
+               ) -> list[list[tuple[str, str]]]:
+    """A seeded partition of the pairs with rows below the split into folds of ``size``
+    pairs (the last may be smaller), none leaving a source or target without fitted rows;
+    a pair that is its source's or its target's only one stays in every fit.
+
+    Leaving each fold out in turn (``backtest(..., leave_pairs_out=size, fold=k)``) leaves
+    every pair out exactly once, so pooled scores weigh every pair alike; independent
+    random draws of pairs (``fold=None``, one seed each) leave some pairs out more often
+    than others, and one odd pair then moves a handful of seeds' pooled coverage.
+
+    Example:
+        >>> from bayes_transfer.bundled import runs_path
+        >>> folds = pair_folds(load_runs(runs_path()), "finetune_tokens", 12288, 3)
+        >>> [len(f) for f in folds]  # 12 transfer pairs; english->english stays fitted
+        [3, 3, 3, 3]
+    """
+    if size < 1:
+        raise ValueError(f"a fold holds at least one pair, not {size}")
+    df = table.df
+    below = df[split].to_numpy(np.float64) <= at
+    pairs = sorted(set(_pair_labels(df)[below]))
+    np.random.default_rng(seed).shuffle(pairs)
+    split_pairs = [tuple(p.split("->", 1)) for p in pairs]
+    n_src = pd.Series([s for s, _ in split_pairs]).value_counts()
+    n_tgt = pd.Series([t for _, t in split_pairs]).value_counts()
+    split_pairs = [(s, t) for s, t in split_pairs if n_src[s] > 1 and n_tgt[t] > 1]
+    n_folds = -(-len(split_pairs) // size)
+    # Depth-first assignment, pair by pair in the shuffled order, each to the first fold
+    # with room that leaves its source and target a fitted pair; back up when none does
+    # (a greedy pass fails on 3 x 3 pairs in folds of 3 where a Latin square succeeds).
+    fold_of = [-1] * len(split_pairs)
+    members: list[list[int]] = [[] for _ in range(n_folds)]
+    next_try = [0] * (len(split_pairs) + 1)
+
+    def fits(f: int, i: int) -> bool:
+        src, tgt = split_pairs[i]
+        fold = [split_pairs[j] for j in members[f]]
+        return (len(fold) < size and sum(s == src for s, _ in fold) + 1 < n_src[src]
+                and sum(t == tgt for _, t in fold) + 1 < n_tgt[tgt]
+                # empty folds are alike: try only the first
+                and (fold or all(members[g] for g in range(f))))
+
+    i, steps = 0, 0
+    while 0 <= i < len(split_pairs) and steps < 100_000:
+        steps += 1
+        f = next((f for f in range(next_try[i], n_folds) if fits(f, i)), None)
+        if f is not None:
+            fold_of[i], next_try[i] = f, f + 1
+            members[f].append(i)
+            i += 1
+            next_try[i] = 0
+        else:
+            next_try[i] = 0
+            i -= 1
+            if i >= 0:
+                members[fold_of[i]].remove(i)
+    if i != len(split_pairs):
+        raise ValueError(f"the pairs cannot be split into folds of {size} that each leave "
+                         "every source and target fitted rows; use a smaller "
+                         "--leave-pairs-out")
+    folds = [[split_pairs[j] for j in m] for m in members]
+    return folds
+
+
 def split_table(table: RunTable, split: str, at: float, *, leave_pairs_out: int = 0,
-                predict_at: float | None = None, seed: int = 0
+                predict_at: float | None = None, seed: int = 0, fold: int | None = None
                 ) -> tuple[RunTable, RunTable, list[tuple[str, str]]]:
     """Rows to fit, rows to predict, and the pairs left out.
 
     Fit: rows with ``split <= at`` of the pairs kept. Predict: the kept pairs' rows above
     ``at`` (only those at ``split == predict_at`` when it is given, e.g. the largest
     fine-tuning size) and every row of the ``leave_pairs_out`` pairs drawn at random
-    (seeded) among those whose source and target keep rows in the fit.
+    (seeded) among those whose source and target keep rows in the fit, or, with
+    ``fold``, of fold ``fold`` of :func:`pair_folds` (the same seed gives the same folds).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -85,9 +155,18 @@ def split_table(table: RunTable, split: str, at: float, *, leave_pairs_out: int 
         raise RunTableError(table.name, [Problem(int(np.flatnonzero(np.isnan(values))[0]) + 1,
                                                  split, "is unknown; cannot split on it")])
     below = values <= at
-    pair = df["source"].astype(str) + "->" + df["target"].astype(str)
+    pair = _pair_labels(df)
     left_out: list[tuple[str, str]] = []
-    if leave_pairs_out:
+    if fold is not None:
+        if not leave_pairs_out:
+            raise ValueError("fold needs leave_pairs_out (--leave-pairs-out): the number of "
+                             "pairs a fold holds")
+        folds = pair_folds(table, split, at, leave_pairs_out, seed)
+        if not 0 <= fold < len(folds):
+            raise ValueError(f"fold must be from 0 to {len(folds) - 1} ({len(folds)} folds of "
+                             f"{leave_pairs_out} pairs), not {fold}")
+        left_out = folds[fold]
+    elif leave_pairs_out:
         rng = np.random.default_rng(seed)
         candidates = sorted(set(pair[below]))
         rng.shuffle(candidates)
@@ -105,6 +184,7 @@ def split_table(table: RunTable, split: str, at: float, *, leave_pairs_out: int 
         if len(left_out) < leave_pairs_out:
             raise ValueError(f"only {len(left_out)} pairs can be left out while every source "
                              f"and target keeps rows (asked for {leave_pairs_out})")
+    if left_out:
         out_mask = pair.isin([f"{s}->{t}" for s, t in left_out]).to_numpy()
     else:
         out_mask = np.zeros(len(df), dtype=bool)
@@ -160,6 +240,7 @@ def backtest(
     split: str,
     at: float,
     leave_pairs_out: int = 0,
+    fold: int | None = None,
     predict_at: float | None = None,
     levels: tuple[float, ...] = LEVELS,
     baseline: bool = True,
@@ -180,6 +261,9 @@ def backtest(
         at: rows with ``split <= at`` are fitted, the others predicted.
         leave_pairs_out: also leave this many (source, target) pairs out of the fit
             entirely (seeded choice) and predict all their rows.
+        fold: with ``leave_pairs_out``, leave out this fold of :func:`pair_folds` (a
+            seeded partition of the pairs) instead of a random draw; fitting every fold
+            leaves each pair out once.
         predict_at: predict only the rows above the split at this value of ``split``
             (e.g. the largest fine-tuning size, as in Lin et al.'s protocol).
         levels: interval masses to score.
@@ -197,7 +281,7 @@ def backtest(
     spec = load_spec(spec)
     table, _ = select_rows(spec, load_runs(runs))
     fit_table, test, left_out = split_table(table, split, at, leave_pairs_out=leave_pairs_out,
-                                            predict_at=predict_at, seed=seed)
+                                            predict_at=predict_at, seed=seed, fold=fold)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
         post = fit(fit_table, spec, chains=chains, draws=draws, warmup=warmup, seed=seed,
@@ -236,6 +320,8 @@ def backtest(
             summary[name] = score(model_draws[:, mask], truth[mask], levels)[0] \
                 if mask.any() else _nan_scores(levels)
         summary["pairs_left_out"] = [f"{s}->{t}" for s, t in left_out]
+        if fold is not None:
+            summary["fold"] = fold
     summary["rows"] = {"fit": len(fit_table), "predicted": len(test)}
     summary["split"] = {"column": split, "at": float(at)}
     summary["diagnostics_ok"] = bool(post.diagnostics.ok)

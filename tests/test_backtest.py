@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bayes_transfer.backtest import _prediction_rhat, score, split_table
+from bayes_transfer.backtest import _prediction_rhat, pair_folds, score, split_table
 from bayes_transfer.cli import app
 from bayes_transfer.data import load_runs
 
@@ -48,6 +48,48 @@ def test_leave_pairs_out_keeps_every_source_and_target():
         assert s in set(fit.df["source"].astype(str)) and t in set(fit.df["target"].astype(str))
         rows = test.df[(test.df["source"] == s) & (test.df["target"] == t)]
         assert len(rows) == 5 and (rows["group"] == "never-run").all()  # all its rows
+
+
+# Seed 4's shuffle puts a whole source's or target's pairs in one block of three: the
+# folds must not simply be consecutive pairs of the shuffled order.
+@pytest.mark.parametrize("seed", [0, 1, 4])
+@pytest.mark.parametrize("size", [2, 3])
+def test_pair_folds_leave_each_pair_out_once(seed, size):
+    # 3 x 3 pairs in folds of 2 (the last of one pair) or 3 (a fold could be a whole
+    # source's or target's pairs): each fold keeps every source and target fitted, and
+    # the folds' never-run rows are the whole table's pairs, each once.
+    table = load_runs(_zero_shot_table())
+    folds = pair_folds(table, "params", 1e7, size, seed=seed)
+    assert [len(f) for f in folds] == {2: [2, 2, 2, 2, 1], 3: [3, 3, 3]}[size]
+    left = [p for f in folds for p in f]
+    assert sorted(left) == [(s, t) for s in "abc" for t in "xyz"]
+    for k, fold in enumerate(folds):
+        fit, test, out = split_table(table, "params", 1e7, leave_pairs_out=size, seed=seed,
+                                     fold=k)
+        assert out == fold
+        never = test.df[test.df["group"] == "never-run"]
+        assert set(zip(never["source"], never["target"], strict=True)) == set(fold)
+        assert len(never) == 5 * len(fold)
+        assert set(fit.df["source"]) == set("abc") and set(fit.df["target"]) == set("xyz")
+    assert pair_folds(table, "params", 1e7, size, seed=seed) == folds  # seeded
+    with pytest.raises(ValueError, match=f"fold must be from 0 to {len(folds) - 1}"):
+        split_table(table, "params", 1e7, leave_pairs_out=size, fold=len(folds))
+    with pytest.raises(ValueError, match="fold needs leave_pairs_out"):
+        split_table(table, "params", 1e7, fold=0)
+
+
+def test_pair_folds_keep_a_sole_pair_and_refuse_impossible_folds():
+    df = _zero_shot_table()
+    # Target z seen only with source a: that pair is never left out.
+    df = df[(df["target"] != "z") | (df["source"] == "a")]
+    folds = pair_folds(load_runs(df), "params", 1e7, 2)
+    assert ("a", "z") not in [p for f in folds for p in f]
+    assert sorted(p for f in folds for p in f) == [(s, t) for s in "abc" for t in "xy"]
+    # One fold of all four pairs of a 2 x 2 table would leave nothing fitted.
+    two = _zero_shot_table()
+    two = two[two["source"].isin(["a", "b"]) & two["target"].isin(["x", "y"])]
+    with pytest.raises(ValueError, match="cannot be split into folds of 4"):
+        pair_folds(load_runs(two), "params", 1e7, 4)
 
 
 def test_predict_at_and_refusals():
@@ -130,3 +172,16 @@ def test_cli_backtest_json_contract(tmp_path):
     again = CliRunner().invoke(app, ["backtest", str(runs), "--spec", str(spec), "--split",
                                      "params", "--at", "1e7", "--predictions", str(preds)])
     assert again.exit_code == 1 and "--force" in again.output
+
+
+def test_cli_backtest_fold_reaches_the_split(tmp_path):
+    # --fold goes to the split (its range is the partition's), refused before any fit.
+    runs = tmp_path / "runs.csv"
+    _zero_shot_table().to_csv(runs, index=False)
+    res = CliRunner().invoke(app, ["backtest", str(runs), "--spec", "chinchilla-pairs",
+                                   "--split", "params", "--at", "1e7",
+                                   "--leave-pairs-out", "2", "--fold", "5"])
+    assert res.exit_code == 1 and "fold must be from 0 to 4" in res.output, res.output
+    res = CliRunner().invoke(app, ["backtest", str(runs), "--spec", "chinchilla-pairs",
+                                   "--split", "params", "--at", "1e7", "--fold", "0"])
+    assert res.exit_code == 1 and "fold needs leave_pairs_out" in res.output, res.output

@@ -28,6 +28,10 @@ def backtest_command(
     at: float = typer.Option(..., help="Fit rows with SPLIT <= AT, predict the others."),
     leave_pairs_out: int = typer.Option(0, min=0, help="Also leave this many (source, "
                                         "target) pairs out entirely and predict them."),
+    fold: int | None = typer.Option(None, min=0, help="With --leave-pairs-out: leave out "
+                                    "this fold (from 0) of a seeded partition of the pairs "
+                                    "into groups of that many, instead of a random draw; "
+                                    "run every fold to leave each pair out once."),
     predict_at: float | None = typer.Option(None, help="Predict only the rows at SPLIT == "
                                             "this value (e.g. the largest size)."),
     predictions: Path | None = typer.Option(None, help="Write every held-out row's "
@@ -53,6 +57,8 @@ def backtest_command(
     Example:
 
         bayes-transfer backtest runs.csv --spec chinchilla-pairs --split params --at 1e9 --format json
+
+        bayes-transfer backtest runs.csv --spec transfer-gap-size --split finetune_tokens --at 12288 --leave-pairs-out 3 --fold 0
     """
     checks.input_file(runs, "run table")
     checks.seed(seed)
@@ -69,7 +75,7 @@ def backtest_command(
 
         spec_obj = load_spec(spec)
         result = backtest(runs, spec_obj, split=split.value, at=at,
-                          leave_pairs_out=leave_pairs_out, predict_at=predict_at,
+                          leave_pairs_out=leave_pairs_out, fold=fold, predict_at=predict_at,
                           baseline=baseline,
                           bootstrap=bootstrap, chains=chains, draws=draws, warmup=warmup,
                           seed=seed)
