@@ -486,10 +486,14 @@ def pool_study(table: str, models: int | None, seeds: int, rounds: int, chains: 
                 if widths.max() <= width and cover.all():
                     break
             last = records[-1]
+            # nanmax: a refit whose R-hat cannot be computed is not the worst one.
+            worst = np.nanmax([x["rhat"] for x in records
+                               if x["seed"] == s and x["strategy"] == strategy])
             print(f"  seed {s} {strategy}: {last['round']} rounds, {last['flops']:.3g} "
                   f"FLOPs, widest interval {last['max_width']:.3f} nats, coverage "
-                  f"{last['coverage']:.2f}, R-hat {last['rhat']:.3f} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                  f"{last['coverage']:.2f}, refit R-hat {last['rhat']:.3f} (worst of its "
+                  f"rounds {worst:.3f}; {time.perf_counter() - t0:.0f} s since the seed "
+                  "began)", flush=True)
             if out:
                 pd.DataFrame(records).to_csv(out, index=False)
         print(f"seed {s}: {time.perf_counter() - t0:.0f} s; " + ", ".join(
