@@ -342,6 +342,14 @@ def diagnose(idata: az.InferenceData, var_names: list[str] | None = None,
         problems.append(f"R-hat {max_rhat:.3f} > {RHAT_MAX} for {rhat_var}: chains disagree; "
                         "run more warmup and draws, or tighten the prior of that parameter"
                         + _by_chance(found["rhat"], max_rhat, chains, draws))
+    if chains > 1 and names and not np.isfinite(max_rhat):
+        # Every value's R-hat is undefined: each one's draws are constant (or non-finite)
+        # within the chains, i.e. no chain moved. Seen on a refit of 12 rows of fine-
+        # tuning curves where every transition diverged (2026-12-06); the head line's
+        # "R-hat max nan" said nothing of it.
+        problems.append("R-hat is undefined for every value: the chains' draws are constant "
+                        "(or not finite), so no chain moved from its start; check the "
+                        "divergences, refit with another seed or a longer warmup")
     ess_min = ESS_PER_CHAIN_MIN * chains
     if min(ess_bulk, ess_tail) < ess_min:
         problems.append(f"ESS bulk {ess_bulk:.0f} / tail {ess_tail:.0f} < {ess_min}: too few "

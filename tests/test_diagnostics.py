@@ -172,3 +172,15 @@ def test_diagnose_says_when_chance_explains_the_largest_rhat() -> None:
         d = diagnose(az.from_dict(posterior={"w": draws}), warn=False)
         rhat_problem = next(p for p in d.problems if p.startswith("R-hat"))
         assert "by chance" not in rhat_problem
+
+
+def test_diagnose_fails_when_no_chain_moved() -> None:
+    # Stuck chains (every transition diverged): each value constant within its chain, so
+    # no R-hat is defined; the fit must fail and say why, not pass on "R-hat nan".
+    stuck = np.broadcast_to(np.array([0.3, -1.2])[:, None, None], (2, 50, 4))
+    d = diagnose(az.from_dict(posterior={"v": stuck}), warn=False)
+    assert not d.ok
+    assert any("no chain moved" in p for p in d.problems), d.problems
+    # One chain: R-hat is undefined by construction, not a failure of its own.
+    one = az.from_dict(posterior={"v": np.random.default_rng(0).normal(size=(1, 400, 2))})
+    assert not any("no chain moved" in p for p in diagnose(one, warn=False).problems)
