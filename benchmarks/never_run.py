@@ -19,8 +19,8 @@ checkpoints on five validation sets, fit tokens <= 1e11, the spec ``real_data.py
 the pooled never-run and observed scores, their ratio, and each left-out pair's coverage
 and error (a pooled coverage can sit in the band while single pairs are far outside it).
 
-Run: ``python benchmarks/never_run.py`` (the grid, partitions 0-2: 12 fits, ~20 minutes
-on 2 cores), ``--table llm-line``, ``--partitions P``, ``--out P.csv`` (every held-out
+Run: ``python benchmarks/never_run.py`` (the grid, partitions 0-2: 12 fits, 571 s on 2
+cores on 2026-12-06), ``--table llm-line``, ``--partitions P``, ``--out P.csv`` (every held-out
 row with its interval); ``--quick``: one fold, 2 chains x 100 + 100 (not enforced).
 """
 
