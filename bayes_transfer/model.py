@@ -206,7 +206,7 @@ def param_effect(p: ParamSpec, data: ModelData, shift: Any = None) -> Any:
         value = jnp.broadcast_to(value, (n,))
         if override:  # the refit maps its draws back to the spec's own sites with it
             numpyro.deterministic(f"{name}_loc_{p.level}", value)
-        raw = numpyro.sample(f"{name}_pc_{p.level}", dist.Normal(c * value, sd**c))
+        raw = numpyro.sample(f"{name}_pc_{p.level}", group_distribution(p, c * value, sd**c))
         return numpyro.deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value))
     value = _level_mean(p, data)
     return numpyro.deterministic(f"log_{name}", value + _offsets(p, p.level, data))
@@ -271,9 +271,9 @@ def _log_site(p: ParamSpec, loc: Any, scale: Any, shape: tuple[int, ...], shift:
     translation given the other parameters: no Jacobian) and record ``log_<name>`` as a
     deterministic site."""
     if shift is None:
-        return numpyro.sample(f"log_{p.name}", dist.Normal(loc, scale).expand(shape))
+        return numpyro.sample(f"log_{p.name}", group_distribution(p, loc, scale).expand(shape))
     moved = numpyro.sample(sheared_site(p.name, p.level),
-                           dist.Normal(loc - shift, scale).expand(shape))
+                           group_distribution(p, loc - shift, scale).expand(shape))
     return numpyro.deterministic(f"log_{p.name}", moved + shift)
 
 
@@ -329,8 +329,27 @@ def _offsets(p: ParamSpec, group: str, data: ModelData) -> Any:
         effect = helmert(jnp.concatenate([sd * w0, dev]))
         numpyro.deterministic(f"{p.name}_z_{group}", effect / sd)
         return effect
-    z = numpyro.sample(f"{p.name}_z_{group}", dist.Normal(0.0, 1.0).expand((n,)))
+    z = numpyro.sample(f"{p.name}_z_{group}", group_distribution(
+        p, 0.0, 1.0, innermost=group == p.level).expand((n,)))
     return sd * z
+
+
+def group_distribution(p: ParamSpec, loc: Any, scale: Any, innermost: bool = True
+                       ) -> dist.Distribution:
+    """How the groups of ``p``'s innermost level scatter around their level's value:
+    ``Normal(loc, scale)``, or Student-t with ``p.residual_nu`` degrees of freedom.
+    Upper levels (``innermost=False``: a crossed pair's source and target effects) and
+    unpooled parameters' priors stay normal.
+
+    Example:
+        >>> from bayes_transfer.spec import ParamSpec
+        >>> p = ParamSpec("G", level="pair", pooling="crossed", residual_nu=3.0)
+        >>> type(group_distribution(p, 0.0, 1.0)).__name__
+        'StudentT'
+    """
+    if p.residual_nu is None or not innermost or p.pooling == "none":
+        return dist.Normal(loc, scale)
+    return dist.StudentT(p.residual_nu, loc, scale)
 
 
 def helmert(w: Any) -> Any:

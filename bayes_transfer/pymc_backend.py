@@ -111,14 +111,14 @@ def param_effect(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> A
         n = _group_size(p.level, data)
         centre = np.asarray(centring(p, data), dtype=bool)
         if not override and centre.all():
-            return pm.Normal(f"log_{name}", value, sd, shape=(n,),
-                             dims=_dims(f"log_{name}", dims))
+            return _groups(p, f"log_{name}", value, sd, shape=(n,),
+                           dims=_dims(f"log_{name}", dims))
         c = centre.astype(float)
         value = value * np.ones(n)
         if override:  # the draws are mapped back to the spec's own sites with it
             pm.Deterministic(f"{name}_loc_{p.level}", value, dims=_dims(f"log_{name}", dims))
-        raw = pm.Normal(f"{name}_pc_{p.level}", c * value, sd**c, shape=(n,),
-                        dims=_dims(f"log_{name}", dims))  # the level's groups
+        raw = _groups(p, f"{name}_pc_{p.level}", c * value, sd**c, shape=(n,),
+                      dims=_dims(f"log_{name}", dims))  # the level's groups
         return pm.Deterministic(f"log_{name}", value + sd ** (1 - c) * (raw - c * value),
                                 dims=_dims(f"log_{name}", dims))
     value = value + _offsets(p, p.level, data, dims)
@@ -129,9 +129,21 @@ def _offsets(p: ParamSpec, group: str, data: ModelData, dims: dict[str, list[str
     # Non-centred (and fixed_sd), as in the NumPyro model.
     sd = (p.group_scale if group in p.fixed_sd
           else pm.HalfNormal(f"{p.name}_sd_{group}", p.group_scale))
-    z = pm.Normal(f"{p.name}_z_{group}", 0.0, 1.0, shape=(_group_size(group, data),),
-                  dims=_dims(f"{p.name}_z_{group}", dims))
+    if group == p.level:
+        z = _groups(p, f"{p.name}_z_{group}", 0.0, 1.0, shape=(_group_size(group, data),),
+                    dims=_dims(f"{p.name}_z_{group}", dims))
+    else:
+        z = pm.Normal(f"{p.name}_z_{group}", 0.0, 1.0, shape=(_group_size(group, data),),
+                      dims=_dims(f"{p.name}_z_{group}", dims))
     return sd * z
+
+
+def _groups(p: ParamSpec, name: str, loc: Any, scale: Any, **kwargs: Any) -> Any:
+    # The innermost level's groups: normal, or Student-t (residual_nu), as in the NumPyro
+    # model (bayes_transfer.model.group_distribution).
+    if p.residual_nu is None:
+        return pm.Normal(name, loc, scale, **kwargs)
+    return pm.StudentT(name, nu=p.residual_nu, mu=loc, sigma=scale, **kwargs)
 
 
 def _interaction(p: ParamSpec, data: ModelData, dims: dict[str, list[str]]) -> Any:

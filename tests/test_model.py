@@ -102,3 +102,30 @@ def test_a_centred_level_is_partially_centred_where_groups_have_no_rows():
                       pretrain_tokens=[1e7], finetune_tokens=[1e4]), seed=2).runs)
     trace = handlers.trace(handlers.seed(hierarchical_model, jax.random.key(3))).get_trace(full)
     assert trace["log_G"]["type"] == "sample" and "G_pc_pair" not in trace
+
+
+def _family(site: dict) -> tuple[str, set[float] | None]:
+    fn = getattr(site["fn"], "base_dist", site["fn"])  # expanded over the groups
+    return type(fn).__name__, set(np.asarray(fn.df).ravel().tolist()) if hasattr(
+        fn, "df") else None
+
+
+def test_residual_nu_makes_the_innermost_groups_student_t_in_every_parameterisation():
+    # Non-centred (z), centred (log G itself) and partially centred (pc): the pairs'
+    # distribution is Student-t with residual_nu; the source and target effects stay normal.
+    design = design_grid(["a", "b"], ["x", "y"], params=[1e6], pretrain_tokens=[1e7, 1e8],
+                         finetune_tokens=[1e4, 1e5])
+    partial = design[(design["source"] != "b") | (design["target"] != "y")]
+    for centered, rows, site in [(False, design, "G_z_pair"), (True, design, "log_G"),
+                                 (True, partial, "G_pc_pair")]:
+        d = load_spec("transfer-gap").to_dict()
+        d["params"]["G"].update(centered=centered, residual_nu=2.5)
+        spec = load_spec(d)
+        data = model_data(spec, simulate(spec, rows, seed=2).runs)
+        trace = handlers.trace(handlers.seed(hierarchical_model, jax.random.key(0))) \
+            .get_trace(data)
+        assert _family(trace[site]) == ("StudentT", {2.5}), site
+        assert _family(trace["G_z_source"]) == ("Normal", None)
+        assert _family(trace["G_z_target"]) == ("Normal", None)
+        assert _family(trace["E_z_target"] if "E_z_target" in trace else trace["log_E"]
+                       )[0] == "Normal"

@@ -20,7 +20,8 @@ from bayes_transfer.pymc_backend import PYTENSOR_XP, pymc_model, sample_pymc
 from bayes_transfer.spec import load_spec
 
 SPECS = ["transfer-gap", "transfer-gap-size", "chinchilla", "effective-data", "centred-gap",
-         "partly-centred-gap", "factor-gap", "auto-centred-gap"]
+         "partly-centred-gap", "factor-gap", "auto-centred-gap", "robust-gap",
+         "robust-partly-centred-gap"]
 
 
 def _spec(spec_name: str):
@@ -31,6 +32,11 @@ def _spec(spec_name: str):
     if spec_name == "auto-centred-gap":  # params.G.centered = "auto": decided per pair
         d = load_spec("transfer-gap").to_dict()
         d["params"]["G"]["centered"] = "auto"
+        return load_spec(d)
+    if spec_name.startswith("robust-"):  # params.G.residual_nu: Student-t pair residuals
+        base = spec_name.removeprefix("robust-")
+        d = _spec("transfer-gap" if base == "gap" else base).to_dict()
+        d["params"]["G"]["residual_nu"] = 3.0
         return load_spec(d)
     if spec_name == "factor-gap":  # params.G.factors: a rank-2 pair interaction
         d = load_spec("transfer-gap").to_dict()
@@ -48,6 +54,7 @@ def _design(spec_name: str) -> pd.DataFrame:
     scratch = simulate.design_grid(["x", "y"], ["x", "y"], params=[1e5, 1e7],
                                    pretrain_tokens=[1e6, 1e8], finetune_tokens=[0])
     scratch = scratch[scratch["source"] == scratch["target"]]
+    spec_name = spec_name.removeprefix("robust-")
     if spec_name == "partly-centred-gap":  # pair b->y has no rows: partially centred G
         transfer = transfer[(transfer["source"] != "b") | (transfer["target"] != "y")]
     if spec_name == "auto-centred-gap":  # a->x keeps 3 rows (non-centred), the rest 8

@@ -46,6 +46,9 @@ def test_unknown_parameter_is_named():
     ({"level": "pair", "pooling": "crossed", "fixed_sd": ["target", "target"]},
      "fixed_sd must be a list of distinct"),
     ({"level": "pair", "pooling": "partial", "fixed_sd": ["target"]}, "fixed_sd applies to"),
+    ({"level": "pair", "pooling": "none", "residual_nu": 3}, "residual_nu applies to pooled"),
+    ({"level": "pair", "pooling": "crossed", "residual_nu": 0}, "residual_nu must be > 0"),
+    ({"level": "pair", "pooling": "crossed", "residual_nu": "t"}, "residual_nu must be a num"),
 ])
 def test_bad_parameter_entries(entry, words):
     with pytest.raises(SpecError, match=words):
@@ -66,6 +69,25 @@ def test_bad_parameter_entries(entry, words):
 def test_bad_sampler_defaults_are_named(sampler, words):
     with pytest.raises(SpecError, match=words):
         load_spec({"law": "transfer-gap", "sampler": sampler})
+
+
+def test_residual_nu_round_trips_and_is_absent_when_normal():
+    spec = load_spec({"law": "transfer-gap", "params": {
+        "G": {"level": "pair", "pooling": "crossed", "residual_nu": 3}}})
+    assert spec.params["G"].residual_nu == 3.0
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    assert "residual_nu" not in load_spec("transfer-gap").to_dict()["params"]["G"]
+
+
+def test_anchored_coordinates_refuse_student_t_pairs():
+    d = load_spec("chinchilla-pairs").to_dict()
+    d["sampler"] = {"coordinates": "anchored"}
+    for name in ("E", "B", "beta"):
+        d["params"][name]["centered"] = True
+    load_spec(d)  # anchored as it stands
+    d["params"]["B"]["residual_nu"] = 3.0
+    with pytest.raises(SpecError, match="params.B.residual_nu needs coordinates"):
+        load_spec(d)
 
 
 def test_sampler_defaults_round_trip_and_default_to_none():
