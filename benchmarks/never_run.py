@@ -19,6 +19,10 @@ checkpoints on five validation sets, fit tokens <= 1e11, the spec ``real_data.py
 the pooled never-run and observed scores, their ratio, and each left-out pair's coverage
 and error (a pooled coverage can sit in the band while single pairs are far outside it).
 
+``--residual-nu NU`` sets ``residual_nu`` (Student-t pair residuals) on every pooled
+pair-level parameter of the spec, so the robust residuals are measured against the normal
+ones on the same folds.
+
 Run: ``python benchmarks/never_run.py`` (the grid, partitions 0-2: 12 fits, 571 s on 2
 cores on 2026-12-06), ``--table llm-line``, ``--partitions P``, ``--out P.csv`` (every held-out
 row with its interval); ``--quick``: one fold, 2 chains x 100 + 100 (not enforced).
@@ -37,7 +41,7 @@ from bayes_transfer.bundled import runs_path
 from bayes_transfer.data import load_runs
 from bayes_transfer.model import select_rows
 from bayes_transfer.public_data import load_public
-from bayes_transfer.spec import load_spec
+from bayes_transfer.spec import ModelSpec, load_spec
 
 RATIO_MAX = 2.0
 COVERAGE_RANGE = (0.85, 0.95)
@@ -51,6 +55,17 @@ def case(name: str) -> dict:
 
     return {"runs": load_public("llm-line"), "spec": one_size_anchored("chinchilla-pairs"),
             "split": "pretrain_tokens", "at": 1e11}
+
+
+def with_residual_nu(spec: str | dict, nu: float | None) -> ModelSpec:
+    """``spec`` with ``residual_nu = nu`` on each pooled pair-level parameter (none: as is)."""
+    if nu is None:
+        return load_spec(spec)
+    d = load_spec(spec).to_dict()
+    for p in d["params"].values():
+        if p["level"] == "pair" and p["pooling"] != "none":
+            p["residual_nu"] = nu
+    return load_spec(d)
 
 
 def scored(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -77,12 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=3,
                    help="partitions (seeds SEED..SEED+P-1), every fold of each (default 3)")
     p.add_argument("--out", help="write every held-out row's prediction to this CSV")
+    p.add_argument("--residual-nu", type=float, default=None,
+                   help="Student-t pair residuals with this many degrees of freedom")
     args = p.parse_args(argv)
     keep_compiled()
     header(f"never-run pairs, {args.table}: leave-pairs-out cross-validation, folds of "
-           f"{args.size}")
+           f"{args.size}" + (f", residual_nu {args.residual_nu:g}" if args.residual_nu else ""))
     c = case(args.table)
-    spec = load_spec(c["spec"])
+    spec = with_residual_nu(c["spec"], args.residual_nu)
     table, _ = select_rows(spec, c["runs"])
     chains, draws = (2, 100) if args.quick else (2, 500)
     partitions = range(args.seed, args.seed + (1 if args.quick else args.partitions))

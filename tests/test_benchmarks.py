@@ -90,3 +90,16 @@ def test_hostile_probe_quick_finds_no_traceback(tmp_path: Path):
     assert {"run tables", "specs", "candidates", "grids", "posteriors", "output paths",
             "bad arguments"} <= set(out["categories"])
     assert any(name.endswith("(subprocess)") for name in out["categories"])
+
+
+def test_never_run_residual_nu_reaches_every_pooled_pair_parameter(monkeypatch):
+    from bayes_transfer.spec import load_spec
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import never_run
+
+    spec = never_run.with_residual_nu("transfer-gap-size", 3.0)
+    assert {n for n, p in spec.params.items() if p.residual_nu is not None} == {"G", "A"}
+    assert spec.params["G"].residual_nu == 3.0
+    assert never_run.with_residual_nu("transfer-gap-size", None) == load_spec(
+        "transfer-gap-size")
