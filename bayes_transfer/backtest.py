@@ -65,8 +65,21 @@ class Backtest:
     posterior: Any
 
 
-def _pair_labels(df: pd.DataFrame) -> pd.Series:
-    return df["source"].astype(str) + "->" + df["target"].astype(str)
+def _pairs(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Per row, the index of its ``(source, target)`` in the list returned with it.
+
+    Pairs are told apart as tuples, not as ``"s->t"`` labels: ``("a->b", "c")`` and
+    ``("a", "b->c")`` share a label.
+    """
+    codes, keys = pd.MultiIndex.from_arrays(
+        [df["source"].astype(str), df["target"].astype(str)]).factorize()
+    return np.asarray(codes), list(keys)
+
+
+def _label(pair: tuple[str, str]) -> str:
+    # Pairs are shuffled from their order by label, as when they were labels (the same
+    # seed leaves the same pairs out).
+    return f"{pair[0]}->{pair[1]}"
 
 
 def pair_folds(table: RunTable, split: str, at: float, size: int, seed: int = 0
@@ -90,9 +103,9 @@ def pair_folds(table: RunTable, split: str, at: float, size: int, seed: int = 0
         raise ValueError(f"a fold holds at least one pair, not {size}")
     df = table.df
     below = df[split].to_numpy(np.float64) <= at
-    pairs = sorted(set(_pair_labels(df)[below]))
-    np.random.default_rng(seed).shuffle(pairs)
-    split_pairs = [tuple(p.split("->", 1)) for p in pairs]
+    codes, keys = _pairs(df)
+    split_pairs = sorted({keys[c] for c in codes[below]}, key=_label)
+    np.random.default_rng(seed).shuffle(split_pairs)
     n_src = pd.Series([s for s, _ in split_pairs]).value_counts()
     n_tgt = pd.Series([t for _, t in split_pairs]).value_counts()
     split_pairs = [(s, t) for s, t in split_pairs if n_src[s] > 1 and n_tgt[t] > 1]
@@ -155,7 +168,8 @@ def split_table(table: RunTable, split: str, at: float, *, leave_pairs_out: int 
         raise RunTableError(table.name, [Problem(int(np.flatnonzero(np.isnan(values))[0]) + 1,
                                                  split, "is unknown; cannot split on it")])
     below = values <= at
-    pair = _pair_labels(df)
+    pair, keys = _pairs(df)
+    code = {k: c for c, k in enumerate(keys)}
     left_out: list[tuple[str, str]] = []
     if fold is not None:
         if not leave_pairs_out:
@@ -168,14 +182,13 @@ def split_table(table: RunTable, split: str, at: float, *, leave_pairs_out: int 
         left_out = folds[fold]
     elif leave_pairs_out:
         rng = np.random.default_rng(seed)
-        candidates = sorted(set(pair[below]))
+        candidates = sorted({keys[c] for c in pair[below]}, key=_label)
         rng.shuffle(candidates)
         keep = below.copy()
-        for label in candidates:
+        for src, tgt in candidates:
             if len(left_out) == leave_pairs_out:
                 break
-            trial = keep & (pair != label).to_numpy()
-            src, tgt = label.split("->", 1)
+            trial = keep & (pair != code[src, tgt])
             # The pair's source and target must keep rows, or nothing can be said of it.
             if (trial & (df["source"].astype(str) == src).to_numpy()).any() and \
                     (trial & (df["target"].astype(str) == tgt).to_numpy()).any():
@@ -185,7 +198,7 @@ def split_table(table: RunTable, split: str, at: float, *, leave_pairs_out: int 
             raise ValueError(f"only {len(left_out)} pairs can be left out while every source "
                              f"and target keeps rows (asked for {leave_pairs_out})")
     if left_out:
-        out_mask = pair.isin([f"{s}->{t}" for s, t in left_out]).to_numpy()
+        out_mask = np.isin(pair, [code[p] for p in left_out])
     else:
         out_mask = np.zeros(len(df), dtype=bool)
     fit_mask = below & ~out_mask
@@ -197,7 +210,7 @@ def split_table(table: RunTable, split: str, at: float, *, leave_pairs_out: int 
         if not predict_at > at:
             raise ValueError(f"predict_at ({predict_at:g}) must lie above the split ({at:g})")
         above &= np.isclose(values, predict_at, rtol=1e-9)
-    test_mask = (above & pair.isin(fitted_pairs).to_numpy()) | out_mask
+    test_mask = (above & np.isin(pair, list(fitted_pairs))) | out_mask
     if not fit_mask.any():
         raise ValueError(f"no row has {split} <= {at:g}: nothing to fit")
     if not test_mask.any():
@@ -319,7 +332,7 @@ def backtest(
         for name, mask in (("observed", observed), ("never-run", ~observed)):
             summary[name] = score(model_draws[:, mask], truth[mask], levels)[0] \
                 if mask.any() else _nan_scores(levels)
-        summary["pairs_left_out"] = [f"{s}->{t}" for s, t in left_out]
+        summary["pairs_left_out"] = [_label(p) for p in left_out]
         if fold is not None:
             summary["fold"] = fold
     summary["rows"] = {"fit": len(fit_table), "predicted": len(test)}

@@ -92,6 +92,24 @@ def test_pair_folds_keep_a_sole_pair_and_refuse_impossible_folds():
         pair_folds(load_runs(two), "params", 1e7, 4)
 
 
+def test_pairs_whose_labels_collide_are_left_out_apart():
+    # ("s->x", "y") and ("s", "x->y") both read "s->x->y": a pair is a tuple, not a label.
+    names = {"a": "s->x", "b": "s", "c": "c", "x": "y", "y": "x->y", "z": "z"}
+    df = _zero_shot_table().replace({"source": names, "target": names})
+    table = load_runs(df)
+    folds = pair_folds(table, "params", 1e7, 1)
+    assert sorted(p for f in folds for p in f) == sorted(
+        (names[s], names[t]) for s in "abc" for t in "xyz")
+    for k, (pair,) in enumerate(folds):
+        fit, test, out = split_table(table, "params", 1e7, leave_pairs_out=1, fold=k)
+        never = test.df[test.df["group"] == "never-run"]
+        assert out == [pair] and len(never) == 5
+        assert set(zip(never["source"], never["target"], strict=True)) == {pair}
+        assert pair not in set(zip(fit.df["source"], fit.df["target"], strict=True))
+    _, test, out = split_table(table, "params", 1e7, leave_pairs_out=2, seed=3)
+    assert len(test.df[test.df["group"] == "never-run"]) == 10 and len(set(out)) == 2
+
+
 def test_predict_at_and_refusals():
     table = load_runs(_zero_shot_table())
     _, test, _ = split_table(table, "params", 1e7, predict_at=1e8)
