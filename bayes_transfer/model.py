@@ -338,8 +338,8 @@ def group_distribution(p: ParamSpec, loc: Any, scale: Any, innermost: bool = Tru
                        ) -> dist.Distribution:
     """How the groups of ``p``'s innermost level scatter around their level's value:
     ``Normal(loc, scale)``, or Student-t with ``p.residual_nu`` degrees of freedom.
-    Upper levels (``innermost=False``: a crossed pair's source and target effects) and
-    unpooled parameters' priors stay normal.
+    Upper levels (``innermost=False``: a crossed pair's source and target effects) stay
+    normal, as do unpooled parameters' priors (the spec refuses ``residual_nu`` there).
 
     Example:
         >>> from bayes_transfer.spec import ParamSpec
@@ -347,7 +347,7 @@ def group_distribution(p: ParamSpec, loc: Any, scale: Any, innermost: bool = Tru
         >>> type(group_distribution(p, 0.0, 1.0)).__name__
         'StudentT'
     """
-    if p.residual_nu is None or not innermost or p.pooling == "none":
+    if p.residual_nu is None or not innermost:
         return dist.Normal(loc, scale)
     return dist.StudentT(p.residual_nu, loc, scale)
 

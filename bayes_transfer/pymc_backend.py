@@ -129,19 +129,16 @@ def _offsets(p: ParamSpec, group: str, data: ModelData, dims: dict[str, list[str
     # Non-centred (and fixed_sd), as in the NumPyro model.
     sd = (p.group_scale if group in p.fixed_sd
           else pm.HalfNormal(f"{p.name}_sd_{group}", p.group_scale))
-    if group == p.level:
-        z = _groups(p, f"{p.name}_z_{group}", 0.0, 1.0, shape=(_group_size(group, data),),
-                    dims=_dims(f"{p.name}_z_{group}", dims))
-    else:
-        z = pm.Normal(f"{p.name}_z_{group}", 0.0, 1.0, shape=(_group_size(group, data),),
-                      dims=_dims(f"{p.name}_z_{group}", dims))
+    z = _groups(p, f"{p.name}_z_{group}", 0.0, 1.0, innermost=group == p.level,
+                shape=(_group_size(group, data),), dims=_dims(f"{p.name}_z_{group}", dims))
     return sd * z
 
 
-def _groups(p: ParamSpec, name: str, loc: Any, scale: Any, **kwargs: Any) -> Any:
-    # The innermost level's groups: normal, or Student-t (residual_nu), as in the NumPyro
-    # model (bayes_transfer.model.group_distribution).
-    if p.residual_nu is None:
+def _groups(p: ParamSpec, name: str, loc: Any, scale: Any, innermost: bool = True,
+            **kwargs: Any) -> Any:
+    # A level's groups: normal, or at the innermost level Student-t (residual_nu), as in
+    # the NumPyro model (bayes_transfer.model.group_distribution).
+    if p.residual_nu is None or not innermost:
         return pm.Normal(name, loc, scale, **kwargs)
     return pm.StudentT(name, nu=p.residual_nu, mu=loc, sigma=scale, **kwargs)
 
