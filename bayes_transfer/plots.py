@@ -135,29 +135,28 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
         raise ValueError(f"against must be 'p' or 'f', not {against!r}")
     x_col, c_col = (("pretrain_tokens", "finetune_tokens") if against == "p"
                     else ("finetune_tokens", "pretrain_tokens"))
-    df = post.runs.df.assign(pair=lambda d: d["source"].astype(str) + "->" +
-                             d["target"].astype(str))
+    df = post.runs.df.assign(source=lambda d: d["source"].astype(str),
+                             target=lambda d: d["target"].astype(str))
     if not (pd.to_numeric(df[x_col], errors="coerce") > 0).any():
         other = "f" if against == "p" else "p"
         raise ValueError(f"no fitted row has {x_col} > 0 to place on the log x axis of "
                          f"against={against!r}; plot against {other!r}")
     if pairs is None:
-        counts = df["pair"].value_counts()
-        pairs = sorted(counts.index[:max_pairs])
-    unknown = sorted(set(pairs) - set(post.runs.pair_labels))
-    if unknown:
-        raise ValueError(f"unknown pair(s) {unknown}; the posterior has "
-                         f"{post.runs.pair_labels}")
+        counts = df.value_counts(["source", "target"], sort=True)
+        keys = sorted(counts.index[:max_pairs])
+    else:
+        keys = _pair_keys(post.runs.pairs, pairs)
     with _style():
-        fig, axes = _figure(*_grid_shape(len(pairs)), sharey=True)
+        fig, axes = _figure(*_grid_shape(len(keys)), sharey=True)
         cmap = matplotlib.colormaps["viridis"]
-        for ax, label in zip(axes.flat, pairs, strict=False):
-            _loss_panel(post, ax, df[df["pair"] == label], label, x_col, c_col, ci,
-                        params, points, cmap)
+        for ax, (source, target) in zip(axes.flat, keys, strict=False):
+            rows = df[(df["source"] == source) & (df["target"] == target)]
+            _loss_panel(post, ax, rows, source, target, x_col, c_col, ci, params, points,
+                        cmap)
         # The curves' levels are the same in every panel: one legend is enough.
         if axes.flat[0].get_legend_handles_labels()[0]:
             axes.flat[0].legend(loc="upper right", fontsize=7)
-        for ax in axes.flat[len(pairs):]:
+        for ax in axes.flat[len(keys):]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
             ax.set_ylabel("loss (nats/token)")
@@ -168,9 +167,30 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
     return fig
 
 
-def _loss_panel(post, ax, rows: pd.DataFrame, label: str, x_col: str, c_col: str, ci: float,
-                params: float | None, points: int, cmap) -> None:
-    source, target = label.split("->", 1)
+def _pair_keys(table_pairs: Sequence[tuple[str, str]],
+               labels: Sequence[str]) -> list[tuple[str, str]]:
+    """The (source, target) of each ``"s->t"`` label, looked up among the table's pairs.
+
+    Looked up rather than split at ``"->"`` so that names which contain ``"->"`` still
+    resolve; a label two pairs share is refused rather than drawn as either.
+    """
+    by_label: dict[str, list[tuple[str, str]]] = {}
+    for s, t in table_pairs:
+        by_label.setdefault(f"{s}->{t}", []).append((str(s), str(t)))
+    unknown = sorted(set(labels) - set(by_label))
+    if unknown:
+        raise ValueError(f"unknown pair(s) {unknown}; the posterior has {sorted(by_label)}")
+    ambiguous = sorted(label for label in set(labels) if len(by_label[label]) > 1)
+    if ambiguous:
+        raise ValueError(f"pair label(s) {ambiguous} name more than one (source, target) "
+                         f"pair: {[by_label[a] for a in ambiguous]}; rename the datasets "
+                         f"so that no name contains '->'")
+    return [by_label[label][0] for label in labels]
+
+
+def _loss_panel(post, ax, rows: pd.DataFrame, source: str, target: str, x_col: str,
+                c_col: str, ci: float, params: float | None, points: int, cmap) -> None:
+    label = f"{source}->{target}"
     size = params if params is not None else (
         float(rows["params"].max()) if len(rows) else float(post.runs.df["params"].max()))
     rows = rows[np.isclose(rows["params"], size)]

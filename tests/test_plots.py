@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from _posteriors import known_posterior, simulated
+from _posteriors import TRUTH, known_posterior, simulated
 from matplotlib.figure import Figure
 from PIL import Image
 from typer.testing import CliRunner
 
-from bayes_transfer import plots
+from bayes_transfer import plots, simulate
 from bayes_transfer.cli import app
 
 SIZE = (round(plots.FIGSIZE[0] * plots.DPI), round(plots.FIGSIZE[1] * plots.DPI))
@@ -55,6 +55,33 @@ def test_losses_against_f_and_errors(post):
         plots.plot_losses(post, "N")
     with pytest.raises(ValueError, match="unknown pair"):
         plots.plot_losses(post, pairs=["nope->math"])
+
+
+def test_losses_of_names_that_contain_the_arrow():
+    """Labels are looked up among the table's pairs, not split at "->": each panel draws its
+    own pair's curve through its own runs, and a label two pairs share is refused."""
+    design = simulate.design_grid(["a->b", "a"], ["c", "b->c"], params=[1e5, 1e6],
+                                  pretrain_tokens=[1e6, 1e7, 1e8],
+                                  finetune_tokens=[1e4, 1e5, 1e6])
+    sim = simulate.simulate("transfer-gap-size", design, seed=1, truth=TRUTH, loss_se=0.02)
+    arrows = known_posterior(sim, spread=0.05)
+    fig = plots.plot_losses(arrows, "p", pairs=["a->b->b->c"])
+    (panel,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert panel.get_title() == "a->b->b->c"
+    rows = sim.runs.df[(sim.runs.df.source == "a->b") & (sim.runs.df.target == "b->c")]
+    drawn = np.concatenate([np.asarray(c.get_offsets()) for c in panel.collections[2::3]])
+    top = rows[rows.params == rows.params.max()]
+    assert sorted(drawn[:, 1]) == pytest.approx(sorted(top["loss"]))
+    for line, pts in zip(panel.lines, panel.collections[2::3], strict=True):
+        x, y = line.get_data()
+        xy = np.asarray(pts.get_offsets())
+        curve = np.interp(np.log(xy[:, 0]), np.log(x), y)
+        assert np.median(np.abs(np.log(xy[:, 1] / curve))) < 0.1
+    default = [ax.get_title() for ax in plots.plot_losses(arrows, "p").axes
+               if ax.get_visible()]
+    assert len(default) == 4
+    with pytest.raises(ValueError, match="more than one"):
+        plots.plot_losses(arrows, pairs=["a->b->c"])
 
 
 def test_forest_marks_unobserved_pair_and_sorts(post):
