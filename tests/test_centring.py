@@ -163,3 +163,40 @@ def test_a_laplace_start_moves_to_the_centred_groups_coordinates(tiny_sim):
         for name in centre:  # the same point of the same posterior
             np.testing.assert_allclose(after[f"log_{name}"], before[f"log_{name}"],
                                        rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("nu", [None, 1.0, 3.0, 30.0])
+def test_the_prior_curvature_is_the_z_priors_own(nu):
+    """The rule reads the rows' information off the curvature minus the z prior's own:
+    1 for a normal z, the Student-t's (negative in its tails) with ``residual_nu``."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+
+    from bayes_transfer.refit import prior_curvature
+
+    prior = dist.Normal(0.0, 1.0) if nu is None else dist.StudentT(nu, 0.0, 1.0)
+    z = jnp.array([-4.0, -1.3, 0.0, 0.4, 2.5, 9.0])
+    auto = jax.vmap(jax.grad(jax.grad(lambda v: -prior.log_prob(v))))(z)
+    np.testing.assert_allclose(prior_curvature(np.asarray(z), nu), auto, rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("nu", [None, 1.0, 3.0])
+def test_a_pair_without_rows_has_no_information_whatever_its_tails(tiny_sim, nu):
+    """The never-run pair's z meets only its own prior, so the curvature at the mode is
+    the prior's and the rows' information is 0 (read against 1, a Cauchy z would show 1),
+    while the run pairs' is positive."""
+    import jax
+
+    from bayes_transfer.refit import information_at_mode
+
+    d = load_spec("transfer-gap").to_dict()
+    if nu is not None:
+        d["params"]["G"]["residual_nu"] = nu
+    spec = load_spec(d)
+    info = information_at_mode(model_data(spec, tiny_sim.runs, tiny_sim.units),
+                               jax.random.key(0))
+    never_run = list(tiny_sim.runs.pairs).index(("b", "y"))
+    assert abs(info["G"][never_run]) < 1e-3
+    assert np.all(np.delete(info["G"], never_run) > 0.1)
