@@ -25,7 +25,8 @@ ones on the same folds.
 
 Run: ``python benchmarks/never_run.py`` (the grid, partitions 0-2: 12 fits, 571 s on 2
 cores on 2026-12-06), ``--table llm-line``, ``--partitions P``, ``--out P.csv`` (every held-out
-row with its interval); ``--quick``: one fold, 2 chains x 100 + 100 (not enforced).
+row with its interval), ``--chains C --draws D --warmup W`` (default 2 x 500 + 500);
+``--quick``: one fold, 2 chains x 100 + 100 (not enforced).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write every held-out row's prediction to this CSV")
     p.add_argument("--residual-nu", type=float, default=None,
                    help="Student-t pair residuals with this many degrees of freedom")
+    p.add_argument("--chains", type=int, default=2, help="chains a fit (default 2)")
+    p.add_argument("--draws", type=int, default=500, help="draws a chain (default 500)")
+    p.add_argument("--warmup", type=int, default=500, help="warmup a chain (default 500)")
     args = p.parse_args(argv)
     keep_compiled()
     header(f"never-run pairs, {args.table}: leave-pairs-out cross-validation, folds of "
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     c = case(args.table)
     spec = with_residual_nu(c["spec"], args.residual_nu)
     table, _ = select_rows(spec, c["runs"])
-    chains, draws = (2, 100) if args.quick else (2, 500)
+    chains, draws, warmup = (2, 100, 100) if args.quick else (args.chains, args.draws,
+                                                              args.warmup)
     partitions = range(args.seed, args.seed + (1 if args.quick else args.partitions))
     parts = []
     with timer() as t:
@@ -112,14 +117,19 @@ def main(argv: list[str] | None = None) -> int:
                     warnings.simplefilter("ignore")
                     bt = backtest(table, spec, split=c["split"], at=c["at"],
                                   leave_pairs_out=args.size, fold=k, baseline=False,
-                                  chains=chains, draws=draws, warmup=draws, seed=seed)
-                rows = scored(bt.predictions).assign(partition=seed, fold=k)
+                                  chains=chains, draws=draws, warmup=warmup, seed=seed)
+                diag = bt.posterior.diagnostics
+                rows = scored(bt.predictions).assign(partition=seed, fold=k,
+                                                     fit_rhat=diag.max_rhat,
+                                                     fit_ok=diag.ok)
                 s = summary(rows)
                 print(f"partition {seed} fold {k} ({', '.join(bt.summary['pairs_left_out'])}): "
                       f"never-run 90% coverage {s['never_coverage']:.2f}, median error "
                       f"{s['never_error']:.4f}; observed {s['observed_coverage']:.2f}, "
                       f"{s['observed_error']:.4f}; fit diagnostics "
-                      f"{'ok' if bt.summary['diagnostics_ok'] else 'FAILED'}, predictions' "
+                      f"{'ok' if diag.ok else 'FAILED'} (R-hat {diag.max_rhat:.3f} "
+                      f"{diag.worst_rhat_var}, bulk ESS {diag.min_ess_bulk:.0f}, "
+                      f"{diag.divergences} divergences), predictions' "
                       f"R-hat {bt.summary['prediction_rhat_max']:.3f}", flush=True)
                 parts.append(rows)
     rows = pd.concat(parts, ignore_index=True)
@@ -136,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"partition {seed}: never-run {s['never_coverage']:.3f} / {s['never_error']:.4f}, "
               f"observed {s['observed_coverage']:.3f} / {s['observed_error']:.4f}, "
               f"ratio {s['ratio']:.2f}")
+    fits = rows.drop_duplicates(["partition", "fold"])
+    print(f"fits passing their diagnostics: {int(fits['fit_ok'].sum())} of {len(fits)}; "
+          f"fit R-hat median {fits['fit_rhat'].median():.3f}, max {fits['fit_rhat'].max():.3f}")
     s = summary(rows)
     print(f"pooled over {len(partitions)} partition(s), {len(parts)} "
           f"fits, {t['seconds']:.0f} s: never-run rows {s['never_rows']}, 90% coverage "
