@@ -45,6 +45,7 @@ from matplotlib.ticker import NullFormatter
 from bayes_transfer._io import atomic_path
 
 if TYPE_CHECKING:
+    from bayes_transfer.data import RunTable
     from bayes_transfer.inference import Posterior
 
 __all__ = ["FIGSIZE", "DPI", "KINDS", "plot_losses", "plot_gap_forest", "plot_gap_heatmap",
@@ -145,7 +146,7 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
         counts = df.value_counts(["source", "target"], sort=True)
         keys = sorted(counts.index[:max_pairs])
     else:
-        keys = _pair_keys(post.runs.pairs, pairs)
+        keys = _pair_keys(post.runs, pairs)
     with _style():
         fig, axes = _figure(*_grid_shape(len(keys)), sharey=True)
         cmap = matplotlib.colormaps["viridis"]
@@ -167,16 +168,15 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
     return fig
 
 
-def _pair_keys(table_pairs: Sequence[tuple[str, str]],
-               labels: Sequence[str]) -> list[tuple[str, str]]:
+def _pair_keys(table: RunTable, labels: Sequence[str]) -> list[tuple[str, str]]:
     """The (source, target) of each ``"s->t"`` label, looked up among the table's pairs.
 
     Looked up rather than split at ``"->"`` so that names which contain ``"->"`` still
     resolve; a label two pairs share is refused rather than drawn as either.
     """
     by_label: dict[str, list[tuple[str, str]]] = {}
-    for s, t in table_pairs:
-        by_label.setdefault(f"{s}->{t}", []).append((str(s), str(t)))
+    for label, (s, t) in zip(table.pair_labels, table.pairs, strict=True):
+        by_label.setdefault(label, []).append((str(s), str(t)))
     unknown = sorted(set(labels) - set(by_label))
     if unknown:
         raise ValueError(f"unknown pair(s) {unknown}; the posterior has {sorted(by_label)}")
