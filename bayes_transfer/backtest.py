@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs
+from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs, pair_label
 from bayes_transfer.spec import ModelSpec, load_spec
 
 __all__ = ["LEVELS", "SPLITS", "Backtest", "backtest", "pair_folds", "split_table", "score"]
@@ -68,8 +68,8 @@ class Backtest:
 def _pairs(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Per row, the index of its ``(source, target)`` in the list returned with it.
 
-    Pairs are told apart as tuples, not as ``"s->t"`` labels: ``("a->b", "c")`` and
-    ``("a", "b->c")`` share a label.
+    Pairs are told apart as tuples, not by splitting ``"s->t"`` labels: names may
+    contain ``"->"``.
     """
     codes, keys = pd.MultiIndex.from_arrays(
         [df["source"].astype(str), df["target"].astype(str)]).factorize()
@@ -79,7 +79,7 @@ def _pairs(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str]]]:
 def _label(pair: tuple[str, str]) -> str:
     # Pairs are shuffled from their order by label, as when they were labels (the same
     # seed leaves the same pairs out).
-    return f"{pair[0]}->{pair[1]}"
+    return pair_label(*pair)
 
 
 def pair_folds(table: RunTable, split: str, at: float, size: int, seed: int = 0
@@ -314,7 +314,7 @@ def backtest(
 
         base = fit_baseline(fit_table, spec.law, by="pair", bootstrap=bootstrap, seed=seed)
         known = set(base.params.index)
-        label = (test.df["source"].astype(str) + "->" + test.df["target"].astype(str))
+        label = pair_label(test.df["source"].astype(str), test.df["target"].astype(str))
         can = label.isin(known).to_numpy()
         cols_b: dict[str, np.ndarray] = {}
         if can.any():

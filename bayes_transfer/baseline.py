@@ -34,7 +34,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from bayes_transfer.data import RunTable, load_runs, query_rows
+from bayes_transfer.data import RunTable, load_runs, pair_label, query_rows
 from bayes_transfer.evaluate import log_loss_at_rows
 from bayes_transfer.laws import Law, features, get_law
 from bayes_transfer.spec import ModelSpec, SpecError, load_spec
@@ -102,7 +102,7 @@ class BaselineFit:
     def _groups_of(self, table: RunTable) -> list[str]:
         if self.by == "global":
             return [GLOBAL] * len(table)
-        labels = (table.df["source"].astype(str) + "->" + table.df["target"].astype(str))
+        labels = pair_label(table.df["source"].astype(str), table.df["target"].astype(str))
         unknown = sorted(set(labels) - set(self.params.index))
         if unknown:
             raise ValueError(f"the baseline has no fit for pair(s) {unknown}: a per-pair fit "
@@ -259,7 +259,7 @@ def _group_rows(table: RunTable, by: str, law: Law) -> dict[str, tuple[str, str,
         mask = (src == s) & (tgt == t)
         if law.rows == "transfer" and s != t:
             mask |= scratch & (tgt == t)
-        groups[f"{s}->{t}"] = (s, t, mask)
+        groups[pair_label(s, t)] = (s, t, mask)
     return groups
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "RunTableError",
     "RunTable",
     "load_runs",
+    "pair_label",
     "query_rows",
     "read_table",
     "read_chinchilla_csv",
@@ -76,6 +77,8 @@ _MAX_COUNT = 1e16
 # An unknown (NaN) pretrain_tokens equals another unknown one here.
 _EVAL_KEY = ("run_id", "source", "target", "params", "pretrain_tokens", "finetune_tokens")
 _MAX_REPORTED = 20
+# Joins a source and a target into the pair's label ("web->code").
+ARROW = "->"
 _CONTROL = r"[\x00-\x1f\x7f]"
 # Required numeric columns where an empty cell means "unknown" (NaN), not an error.
 _MAY_BE_UNKNOWN = ("pretrain_tokens",)
@@ -158,7 +161,9 @@ class RunTable:
 
     @property
     def pair_labels(self) -> list[str]:
-        return [f"{s}->{t}" for s, t in self.pairs]
+        """``"source->target"`` of every pair, in pair-code order (unique: validation
+        refuses names that would make two pairs share a label)."""
+        return [pair_label(s, t) for s, t in self.pairs]
 
     @property
     def observed_pairs(self) -> np.ndarray:
@@ -448,6 +453,7 @@ def validate(df: pd.DataFrame, name: str, row_base: int | None = 1) -> RunTable:
 
     _check_duplicates(out, labels, name)
     _check_run_consistency(out, labels, name)
+    _check_pair_labels(out, labels, name)
 
     for col in ("source", "target"):
         out[col] = pd.Categorical(out[col], categories=sorted(out[col].unique()))
@@ -540,6 +546,44 @@ def _check_run_consistency(out: pd.DataFrame, labels: np.ndarray, name: str) -> 
                                     "in an earlier row"))
     if problems:
         raise RunTableError(name, problems)
+
+
+def pair_label(source, target):
+    """The label ``"source->target"`` of a pair; ``source`` and ``target`` may be strings
+    or pandas Series of strings (then the labels of rows).
+
+    Example:
+        >>> pair_label("web", "code")
+        'web->code'
+    """
+    return source + ARROW + target
+
+
+def _check_pair_labels(out: pd.DataFrame, labels: np.ndarray, name: str) -> None:
+    # "source->target" names a pair in the posterior's ``pair`` coordinate, in reports and
+    # in the baseline's groups, so two pairs of the grid must not share it. Only names
+    # that contain the arrow can collide: source "a->b" with target "c" and source "a"
+    # with target "b->c" are both "a->b->c".
+    sources, targets = out["source"].unique(), out["target"].unique()
+    if not any(ARROW in str(n) for n in (*sources, *targets)):
+        return
+    seen: dict[str, tuple[str, str]] = {}
+    for s in sorted(sources):
+        for t in sorted(targets):
+            label = pair_label(s, t)
+            if label not in seen:
+                seen[label] = (s, t)
+                continue
+            first = seen[label]
+            # Name the row of the pair whose source carries the arrow (its name is the one
+            # to change); the other pair may have no row at all.
+            col, value = ("source", s) if ARROW in s else ("target", t)
+            row = int(np.flatnonzero((out[col] == value).to_numpy())[0])
+            raise RunTableError(name, [Problem(
+                _label(labels[row]), col,
+                f"{value!r} makes the pair label {label!r} ({s!r} -> {t!r}), which the "
+                f"pair {first[0]!r} -> {first[1]!r} also has; rename a dataset so that "
+                f"pairs stay distinct once written as source{ARROW}target")])
 
 
 def read_chinchilla_csv(

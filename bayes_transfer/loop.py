@@ -62,7 +62,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bayes_transfer._io import atomic_path, atomic_write_text, remove_stale_temps
-from bayes_transfer.data import RunTable, load_runs
+from bayes_transfer.data import RunTable, load_runs, pair_label
 from bayes_transfer.design import (
     PosteriorDraws,
     as_draws,
@@ -372,7 +372,7 @@ def run_loop(
     console = console or Console(markup=False, highlight=False)
     # The quantity is the gaps of the pairs the loop can run: a table may hold other
     # pairs (e.g. the trainer's from-scratch rows make a source a target too).
-    pairs = list(dict.fromkeys(f"{s}->{t}" for s, t in
+    pairs = list(dict.fromkeys(pair_label(s, t) for s, t in
                                zip(candidates["source"], candidates["target"], strict=True)))
     if isinstance(quantity, str) and quantity == "gaps":
         quantity = pairs

@@ -43,6 +43,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullFormatter
 
 from bayes_transfer._io import atomic_path
+from bayes_transfer.data import pair_label
 
 if TYPE_CHECKING:
     from bayes_transfer.data import RunTable
@@ -172,25 +173,18 @@ def _pair_keys(table: RunTable, labels: Sequence[str]) -> list[tuple[str, str]]:
     """The (source, target) of each ``"s->t"`` label, looked up among the table's pairs.
 
     Looked up rather than split at ``"->"`` so that names which contain ``"->"`` still
-    resolve; a label two pairs share is refused rather than drawn as either.
+    resolve (validation keeps the labels distinct).
     """
-    by_label: dict[str, list[tuple[str, str]]] = {}
-    for label, (s, t) in zip(table.pair_labels, table.pairs, strict=True):
-        by_label.setdefault(label, []).append((str(s), str(t)))
+    by_label = dict(zip(table.pair_labels, table.pairs, strict=True))
     unknown = sorted(set(labels) - set(by_label))
     if unknown:
         raise ValueError(f"unknown pair(s) {unknown}; the posterior has {sorted(by_label)}")
-    ambiguous = sorted(label for label in set(labels) if len(by_label[label]) > 1)
-    if ambiguous:
-        raise ValueError(f"pair label(s) {ambiguous} name more than one (source, target) "
-                         f"pair: {[by_label[a] for a in ambiguous]}; rename the datasets "
-                         f"so that no name contains '->'")
-    return [by_label[label][0] for label in labels]
+    return [by_label[label] for label in labels]
 
 
 def _loss_panel(post, ax, rows: pd.DataFrame, source: str, target: str, x_col: str,
                 c_col: str, ci: float, params: float | None, points: int, cmap) -> None:
-    label = f"{source}->{target}"
+    label = pair_label(source, target)
     size = params if params is not None else (
         float(rows["params"].max()) if len(rows) else float(post.runs.df["params"].max()))
     rows = rows[np.isclose(rows["params"], size)]
@@ -248,7 +242,7 @@ def _gap_draws(post: Posterior) -> tuple[str, np.ndarray, pd.DataFrame]:
     pairs = pd.DataFrame({"source": pc["pair_source"].values.astype(str),
                           "target": pc["pair_target"].values.astype(str),
                           "observed": pc["pair_observed"].values.astype(bool)})
-    pairs["label"] = pairs["source"] + "->" + pairs["target"]
+    pairs["label"] = pair_label(pairs["source"], pairs["target"])
     return gap, draws, pairs
 
 

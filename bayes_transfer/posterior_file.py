@@ -53,7 +53,7 @@ import pandas as pd
 import xarray as xr
 
 from bayes_transfer import named_params
-from bayes_transfer.data import REQUIRED_COLUMNS, RunTable, RunTableError, load_runs
+from bayes_transfer.data import REQUIRED_COLUMNS, RunTable, RunTableError, load_runs, pair_label
 from bayes_transfer.spec import ModelSpec, SpecError
 
 __all__ = ["read_posterior", "REQUIRED_GROUPS", "OPTIONAL_GROUPS", "LEVEL_DIMS"]
@@ -412,8 +412,11 @@ def _posterior_coords(path: Path, post: xr.Dataset) -> tuple[list[str], list[str
     for what, names in (("source", sources), ("target", targets)):
         if not names or len(set(names)) != len(names):
             raise _error(path, f"the posterior's {what} coordinate is empty or repeats a name")
-    if pairs != [f"{s}->{t}" for s in sources for t in targets]:
+    if pairs != [pair_label(s, t) for s in sources for t in targets]:
         raise _error(path, "the posterior's pair coordinate is not every source->target")
+    if len(set(pairs)) != len(pairs):
+        raise _error(path, "two of the posterior's pairs share a source->target label "
+                     "(a source or target name contains '->')")
     for name in ("pair_source", "pair_target", "pair_observed"):
         if name in post.coords and post[name].dims != ("pair",):
             raise _error(path, f"the posterior's {name} coordinate is not over pairs")

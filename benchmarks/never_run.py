@@ -39,7 +39,7 @@ from _common import header, keep_compiled, parser, timer, verdict
 
 from bayes_transfer.backtest import backtest, pair_folds
 from bayes_transfer.bundled import runs_path
-from bayes_transfer.data import load_runs
+from bayes_transfer.data import load_runs, pair_label
 from bayes_transfer.model import select_rows
 from bayes_transfer.public_data import load_public
 from bayes_transfer.spec import ModelSpec, load_spec
@@ -73,7 +73,7 @@ def scored(predictions: pd.DataFrame) -> pd.DataFrame:
     d = predictions.copy()
     d["covered_90"] = (d["loss"] >= d["model_lower_0.9"]) & (d["loss"] <= d["model_upper_0.9"])
     d["abs_error"] = (d["model_median"] - d["loss"]).abs()
-    d["pair"] = d["source"].astype(str) + "->" + d["target"].astype(str)
+    d["pair"] = pair_label(d["source"].astype(str), d["target"].astype(str))
     return d
 
 

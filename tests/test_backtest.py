@@ -92,9 +92,10 @@ def test_pair_folds_keep_a_sole_pair_and_refuse_impossible_folds():
         pair_folds(load_runs(two), "params", 1e7, 4)
 
 
-def test_pairs_whose_labels_collide_are_left_out_apart():
-    # ("s->x", "y") and ("s", "x->y") both read "s->x->y": a pair is a tuple, not a label.
-    names = {"a": "s->x", "b": "s", "c": "c", "x": "y", "y": "x->y", "z": "z"}
+def test_pairs_of_names_with_arrows_are_left_out_as_tuples():
+    # Names that contain "->" (labels two pairs would share are refused when the table is
+    # read): folds hold (source, target) tuples, never labels split at the arrow.
+    names = {"a": "s->x", "b": "s", "c": "c", "x": "y", "y": "x->w", "z": "z"}
     df = _zero_shot_table().replace({"source": names, "target": names})
     table = load_runs(df)
     folds = pair_folds(table, "params", 1e7, 1)

@@ -110,6 +110,21 @@ def test_contradicting_duplicates_refused_replicate_seeds_kept():
     assert len(load_runs(replicates)) == 3
 
 
+def test_names_that_would_share_a_pair_label_are_refused(tmp_path):
+    """"a->b" with "c" and "a" with "b->c" are both the pair "a->b->c": the posterior's pair
+    coordinate, the baseline's groups and reports would mix the two pairs."""
+    df = good_rows(4).assign(source=["a->b", "a", "a->b", "a"], target=["c", "b->c"] * 2)
+    path = write_csv(tmp_path, df)
+    with pytest.raises(RunTableError, match=r"runs.csv, row 1, column source: 'a->b' makes "
+                       r"the pair label 'a->b->c' \('a->b' -> 'c'\), which the pair 'a' -> "
+                       r"'b->c' also has"):
+        load_runs(path)
+    # The same names on a grid where no two pairs meet load, and keep their labels.
+    runs = load_runs(df.assign(source=["a->b", "x", "a->b", "x"]))
+    assert runs.pair_labels == ["a->b->b->c", "a->b->c", "x->b->c", "x->c"]
+    assert len(set(runs.pair_labels)) == 4
+
+
 def test_one_run_has_one_source_and_size():
     df = good_rows(2).assign(run_id="same", finetune_tokens=[1, 2])
     df.loc[1, "source"] = "web"

@@ -73,7 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from bayes_transfer.data import RunTable, query_rows
+from bayes_transfer.data import RunTable, pair_label, query_rows
 from bayes_transfer.design.drift import DriftModel, QuantityDrift, drift_model, quantity_drift
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.laws import ROW_RULES, Units, features, get_law
@@ -116,7 +116,7 @@ class PosteriorDraws:
 
     @property
     def pair_labels(self) -> list[str]:
-        return [f"{s}->{t}" for s in self.sources for t in self.targets]
+        return [pair_label(s, t) for s in self.sources for t in self.targets]
 
     def noise_variance(self) -> float:
         """``s^2``: the variance of a new measurement's log loss around the law."""
@@ -268,7 +268,7 @@ def quantity_draws(draws: PosteriorDraws,
                              f"rows, not {quantity!r}")
         pick = list(range(len(labels)))
     else:
-        wanted = [q if isinstance(q, str) else f"{q[0]}->{q[1]}" for q in quantity]
+        wanted = [q if isinstance(q, str) else pair_label(*q) for q in quantity]
         unknown = [w for w in wanted if w not in labels]
         if unknown or not wanted:
             raise ValueError(f"unknown pair {unknown[0] if unknown else None!r}; pairs are "
