@@ -155,3 +155,34 @@ def test_out_and_out_dir_are_not_mixed_up(post_file, tmp_path, monkeypatch, args
     result = _plot(post_file, *args)
     assert result.exit_code == 1 and message in result.output, result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_losses_draws_the_pairs_named_by_pair(post_file, tmp_path, monkeypatch):
+    """``--pair`` reaches plot_losses (one panel per named pair, in order) for losses and
+    all; it is refused for kinds without pair panels, and an unknown pair is named."""
+    from bayes_transfer.inference import Posterior
+
+    labels = Posterior.load(post_file).runs.pair_labels
+    chosen = [labels[-1], labels[0]]
+    drawn = []
+    real = plots.plot_losses
+
+    def spy(post, against="p", **kw):
+        fig = real(post, against, **kw)
+        drawn.append([ax.get_title() for ax in fig.axes if ax.get_visible()])
+        return fig
+
+    monkeypatch.setattr(plots, "plot_losses", spy)
+    args = [a for label in chosen for a in ("--pair", label)]
+    result = _plot(post_file, "losses", *args, "--out", tmp_path / "l.png")
+    assert result.exit_code == 0, result.output
+    assert drawn == [chosen]
+    result = _plot(post_file, "all", *args, "--out-dir", tmp_path / "all")
+    assert result.exit_code == 0, result.output
+    assert drawn[-1] == chosen
+    result = _plot(post_file, "forest", "--pair", chosen[0], "--out", tmp_path / "f.png")
+    assert result.exit_code != 0 and "--pair chooses the panels of losses" in result.output
+    assert not (tmp_path / "f.png").exists()
+    result = _plot(post_file, "losses", "--pair", "nope->none", "--out", tmp_path / "n.png")
+    assert result.exit_code != 0 and "unknown pair(s) ['nope->none']" in result.output
+    assert not (tmp_path / "n.png").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 
@@ -99,13 +100,16 @@ def default_candidates(post, per_decade: int = 8):
 
 
 def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
-                candidates: Path | None = None, at: Path | None = None):
+                candidates: Path | None = None, at: Path | None = None,
+                pairs: Sequence[str] | None = None):
     """The figure of ``kind`` for ``post`` (shared by ``plot`` and ``demo``); ``at``: the
-    runs whose predicted loss the acquisition narrows (default: the gaps)."""
+    runs whose predicted loss the acquisition narrows (default: the gaps); ``pairs``: the
+    ``"source->target"`` panels of ``losses`` (default: the observed pairs with the most
+    rows)."""
     from bayes_transfer import plots
 
     if kind == "losses":
-        return plots.plot_losses(post, against, ci=ci)
+        return plots.plot_losses(post, against, ci=ci, pairs=pairs or None)
     if kind == "forest":
         return plots.plot_gap_forest(post, ci=ci)
     if kind == "heatmap":
@@ -131,8 +135,8 @@ def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
 
 
 def draw_all(post, out_dir: Path, *, ci: float = 0.9, against: str = "p",
-             candidates: Path | None = None, at: Path | None = None
-             ) -> list[tuple[str, Path | None, str]]:
+             candidates: Path | None = None, at: Path | None = None,
+             pairs: Sequence[str] | None = None) -> list[tuple[str, Path | None, str]]:
     """Draw every plot kind of ``post`` into ``out_dir/KIND.png`` in one process.
 
     A kind that does not apply to the posterior (forest and heatmap need a per-pair gap,
@@ -149,7 +153,7 @@ def draw_all(post, out_dir: Path, *, ci: float = 0.9, against: str = "p",
     for kind in KINDS:
         try:
             fig = make_figure(post, kind, ci=ci, against=against, candidates=candidates,
-                              at=at)
+                              at=at, pairs=pairs)
         except ValueError as exc:  # the plot's own "does not apply" (or a bad candidate)
             done.append((kind, None, str(exc)))
             continue
@@ -179,6 +183,10 @@ def plot(
     at: Path | None = typer.Option(None, "--at", help="acquisition: CSV of runs whose "
                                    "predicted loss to narrow (as `suggest --at`); default: "
                                    "the gaps."),
+    pairs: list[str] | None = typer.Option(None, "--pair", help="losses: a pair to draw, "
+                                           "as 'source->target' (repeat for several); "
+                                           "default: the observed pairs with the most "
+                                           "rows."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Draw one picture of a fitted posterior (or all of them) and write it atomically.
@@ -193,12 +201,15 @@ def plot(
 
         bayes-transfer plot posterior.nc heatmap --out heatmap.png
         bayes-transfer plot posterior.nc all --out-dir plots
+        bayes-transfer plot posterior.nc losses --pair "web->code" --out losses.png
         bayes-transfer plot chinchilla.nc acquisition --at target_scale.csv --out acq.png
     """
     from bayes_transfer.plots import KINDS, save_figure
 
     checks.input_file(candidates, "candidates file", "--candidates")
     checks.input_file(at, "table of runs to narrow", "--at")
+    if pairs and kind not in (PlotKind.losses, PlotKind.all):
+        raise fail(f"--pair chooses the panels of losses (or of all), not of {kind.value}")
     if kind is PlotKind.all:
         if out is not None or out_dir is None:
             raise fail("plot all writes one PNG per kind: give --out-dir DIR, not --out")
@@ -219,7 +230,7 @@ def plot(
         with answer_warnings(), user_errors():
             out_dir.mkdir(parents=True, exist_ok=True)
             drawn = draw_all(post, out_dir, ci=ci, against=against.value,
-                             candidates=candidates, at=at)
+                             candidates=candidates, at=at, pairs=pairs)
         con = console()
         for name, path, why in drawn:
             if path is None:
@@ -229,7 +240,7 @@ def plot(
         return
     with answer_warnings(), user_errors():
         fig = make_figure(post, kind.value, ci=ci, against=against.value,
-                          candidates=candidates, at=at)
+                          candidates=candidates, at=at, pairs=pairs)
         save_figure(fig, out)
     console().print(f"wrote {out}")
 

@@ -66,8 +66,8 @@ def predictions(f: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> dict[
 
 def main(tables: list[str]) -> None:
     warnings.filterwarnings("ignore")
-    rng = np.random.default_rng(0)
     for name in tables:
+        rng = np.random.default_rng(0)  # per table: each table's figures alone
         df = load_public(f"rectified-scaling-{name}").df
         models = sorted(df["source"].unique())
         truth = np.array([df[(df["source"] == m) & (df["finetune_examples"] == LARGEST)]
