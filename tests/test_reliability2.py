@@ -152,6 +152,10 @@ STRUCTURE = {
         "run_loss", i.constant_data["run_loss"] * -1), "damaged run table"),
     "sample stats of other draws": (lambda i: setattr(i, "sample_stats", i.sample_stats.isel(
         draw=slice(0, 5))), "sample_stats"),
+    # ("a->b", "c") and ("a", "b->c"): one label, two pairs (tables are refused so at load).
+    "two pairs of one label": (lambda i: setattr(i, "posterior", i.posterior.assign_coords(
+        source=["a->b", "a"], target=["b->c", "c"],
+        pair=["a->b->b->c", "a->b->c", "a->b->c", "a->c"])), "share a source->target label"),
 }
 
 
