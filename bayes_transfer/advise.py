@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from bayes_transfer.data import pair_label
 from bayes_transfer.extrapolation import warn_extrapolation
 from bayes_transfer.laws import get_law
 
@@ -137,7 +138,7 @@ class Advice:
 
 
 def _describe(row: pd.Series) -> str:
-    return (f"{row['source']}->{row['target']}, N={row['params']:.2g}, "
+    return (f"{pair_label(str(row['source']), str(row['target']))}, N={row['params']:.2g}, "
             f"p={row['pretrain_tokens']:.2g}, f={row['finetune_tokens']:.2g}")
 
 

@@ -424,8 +424,8 @@ def plot_acquisition(scores: pd.DataFrame, *, value: str | None = None, top: int
     if scores.empty:
         raise ValueError("no candidates to plot")
     shown = scores.reset_index(drop=True).nlargest(top, value).iloc[::-1]
-    labels = [f"{r.source}->{r.target}  N={r.params:.2g} p={r.pretrain_tokens:.2g} "
-              f"f={r.finetune_tokens:.2g}" for r in shown.itertuples()]
+    labels = [f"{pair_label(str(r.source), str(r.target))}  N={r.params:.2g} "
+              f"p={r.pretrain_tokens:.2g} f={r.finetune_tokens:.2g}" for r in shown.itertuples()]
     picked = set(chosen or ())
     colors = [_PRIOR if i in picked else _OBSERVED for i in shown.index]
     with _style():

@@ -68,11 +68,14 @@ def gap_rich_table(gaps, ci: float) -> Table:
 
 
 def _suggestions_table(batch) -> Table:
+    from bayes_transfer.data import pair_label
+
     table = titled_table("next runs to train, chosen greedily by expected gain per FLOP")
     for col in ("#", "pair", "N", "p", "f", "FLOPs", "gap var. left"):
         table.add_column(col, justify="left" if col == "pair" else "right", no_wrap=True)
     for _, r in batch.iterrows():
-        table.add_row(str(r["rank"]), f"{r['source']}->{r['target']}", f"{r['params']:.2g}",
+        table.add_row(str(r["rank"]), pair_label(str(r["source"]), str(r["target"])),
+                      f"{r['params']:.2g}",
                       f"{r['pretrain_tokens']:.2g}", f"{r['finetune_tokens']:.2g}",
                       f"{r['cost']:.2g}", f"{r['uncertainty_left']:.0%}")
     return table

@@ -259,6 +259,7 @@ def show_frontier(post, *, compute: str | None, compute_range: str | None, point
 
     from bayes_transfer.advise import MAX_FLOPS, compute_frontier
     from bayes_transfer.cli._output import emit
+    from bayes_transfer.data import pair_label
 
     if unit != "flops":
         raise fail("the compute frontier trades N against D at fixed FLOPs: --unit tokens "
@@ -303,7 +304,7 @@ def show_frontier(post, *, compute: str | None, compute_range: str | None, point
     out = console()
     out.print(grid)
     for e in front.exponents.itertuples(index=False):
-        who = "" if shared else f"{e.source}->{e.target}: "
+        who = "" if shared else f"{pair_label(str(e.source), str(e.target))}: "
         out.print(f"{who}N_opt ~ C^{e.a_median:.3f} [{e.a_lower:.3f}, {e.a_upper:.3f}], "
                   f"D_opt ~ C^{e.b_median:.3f} [{e.b_lower:.3f}, {e.b_upper:.3f}]")
     for note in front.notes:

@@ -240,7 +240,8 @@ def quantity_draws(draws: PosteriorDraws,
                              f"{len(unexplained)} such) is not one law {draws.spec.law} can "
                              f"predict: it {rule}")
         values = log_mean_draws(draws, table).astype(np.float64)
-        labels = [f"log L {s}->{t} N={n:.3g} p={p:.3g} f={f:.3g}" for s, t, n, p, f in
+        labels = [f"log L {pair_label(str(s), str(t))} N={n:.3g} p={p:.3g} f={f:.3g}"
+                  for s, t, n, p, f in
                   table.df[["source", "target", "params", "pretrain_tokens",
                             "finetune_tokens"]].itertuples(index=False)]
         drift = None
