@@ -184,5 +184,11 @@ def test_losses_draws_the_pairs_named_by_pair(post_file, tmp_path, monkeypatch):
     assert result.exit_code != 0 and "--pair chooses the panels of losses" in result.output
     assert not (tmp_path / "f.png").exists()
     result = _plot(post_file, "losses", "--pair", "nope->none", "--out", tmp_path / "n.png")
-    assert result.exit_code != 0 and "unknown pair(s) ['nope->none']" in result.output
-    assert not (tmp_path / "n.png").exists()
+    assert result.exit_code == 1 and "unknown pair(s)" in result.output
+    assert "nope->none" in result.output and not (tmp_path / "n.png").exists()
+    # all fails too, before drawing any kind: an unknown pair is a mistake, not a kind
+    # that does not apply (which all skips with a note).
+    result = _plot(post_file, "all", "--pair", chosen[0], "--pair", "nope->none",
+                   "--out-dir", tmp_path / "all-bad")
+    assert result.exit_code == 1 and "unknown pair(s)" in result.output
+    assert "nope->none" in result.output and not (tmp_path / "all-bad").exists()
