@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install lint bench clean
+.PHONY: demo test test-slow install lint bench clean constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Pin what the tests just passed with: the freeze of .venv, under the file's own comment
+# lines. pip reports the CPU wheel as torch==2.13.0+cpu; the local label is dropped so that
+# a machine whose wheel is labelled otherwise (or not at all) still satisfies the pin.
+constraints: $(STAMP)
+	{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
+	  | sed 's/+[A-Za-z0-9.]*$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) demo-output

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,24 @@ def test_wheel_carries_the_specs_and_tables(wheel_env):
             if f.is_file() and "__pycache__" not in f.parts and not f.name.startswith("."):
                 rel = f.relative_to(ROOT)
                 assert (installed.parent / "_bundled" / rel).is_file(), rel
+
+
+def test_wheel_states_its_licence_and_carries_the_licence_files(wheel_env):
+    """The package's SPDX licence is in the metadata, and the wheel carries its licence
+    text and the bundled public tables' licences (Apache-2.0 and MIT), as they require."""
+    _, _, _, tmp = wheel_env
+    (wheel,) = (tmp / "dist").glob("bayes_transfer-*.whl")
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = whl.read(metadata).decode()
+        licences = {n.split(".dist-info/licenses/", 1)[1]: whl.read(n).decode()
+                    for n in names if ".dist-info/licenses/" in n}
+    assert "License-Expression: Apache-2.0" in meta.splitlines(), meta[:800]
+    expected = {"LICENSE", "data/llm-line/LICENSE", "data/rectified-scaling/LICENSE"}
+    assert set(licences) == expected, sorted(licences)
+    for name in expected:
+        assert licences[name] == (ROOT / name).read_text(), name
 
 
 def test_quick_demo_runs_from_the_wheel(wheel_env):
