@@ -30,8 +30,9 @@ _LOADED = (f"import json, os, sys; heavy = [m for m in {HEAVY!r} if m in sys.mod
 
 
 @pytest.mark.parametrize("argv", [None, ["--help"], ["validate", "data/transfer_runs.csv"],
-                                  ["report", "--help"], ["compare", "--help"]],
-                         ids=["import", "help", "validate", "report-help", "compare-help"])
+                                  ["report", "--help"], ["compare", "--help"], ["--version"]],
+                         ids=["import", "help", "validate", "report-help", "compare-help",
+                              "version"])
 def test_cli_loads_no_heavy_library_for_help_and_validate(argv):
     run = "" if argv is None else (
         "from bayes_transfer.cli import main\n"
@@ -41,6 +42,22 @@ def test_cli_loads_no_heavy_library_for_help_and_validate(argv):
     assert got["heavy"] == []
     if argv is not None:  # the entry point asks for one XLA CPU device per core
         assert "xla_force_host_platform_device_count" in got["xla"]
+
+
+def test_version_names_the_package_and_the_libraries_behind_its_results():
+    """``--version`` prints the installed versions a bug report needs, and exits 0."""
+    from importlib.metadata import version
+
+    import bayes_transfer
+
+    result = subprocess.run([sys.executable, "-m", "bayes_transfer", "--version"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith(f"bayes-transfer {bayes_transfer.__version__} ("), line
+    for name in ("jax", "numpyro", "arviz", "pymc", "xarray", "torch"):
+        assert f"{name} {version(name)}" in line, (name, line)
+    assert f"Python {sys.version.split()[0]}" in line
 
 
 def test_importing_the_package_sets_no_process_wide_flag():

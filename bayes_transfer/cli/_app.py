@@ -31,8 +31,40 @@ app = typer.Typer(
 )
 
 
+#: The libraries whose versions decide a fit's draws and a file's format: what a bug report
+#: needs beside the package's own version (`bayes-transfer --version`).
+VERSIONED = ("jax", "numpyro", "arviz", "pymc", "xarray", "torch")
+
+
+def version_line() -> str:
+    """``bayes-transfer X (jax Y, ...; Python Z)``, read from the installed metadata (no
+    library is imported, so it stays as fast as ``--help``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from bayes_transfer import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} not installed"
+
+    libs = ", ".join(installed(name) for name in VERSIONED)
+    return f"bayes-transfer {__version__} ({libs}; Python {sys.version.split()[0]})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console().print(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the versions of the package and of the "
+                                      "libraries its results depend on, and exit."),
+) -> None:
     # A callback keeps typer in multi-command mode even while only one command exists,
     # so that `bayes-transfer validate RUNS` never collapses to `bayes-transfer RUNS`.
     """Bayesian scaling laws of transfer learning."""
