@@ -56,7 +56,11 @@ class Backtest:
         summary: ``{"model": {...}, "baseline": {...}, "rows": {...}}``, and per group
             (``"observed"``, ``"never-run"``) the model's scores when pairs were left out;
             scores are ``coverage`` (by level, as a string key), ``median_abs_error``,
-            ``mean_abs_error``.
+            ``mean_abs_error``, and which side the misses fall on: ``above`` and
+            ``below`` (by level: the share of rows whose truth lies above or under the
+            interval) and the signed ``median_error`` (truth minus predicted median), so
+            that a biased centre (misses on one side) reads apart from intervals too
+            narrow (misses on both); see :func:`score`.
         posterior: the posterior fitted below the split.
     """
 
@@ -224,26 +228,44 @@ def split_table(table: RunTable, split: str, at: float, *, leave_pairs_out: int 
 
 def score(draws: np.ndarray, truth: np.ndarray, levels: tuple[float, ...] = LEVELS
           ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Coverage per level, absolute errors, and per-row columns, from predictive draws.
+    """Coverage per level, errors, and per-row columns, from predictive draws.
 
     ``draws``: ``(draws, rows)`` predictive draws of the loss; ``truth``: ``(rows,)``.
+
+    Beside the coverage, which side the misses fall on (``above``: the share of rows whose
+    truth lies above the interval, ``below``: under it) and the signed ``median_error``
+    (truth minus predicted median; positive: the losses came out higher than predicted).
+    They tell the two ways of under-covering apart: intervals too narrow miss on both
+    sides, a biased centre on one.
+
+    Example:
+        >>> draws = np.random.default_rng(0).normal(2.0, 0.1, (4000, 3))
+        >>> scores, _ = score(draws, np.array([2.0, 2.05, 2.5]), levels=(0.9,))
+        >>> scores["coverage"]["0.9"], scores["above"]["0.9"], scores["below"]["0.9"]
+        (0.6666666666666666, 0.3333333333333333, 0.0)
     """
     med = np.median(draws, axis=0)
     cols: dict[str, np.ndarray] = {"median": med}
-    coverage = {}
+    coverage, above, below = {}, {}, {}
     for level in levels:
         lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
         cols[f"lower_{level:g}"], cols[f"upper_{level:g}"] = lo, hi
         coverage[f"{level:g}"] = float(np.mean((truth >= lo) & (truth <= hi)))
+        above[f"{level:g}"] = float(np.mean(truth > hi))
+        below[f"{level:g}"] = float(np.mean(truth < lo))
     cols["pit"] = np.mean(draws < truth, axis=0)
     err = np.abs(med - truth)
     return ({"coverage": coverage, "median_abs_error": float(np.median(err)),
-             "mean_abs_error": float(np.mean(err))}, cols)
+             "mean_abs_error": float(np.mean(err)),
+             "median_error": float(np.median(truth - med)), "above": above, "below": below},
+            cols)
 
 
 def _nan_scores(levels) -> dict[str, Any]:
     return {"coverage": {f"{level:g}": None for level in levels}, "median_abs_error": None,
-            "mean_abs_error": None}
+            "mean_abs_error": None, "median_error": None,
+            "above": {f"{level:g}": None for level in levels},
+            "below": {f"{level:g}": None for level in levels}}
 
 
 def backtest(

@@ -59,7 +59,10 @@ class Selection:
             ``chosen`` (the model with the highest ``p_best``), ``chosen_p_best``,
             ``diagnostics_ok``, ``models_left_out`` (models with no row to fit), and,
             when the truth is known (else None): ``best_actual`` (the model with the
-            lowest actual loss), ``pearson`` (%), ``relacc`` (%), ``coverage``.
+            lowest actual loss), ``pearson`` (%), ``relacc`` (%), ``coverage``, and
+            which side its misses fall on: ``above`` and ``below`` (the shares of models
+            whose actual loss lies above or under the interval) and ``median_error``
+            (actual minus predicted median).
         draws: ``(draws, models)`` joint predictive draws of the loss at ``at``, in
             the order of ``table``.
         posterior: the fitted posterior.
@@ -253,6 +256,7 @@ def select_model(
         "rows_fit": len(fit_table), "models": len(models),
         "chosen": models[chosen_i], "chosen_p_best": float(out["p_best"].iloc[chosen_i]),
         "best_actual": None, "pearson": None, "relacc": None, "coverage": None,
+        "above": None, "below": None, "median_error": None,
         "models_left_out": left_out, "diagnostics_ok": bool(post.diagnostics.ok),
     }
     actual = out["loss_actual"].to_numpy(np.float64)
@@ -261,6 +265,11 @@ def select_model(
         summary["best_actual"] = models[int(np.nanargmin(actual))]
         summary["coverage"] = float(np.mean((actual[known] >= lo[known])
                                             & (actual[known] <= hi[known])))
+        # Which side the misses fall on (as backtest scores them): one side, a biased
+        # centre; both, intervals too narrow.
+        summary["above"] = float(np.mean(actual[known] > hi[known]))
+        summary["below"] = float(np.mean(actual[known] < lo[known]))
+        summary["median_error"] = float(np.median(actual[known] - med[known]))
         r = pearson_percent(med[known], actual[known])
         summary["pearson"] = None if math.isnan(r) else r
         if known[chosen_i]:

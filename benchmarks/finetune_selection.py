@@ -56,12 +56,14 @@ def run_one(name: str, denom: int, *, chains: int, draws: int, seed: int) -> dic
     row = {"table": name, "budget": f"1/{denom}", "rows_fit": s["rows_fit"],
            "pearson": s["pearson"], "AtS_pearson": ats_r, "relacc": s["relacc"],
            "AtS_relacc": ats_acc, "coverage_90": s["coverage"], "covered": covered,
+           "above_90": s["above"], "below_90": s["below"], "median_error": s["median_error"],
            "models": s["models"], "chosen_p_best": s["chosen_p_best"],
            "chosen": s["chosen"], "best": s["best_actual"],
            "diag_ok": s["diagnostics_ok"], "seconds": t["seconds"]}
     print(f"{name} 1/{denom}: {s['rows_fit']} rows fit in {t['seconds']:.0f} s; Pearson "
           f"{s['pearson']:.1f}% (AtS {ats_r}), RelAcc {s['relacc']:.1f}% (AtS {ats_acc}), "
-          f"90% coverage {s['coverage']:.2f}; chose {s['chosen']} (p_best "
+          f"90% coverage {s['coverage']:.2f} (misses above {s['above']:.2f}, below "
+          f"{s['below']:.2f}; median error {s['median_error']:+.3f}); chose {s['chosen']} (p_best "
           f"{s['chosen_p_best']:.2f}), best {s['best_actual']}"
           + ("" if s["diagnostics_ok"] else "; diagnostics FAILED"), flush=True)
     return row
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     pooled["coverage_90"] = pooled["covered"] / pooled["models"]
     print()
     cols = ["table", "budget", "rows_fit", "pearson", "AtS_pearson", "relacc", "AtS_relacc",
-            "coverage_90", "chosen_p_best", "diag_ok", "seconds"]
+            "coverage_90", "above_90", "below_90", "median_error", "chosen_p_best", "diag_ok",
+            "seconds"]
     with pd.option_context("display.width", 200, "display.float_format", "{:.2f}".format):
         print(out[cols].to_string(index=False))
         print()

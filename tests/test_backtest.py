@@ -142,6 +142,21 @@ def test_score_is_calibrated_when_the_predictive_is_right():
     # Overconfident draws under-cover: the score sees it.
     narrow, _ = score(centre + 0.03 * rng.standard_normal((4000, n_rows)), truth)
     assert narrow["coverage"]["0.9"] < 0.5
+    # Misses split by side (each within 3 binomial sd of its expected share), and the
+    # signed error near 0: calibrated draws miss evenly on both sides.
+    for level in summary["coverage"]:
+        tail, sd = (1 - float(level)) / 2, np.sqrt(0.5 * (1 - float(level)) / n_rows)
+        for side in ("above", "below"):
+            assert abs(summary[side][level] - tail) < 3 * sd, (side, level)
+        total = summary["coverage"][level] + summary["above"][level] + summary["below"][level]
+        assert total == pytest.approx(1.0)
+    assert abs(summary["median_error"]) < 0.01
+    # Too narrow misses on both sides; a biased centre (the losses 3 sd higher than
+    # predicted, as FLAN's at 1/8 were: docs/measurements.md) misses on one side only.
+    assert min(narrow["above"]["0.9"], narrow["below"]["0.9"]) > 0.2
+    biased, _ = score(draws - 0.3, truth)
+    assert biased["above"]["0.9"] > 0.85 and biased["below"]["0.9"] == 0.0
+    assert biased["median_error"] == pytest.approx(0.3, abs=0.01)
 
 
 def test_prediction_rhat_is_arviz_rhat_of_the_log_predictions():
@@ -179,7 +194,9 @@ def test_cli_backtest_json_contract(tmp_path):
     doc = json.loads(res.stdout)
     for method in ("model", "baseline"):
         assert set(doc[method]["coverage"]) == {"0.5", "0.8", "0.9", "0.95"}
-        assert {"median_abs_error", "mean_abs_error"} <= set(doc[method])
+        assert {"median_abs_error", "mean_abs_error", "median_error"} <= set(doc[method])
+        assert set(doc[method]["above"]) == set(doc[method]["below"]) == {
+            "0.5", "0.8", "0.9", "0.95"}
     # 9 pairs x 3 sizes <= 1e7, less 2 pairs left out; 7 pairs x 2 sizes above + 2 x 5.
     assert doc["rows"] == {"fit": 27 - 6, "predicted": 14 + 10}
     assert "never-run" in doc and len(doc["pairs_left_out"]) == 2

@@ -21,8 +21,8 @@ from bayes_transfer.selection import p_best, pearson_percent, relative_accuracy,
 runner = CliRunner()
 
 JSON_KEYS = {"target", "at", "budget", "ci", "rows_fit", "models", "chosen", "chosen_p_best",
-             "best_actual", "pearson", "relacc", "coverage", "models_left_out",
-             "diagnostics_ok", "rows"}
+             "best_actual", "pearson", "relacc", "coverage", "above", "below",
+             "median_error", "models_left_out", "diagnostics_ok", "rows"}
 ROW_KEYS = {"rank", "source", "target", "params", "loss_median", "loss_lower", "loss_upper",
             "p_best", "loss_actual", "rows_fit"}
 
@@ -128,6 +128,11 @@ def test_select_model_ranks_scores_and_uses_only_the_budget(fake_fit):
     assert s["pearson"] == pytest.approx(pearson_percent(t["loss_median"], t["loss_actual"]))
     inside = (t["loss_actual"] >= t["loss_lower"]) & (t["loss_actual"] <= t["loss_upper"])
     assert s["coverage"] == pytest.approx(inside.mean())
+    assert s["above"] == pytest.approx((t["loss_actual"] > t["loss_upper"]).mean())
+    assert s["below"] == pytest.approx((t["loss_actual"] < t["loss_lower"]).mean())
+    assert s["coverage"] + s["above"] + s["below"] == pytest.approx(1.0)
+    assert s["median_error"] == pytest.approx(
+        float(np.median(t["loss_actual"] - t["loss_median"])))
     assert sel.draws.shape == (2000, 4)
     np.testing.assert_allclose(np.median(sel.draws, axis=0), t["loss_median"])
 
@@ -138,6 +143,7 @@ def test_select_model_without_truth_and_bad_arguments(fake_fit):
     sel = select_model(df, "finetune-curves", at=1e8)  # beyond the table: no truth
     assert len(seen["table"]) == len(df)  # every row below `at` is fitted
     assert sel.summary["pearson"] is None and sel.summary["coverage"] is None
+    assert sel.summary["above"] is None and sel.summary["median_error"] is None
     assert sel.table["loss_actual"].isna().all() and sel.summary["chosen"] == "c"
     with pytest.raises(ValueError, match="budget"):
         select_model(df, budget=1.0)

@@ -95,12 +95,17 @@ def _print(summary: dict, fmt: Format) -> None:
         return
     levels = list(summary["model"]["coverage"])
     groups = [k for k in ("model", "observed", "never-run", "baseline") if k in summary]
-    header = ["method", *[f"cover {lv}" for lv in levels], "median |err|", "mean |err|"]
+    # Which side the misses of one interval fall on: the 0.9 one where it was scored.
+    side = "0.9" if "0.9" in levels else levels[-1]
+    header = ["method", *[f"cover {lv}" for lv in levels], f"above {side}", f"below {side}",
+              "median err", "median |err|", "mean |err|"]
     rows = []
     for g in groups:
         s = summary[g]
         rows.append([g, *[_num(s["coverage"][lv]) for lv in levels],
-                     _num(s["median_abs_error"]), _num(s["mean_abs_error"])])
+                     _num(s["above"][side]), _num(s["below"][side]),
+                     _num(s["median_error"]), _num(s["median_abs_error"]),
+                     _num(s["mean_abs_error"])])
     if fmt is Format.csv:
         import csv
 

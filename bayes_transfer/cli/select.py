@@ -68,7 +68,8 @@ def select_command(
     coverage of the intervals.
 
     --format json prints {"target", "at", "budget", "ci", "rows_fit", "models", "chosen",
-    "chosen_p_best", "best_actual", "pearson", "relacc", "coverage", "models_left_out",
+    "chosen_p_best", "best_actual", "pearson", "relacc", "coverage", "above", "below",
+    "median_error", "models_left_out",
     "diagnostics_ok", "rows": [{"rank", "source", "target", "params", "loss_median",
     "loss_lower", "loss_upper", "p_best", "loss_actual", "rows_fit"}, ...]} (null where
     unknown).
@@ -130,6 +131,8 @@ def _print_table(sel: Selection) -> None:
         def pct(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f}%"
 
-        cov = "-" if s["coverage"] is None else f"{s['coverage']:.2f}"
+        cov = "-" if s["coverage"] is None else (
+            f"{s['coverage']:.2f} (misses above {s['above']:.2f}, below {s['below']:.2f}; "
+            f"median error {s['median_error']:+.3g})")
         con.print(f"actual best: {s['best_actual']}; Pearson {pct(s['pearson'])}, "
                   f"RelAcc {pct(s['relacc'])}, coverage of the {s['ci']:.0%} intervals {cov}")
