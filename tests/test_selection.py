@@ -137,6 +137,18 @@ def test_select_model_ranks_scores_and_uses_only_the_budget(fake_fit):
     np.testing.assert_allclose(np.median(sel.draws, axis=0), t["loss_median"])
 
 
+def test_select_model_says_which_side_the_misses_fall_on(monkeypatch):
+    """A model predicted 2 nats too high misses below, two predicted 2 too low miss above."""
+    df = _curves({"a": 1.9, "b": 2.2, "c": 1.4, "d": 2.0})
+    actual = df[df.finetune_tokens == 6.4e6].set_index("source")["loss"]
+    offset = {"a": 2.0, "b": -2.0, "c": -2.0, "d": 0.0}
+    post = _FakePosterior({m: actual[m] + offset[m] for m in offset}, sd=0.05)
+    monkeypatch.setattr(inference, "fit", lambda table, spec, **kw: post)
+    s = select_model(df, "finetune-curves", budget=1 / 64, ci=0.9).summary
+    assert (s["coverage"], s["above"], s["below"]) == (0.25, 0.5, 0.25)
+    assert s["median_error"] == pytest.approx(1.0, abs=0.1)  # median of -2, 0, 2, 2
+
+
 def test_select_model_without_truth_and_bad_arguments(fake_fit):
     seen, _ = fake_fit
     df = _curves({"a": 1.9, "b": 2.2, "c": 1.4, "d": 2.0})
