@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FIGSIZE", "DPI", "KINDS", "plot_losses", "plot_gap_forest", "plot_gap_heatmap",
            "plot_prior_posterior", "plot_acquisition", "plot_calibration", "prior_draws",
-           "plot_ppc", "plot_loo_pit", "save_figure"]
+           "plot_ppc", "plot_loo_pit", "plot_selection", "save_figure"]
 
 FIGSIZE = (10.0, 6.5)
 DPI = 100
@@ -561,4 +561,58 @@ def plot_calibration(predictions: pd.DataFrame, *, levels: Sequence[float] = (0.
                    ylabel="coverage of held-out rows", title="coverage vs nominal")
         ax_pit.legend(frameon=False)
         ax_cov.legend(frameon=False)
+    return fig
+
+
+# ---- model selection ------------------------------------------------------------------------
+
+_MISS = "#b2182b"
+
+
+def plot_selection(table: pd.DataFrame, summary: dict[str, Any] | None = None) -> Figure:
+    """A model selection (:func:`bayes_transfer.selection.select_model`): each candidate's
+    predicted loss at the full fine-tuning size, median and interval, best first, with
+    ``p_best`` beside it and the actual loss where the table has it (a red cross, and the
+    interval red where the actual loss falls outside it).
+
+    ``table`` is :attr:`~bayes_transfer.selection.Selection.table`; ``summary`` (its
+    :attr:`~bayes_transfer.selection.Selection.summary`) adds the size, the interval mass
+    and, with the truth, the coverage and which side the misses fall on to the title.
+
+    Example:
+        >>> sel = select_model(runs, "finetune-curves", budget=1 / 64)  # doctest: +SKIP
+        >>> save_figure(plot_selection(sel.table, sel.summary), "select.png")  # doctest: +SKIP
+    """
+    rows = table.sort_values("rank").reset_index(drop=True)
+    actual = rows["loss_actual"].to_numpy(np.float64)
+    known = np.isfinite(actual)
+    outside = known & ((actual < rows["loss_lower"]) | (actual > rows["loss_upper"])).to_numpy()
+    with _style():
+        fig, axes = _figure()
+        ax = axes[0, 0]
+        y = np.arange(len(rows))[::-1]  # rank 1 at the top
+        for i, row in rows.iterrows():
+            color = _MISS if outside[i] else _OBSERVED
+            ax.plot([row["loss_lower"], row["loss_upper"]], [y[i], y[i]], color=color,
+                    linewidth=2)
+            ax.plot(row["loss_median"], y[i], "o", color=color, markersize=5)
+            if known[i]:
+                ax.plot(actual[i], y[i], "x", color=_MISS, markersize=7, mew=2)
+        ax.set_yticks(y, [f"{s}  (p_best {p:.2f})" for s, p in
+                          zip(rows["source"], rows["p_best"], strict=True)])
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel("loss at the full fine-tuning size (nats/token)")
+        ax.plot([], [], "o-", color=_OBSERVED, label="predicted: median and interval")
+        if known.any():
+            ax.plot([], [], "x", color=_MISS, mew=2, label="actual loss")
+            ax.plot([], [], "-", color=_MISS, label="interval missing the actual loss")
+        ax.legend(loc="upper right")  # the worst models' intervals reach the lower right
+        title = "model selection: predicted loss, best first"
+        if summary is not None:
+            title = (f"model selection: predicted loss at f = {summary['at']:,.0f} tokens, "
+                     f"{summary['ci']:.0%} intervals, best first")
+            if summary.get("coverage") is not None:
+                title += (f"\ncoverage {summary['coverage']:.2f}: misses above "
+                          f"{summary['above']:.2f}, below {summary['below']:.2f}")
+        ax.set_title(title)
     return fig

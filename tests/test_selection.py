@@ -243,12 +243,45 @@ def test_cli_select_table_csv_and_out(fake_fit, tmp_path):
     assert res.exit_code == 1 and "--force" in res.output
 
 
+def test_select_plot_marks_the_misses(monkeypatch, tmp_path):
+    """plot_selection: one interval per model, best first, the ones missing the actual
+    loss in red; select --plot writes it (1000 x 650 pixels) and keeps it without --force."""
+    from PIL import Image
+
+    from bayes_transfer.plots import _MISS, _OBSERVED, plot_selection
+
+    df = _curves({"a": 1.9, "b": 2.2, "c": 1.4, "d": 2.0})
+    actual = df[df.finetune_tokens == 6.4e6].set_index("source")["loss"]
+    offset = {"a": 2.0, "b": -2.0, "c": -2.0, "d": 0.0}
+    post = _FakePosterior({m: actual[m] + offset[m] for m in offset}, sd=0.05)
+    monkeypatch.setattr(inference, "fit", lambda table, spec, **kw: post)
+    sel = select_model(df, "finetune-curves", budget=1 / 64, ci=0.9)
+    ax = plot_selection(sel.table, sel.summary).axes[0]
+    intervals = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 2 and ln.get_label()
+                 .startswith("_")]
+    colours = {float(ln.get_ydata()[0]): ln.get_color() for ln in intervals}
+    labels = [t.get_text().split()[0] for t in ax.get_yticklabels()]
+    by_model = {m: colours[y] for m, y in zip(labels, ax.get_yticks(), strict=True)}
+    assert by_model == {"a": _MISS, "b": _MISS, "c": _MISS, "d": _OBSERVED}
+    top_down = [label for _, label in sorted(zip(ax.get_yticks(), labels, strict=True),
+                                             reverse=True)]
+    assert top_down == list(sel.table.sort_values("rank")["source"])  # best at the top
+    assert "misses above 0.50, below 0.25" in ax.get_title()
+    runs, png = tmp_path / "runs.csv", tmp_path / "select.png"
+    df.to_csv(runs, index=False)
+    res = runner.invoke(app, ["select", str(runs), "--budget", "1/64", "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert Image.open(png).size == (1000, 650)
+    res = runner.invoke(app, ["select", str(runs), "--plot", str(png)])
+    assert res.exit_code == 1 and "--force" in res.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["--budget", "1/0"], "--budget"), (["--budget", "2"], "--budget"),
     (["--budget", "x"], "--budget"), (["--ci", "1.5"], "--ci"), (["--at", "-1"], "--at"),
     (["--at", "nan"], "--at"), (["--seed", "-1"], "--seed"),
     (["--spec", "no-such-spec"], "no-such-spec"), (["--target", "nope"], "nope"),
-    (["--out", "x.txt"], ".csv"),
+    (["--out", "x.txt"], ".csv"), (["--plot", "x.txt"], ".png"),
 ])
 def test_cli_select_refuses_bad_arguments_before_any_work(monkeypatch, tmp_path, args,
                                                           message):

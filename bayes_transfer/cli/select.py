@@ -56,7 +56,10 @@ def select_command(
     draws: int = typer.Option(500, min=1, help="Kept draws per chain."),
     warmup: int = typer.Option(500, min=1, help="Warmup steps per chain."),
     seed: int = typer.Option(0, help="Random seed (fit and predictions)."),
-    force: bool = typer.Option(False, help="Replace --out if it exists."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw each model's predicted "
+                                     "loss with its interval, best first, and the actual "
+                                     "loss where known (.png, .pdf, .svg)."),
+    force: bool = typer.Option(False, help="Replace --out and --plot if they exist."),
 ) -> None:
     """Predict each model's loss at the full fine-tuning size, rank the models, and give
     the probability that each is the best (Lin et al. 2024's model selection).
@@ -77,6 +80,7 @@ def select_command(
     Example:
 
         bayes-transfer select flan-runs.csv --spec finetune-curves --budget 1/64 --format json
+        bayes-transfer select flan-runs.csv --budget 1/8 --plot select.png
     """
     checks.input_file(runs, "run table")
     checks.ci(ci)
@@ -85,6 +89,11 @@ def select_command(
     fraction = parse_budget(budget)
     if out is not None:
         checks.output_file(out, inputs=[runs, spec], force=force, suffixes=(".csv", ".json"))
+    if plot is not None:
+        from bayes_transfer.cli.plots import IMAGE_SUFFIXES
+
+        checks.output_file(plot, inputs=[runs, spec, out], force=force, flag="--plot",
+                           suffixes=IMAGE_SUFFIXES)
     with user_errors():
         from bayes_transfer.selection import select_model
         from bayes_transfer.spec import load_spec
@@ -94,6 +103,10 @@ def select_command(
                            chains=chains, draws=draws, warmup=warmup, seed=seed)
         emit(sel.table, fmt, extra=sel.summary, out=out, noun="models",
              show=lambda: _print_table(sel))
+        if plot is not None:
+            from bayes_transfer.plots import plot_selection, save_figure
+
+            save_figure(plot_selection(sel.table, sel.summary), plot)
     err = console(stderr=True, soft_wrap=True)
     if sel.summary["models_left_out"]:
         err.print("left out (no row within the budget): "
