@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FIGSIZE", "DPI", "KINDS", "plot_losses", "plot_gap_forest", "plot_gap_heatmap",
            "plot_prior_posterior", "plot_acquisition", "plot_calibration", "prior_draws",
-           "plot_ppc", "plot_loo_pit", "plot_selection", "save_figure"]
+           "plot_ppc", "plot_loo_pit", "plot_selection", "pair_keys", "save_figure"]
 
 FIGSIZE = (10.0, 6.5)
 DPI = 100
@@ -147,7 +147,7 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
         counts = df.value_counts(["source", "target"], sort=True)
         keys = sorted(counts.index[:max_pairs])
     else:
-        keys = _pair_keys(post.runs, pairs)
+        keys = pair_keys(post.runs, pairs)
     with _style():
         fig, axes = _figure(*_grid_shape(len(keys)), sharey=True)
         cmap = matplotlib.colormaps["viridis"]
@@ -169,8 +169,9 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
     return fig
 
 
-def _pair_keys(table: RunTable, labels: Sequence[str]) -> list[tuple[str, str]]:
-    """The (source, target) of each ``"s->t"`` label, looked up among the table's pairs.
+def pair_keys(table: RunTable, labels: Sequence[str]) -> list[tuple[str, str]]:
+    """The (source, target) of each ``"s->t"`` label, looked up among the table's pairs;
+    a ``ValueError`` names the labels the table does not have.
 
     Looked up rather than split at ``"->"`` so that names which contain ``"->"`` still
     resolve (validation keeps the labels distinct).

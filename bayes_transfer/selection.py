@@ -263,13 +263,14 @@ def select_model(
     known = np.isfinite(actual)
     if known.any():
         summary["best_actual"] = models[int(np.nanargmin(actual))]
-        summary["coverage"] = float(np.mean((actual[known] >= lo[known])
-                                            & (actual[known] <= hi[known])))
-        # Which side the misses fall on (as backtest scores them): one side, a biased
-        # centre; both, intervals too narrow.
-        summary["above"] = float(np.mean(actual[known] > hi[known]))
-        summary["below"] = float(np.mean(actual[known] < lo[known]))
-        summary["median_error"] = float(np.median(actual[known] - med[known]))
+        # Scored as a backtest scores its held-out rows: coverage, and which side the
+        # misses fall on (one side: a biased centre; both: intervals too narrow).
+        from bayes_transfer.backtest import score
+
+        scores, _ = score(pred[:, known], actual[known], levels=(ci,))
+        for key in ("coverage", "above", "below"):
+            summary[key] = scores[key][f"{ci:g}"]
+        summary["median_error"] = scores["median_error"]
         r = pearson_percent(med[known], actual[known])
         summary["pearson"] = None if math.isnan(r) else r
         if known[chosen_i]:

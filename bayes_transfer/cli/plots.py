@@ -229,11 +229,10 @@ def plot(
     if pairs:
         # Checked before any plot is drawn: `all` would otherwise skip losses with a note
         # and write the other kinds, and an unknown pair is a mistake, not "does not apply".
-        known = set(post.runs.pair_labels)
-        unknown = sorted(set(pairs) - known)
-        if unknown:
-            raise fail(f"--pair: unknown pair(s) {', '.join(map(repr, unknown))}; the "
-                       f"posterior has {', '.join(map(repr, sorted(known)))}")
+        from bayes_transfer.plots import pair_keys
+
+        with user_errors("--pair"):
+            pair_keys(post.runs, pairs)
     if kind is PlotKind.all:
         with answer_warnings(), user_errors():
             out_dir.mkdir(parents=True, exist_ok=True)
