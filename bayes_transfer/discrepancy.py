@@ -49,10 +49,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["AXES", "Discrepancy", "MOMENT_POWERS", "POWERS", "WALK_POWER", "group_index",
            "ranges", "fill_ranges", "distances", "drift_posterior", "drift_draws",
-           "stored_drift", "drift_moments", "drift_variance",
+           "stored_drift", "drift_moments", "drift_variance", "late_trend",
+           "late_covariate", "drift_posterior_late", "GAINS", "LATE_POINTS",
            "reducible_share", "calibrate"]
 
 # Axis name in a spec -> the row feature (see laws.features) it runs along.
@@ -70,6 +72,11 @@ WALK_POWER = 0.5
 MOMENT_POWERS = (WALK_POWER, *POWERS)
 #: What the drift moves: the log loss, or the log of the loss above the law's floor E.
 ON = ("loss", "reducible")
+#: How many of a group's largest fitted sizes give its late residual trend.
+LATE_POINTS = 3
+#: The gains on the late residual trend that the data choose among (see
+#: :func:`drift_posterior_late`): 0 ignores it, 1 continues it whole.
+GAINS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,11 @@ class Discrepancy:
     loss above the law's floor ``E`` (see :func:`drift_draws`). ``holdout`` may be a list:
     one internal extrapolation per fraction (a rolling origin, see :func:`calibrate`).
     ``walk_scale``: HalfNormal prior scale of the near part's ``walk`` (``scale`` when
-    unset; 0 leaves the near part out, the trend alone).
+    unset; 0 leaves the near part out, the trend alone). ``late_trend``: also continue
+    each group's own residuals beyond its range, their value at the group's largest
+    fitted size plus their slope over its last :data:`LATE_POINTS` sizes (less the groups'
+    median slope), times a gain the internal extrapolations learn
+    (:func:`late_trend`, :func:`drift_posterior_late`).
     """
 
     axes: tuple[str, ...] = ("params",)
@@ -94,6 +105,7 @@ class Discrepancy:
     holdout: float | tuple[float, ...] = 0.3
     on: str = "loss"
     walk_scale: float | None = None
+    late_trend: bool = False
 
     def __post_init__(self) -> None:
         from bayes_transfer.spec import SpecError
@@ -120,6 +132,9 @@ class Discrepancy:
         if not _in_range(self.scale, 10.0):
             raise SpecError(f"discrepancy.scale must be a number in (0, 10], "
                             f"not {self.scale!r}")
+        if not isinstance(self.late_trend, bool):
+            raise SpecError(f"discrepancy.late_trend must be true or false, "
+                            f"not {self.late_trend!r}")
         if self.walk_scale is not None and not (self.walk_scale == 0 or
                                                 _in_range(self.walk_scale, 10.0)):
             raise SpecError(f"discrepancy.walk_scale must be a number in [0, 10], "
@@ -287,17 +302,44 @@ def drift_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.
     powers weighted by their evidence (Bayesian model averaging), and sampled cell by
     cell.
     """
+    mean, tau, power, walk, _ = _drift_models(resid, sd, d, group, scale, draws, rng,
+                                              share, walk_scale, None)
+    return mean, tau, power, walk
+
+
+def drift_posterior_late(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.ndarray,
+                         scale: float, draws: int, rng: np.random.Generator,
+                         late: np.ndarray, share: np.ndarray | None = None,
+                         walk_scale: float | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`drift_posterior` with the late residual trend: draws of ``(m, tau, power,
+    walk, gain)`` for ``r ~ Normal(gain late + m u, ...)``, where ``late`` is each row's
+    continuation of its group's own residual trend (:func:`late_covariate`) and ``gain``,
+    uniform on :data:`GAINS` a priori, is weighted with the powers by its evidence.
+
+    Why a discrete gain averaged like the power: given the gain the model is
+    :func:`drift_posterior`'s on the errors ``r - gain late``, whose evidence its grid
+    already gives; and the gains that matter lie between ignoring the trend (a group's
+    last residuals are noise) and continuing it whole (they are the start of its drift).
+    """
+    return _drift_models(resid, sd, d, group, scale, draws, rng, share, walk_scale, late)
+
+
+def _drift_models(resid, sd, d, group, scale, draws, rng, share, walk_scale, late):
     walk_scale = scale if walk_scale is None else float(walk_scale)
     if len(resid) == 0:
         return (rng.normal(0.0, scale, draws), np.abs(rng.normal(0.0, scale, draws)),
-                rng.choice(POWERS, size=draws), np.abs(rng.normal(0.0, walk_scale, draws)))
+                rng.choice(POWERS, size=draws), np.abs(rng.normal(0.0, walk_scale, draws)),
+                np.zeros(draws) if late is None else rng.choice(GAINS, size=draws))
     share = np.ones_like(d) if share is None else share
+    gains = (0.0,) if late is None else GAINS
     v = share * d**WALK_POWER
-    grids = [_drift_grid(resid, sd, share * d**power, v, group, scale, walk_scale)
-             for power in POWERS]
+    models = [(power, gain) for gain in gains for power in POWERS]
+    grids = [_drift_grid(resid if gain == 0 else resid - gain * late, sd, share * d**power,
+                         v, group, scale, walk_scale) for power, gain in models]
     evidence = np.array([g[4] for g in grids])
     weights = np.exp(evidence - evidence.max())
-    which = rng.choice(len(POWERS), size=draws, p=weights / weights.sum())
+    which = rng.choice(len(models), size=draws, p=weights / weights.sum())
     mean, tau, walk = np.empty(draws), np.empty(draws), np.empty(draws)
     for k, (means, taus, walks, logp, _) in enumerate(grids):
         pick = which == k
@@ -311,12 +353,63 @@ def drift_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.
         tau[pick] = np.abs(taus[j] + jitter[1] * (taus[1] - taus[0]))
         step = walks[1] - walks[0] if len(walks) > 1 else 0.0
         walk[pick] = np.abs(walks[h] + jitter[2] * step)
-    return mean, tau, np.asarray(POWERS)[which], walk
+    chosen = np.asarray(models)[which]
+    return mean, tau, chosen[:, 0], walk, chosen[:, 1]
+
+
+def late_trend(x: np.ndarray, resid: np.ndarray, group: np.ndarray, n: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the law's residual at its largest fitted ``x`` (their mean there) and
+    the slope of its residuals over its :data:`LATE_POINTS` largest ``x``, less the
+    median of the groups' slopes; zeros for a group without rows (or, for the slope,
+    with one ``x``).
+
+    Why these: a group's residuals at the edge of its range are where its drift
+    starts (an integrated random walk's conditional mean beyond the data continues its
+    last value and slope); the slope common to all groups is a shared bias of the law,
+    which the drift's mean ``m`` carries, so only a group's departure from it is its own.
+
+    Example:
+        >>> x = np.log([1.0, 2, 4, 8, 1, 2, 4, 8])
+        >>> r = np.array([0, 0, 0, 0.0, 0, 0, 0.1, 0.2]) * np.log(2)
+        >>> last, slope = late_trend(x, r, np.array([0] * 4 + [1] * 4), 2)
+        >>> np.round(last, 3).tolist(), np.round(slope, 3).tolist()
+        ([0.0, 0.139], [-0.05, 0.05])
+    """
+    last, slope = np.zeros(n), np.full(n, np.nan)
+    ok = np.isfinite(x) & np.isfinite(resid)
+    if not ok.any():
+        return last, np.zeros(n)
+    df = pd.DataFrame({"g": group[ok], "x": x[ok], "r": resid[ok]})
+    rank = df.groupby("g")["x"].rank(method="dense", ascending=False)
+    top = df[rank <= LATE_POINTS]
+    at_edge = top[rank[rank <= LATE_POINTS] == 1].groupby("g")["r"].mean()
+    last[at_edge.index.to_numpy()] = at_edge.to_numpy()
+    centred = top.assign(x=top["x"] - top.groupby("g")["x"].transform("mean"),
+                         r=top["r"] - top.groupby("g")["r"].transform("mean"))
+    sums = centred.assign(xr=centred["x"] * centred["r"], xx=centred["x"] ** 2) \
+        .groupby("g")[["xr", "xx"]].sum()
+    spread = sums["xx"] > 1e-12
+    slope[sums.index[spread].to_numpy()] = (sums["xr"] / sums["xx"])[spread].to_numpy()
+    if np.isfinite(slope).any():
+        slope = slope - np.nanmedian(slope)
+    return last, np.nan_to_num(slope)
+
+
+def late_covariate(last: np.ndarray, slope: np.ndarray, x: np.ndarray, hi: np.ndarray,
+                   group: np.ndarray) -> np.ndarray:
+    """Each row's continuation of its group's late residual trend (:func:`late_trend`):
+    ``last + slope (x - hi)`` above the group's range ``hi``, 0 within or below it."""
+    x = np.asarray(x, np.float64)
+    above = np.isfinite(x) & (x > hi[group])
+    return np.where(above, last[group] + slope[group] * np.where(above, x - hi[group], 0.0),
+                    0.0)
 
 
 def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndarray,
                 group: np.ndarray, n: int, rng: np.random.Generator,
-                share: np.ndarray | None = None, walk: np.ndarray | None = None
+                share: np.ndarray | None = None, walk: np.ndarray | None = None,
+                gain: np.ndarray | None = None, late: np.ndarray | None = None
                 ) -> np.ndarray:
     """Draws ``(draws, rows)`` of ``((m + tau z_g) d^power + walk z'_g d^WALK_POWER)
     share``: one trend slope ``z`` and one near slope ``z'`` per draw and group.
@@ -327,22 +420,30 @@ def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndar
     one of the log *reducible* loss, ``log(L - E)``, carried to the log loss to first
     order: a curve far above its floor can still fall (or stall) a long way beyond the
     data, one that has nearly reached it cannot, and a single drift on the log loss
-    would give both the same width."""
+    would give both the same width.
+
+    ``gain`` and ``late`` (per row, :func:`late_covariate`): the late residual trend of
+    ``late_trend = true``, ``gain late`` added to the log loss as it is (it is a
+    residual of the log loss already, so no share)."""
     slopes = mean[:, None] + tau[:, None] * rng.standard_normal((len(tau), n))
     share = np.ones_like(d) if share is None else share
     out = slopes[:, group] * d[None, :] ** power[:, None]
     if walk is not None:
         near = walk[:, None] * rng.standard_normal((len(walk), n))
         out = out + near[:, group] * d[None, :] ** WALK_POWER
-    return out * share[None, :]
+    out = out * share[None, :]
+    if gain is not None and late is not None:
+        out = out + gain[:, None] * late[None, :]
+    return out
 
 
 def stored_drift(draws: Mapping[str, Any], axis: str) -> dict[str, np.ndarray | None]:
     """An axis's drift draws from a posterior's variables (``disc_<key>_<axis>``), flat:
-    ``mean``, ``tau``, ``power`` and ``walk`` (None in a file saved before the near part
-    existed), the arguments of :func:`drift_draws` and :func:`drift_moments`."""
+    ``mean``, ``tau``, ``power``, ``walk`` (None in a file saved before the near part
+    existed) and ``gain`` (None without ``late_trend``): the arguments of
+    :func:`drift_draws`."""
     out: dict[str, np.ndarray | None] = {}
-    for key in ("mean", "tau", "power", "walk"):
+    for key in ("mean", "tau", "power", "walk", "gain"):
         name = f"disc_{key}_{axis}"
         out[key] = np.asarray(draws[name].values, np.float64).reshape(-1) \
             if name in draws else None
@@ -400,7 +501,9 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
     ``predict_holdout(fit_mask, test_mask)`` fits the rows of ``fit_mask`` and returns,
     for the rows of ``test_mask`` (above the cut, of groups with rows below it), the log
     predictive median and sd, the observed log loss and the rows' share of the drift
-    (ones, or with ``on = "reducible"`` the reducible share: :func:`drift_draws`).
+    (ones, or with ``on = "reducible"`` the reducible share: :func:`drift_draws`); and
+    for the rows of ``fit_mask``, the inner fit's log residuals (observed minus the law's
+    median), from which ``late_trend`` continues each group's trend (None without it).
 
     With several holdouts (a rolling origin, as in the cross-validation of forecasts) each
     cut is one internal extrapolation, and their errors together inform ``tau`` and the
@@ -427,24 +530,38 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
                 test = ~fit_mask & np.isfinite(hi_g[group])
                 if not test.any() or fit_mask.sum() < 3:
                     continue
-                log_med, log_sd, log_obs, share = predict_holdout(fit_mask, test)
+                log_med, log_sd, log_obs, share, fit_resid = predict_holdout(fit_mask, test)
                 g = group[test]
+                late = np.zeros(len(g))
+                if disc.late_trend:
+                    last, slope = late_trend(x[fit_mask], fit_resid, group[fit_mask], n)
+                    late = late_covariate(last, slope, x[test], hi_g, g)
                 parts.append((log_obs - log_med, log_sd,
-                              distances(x[test], lo_g[g], hi_g[g]), g + k * n, share))
+                              distances(x[test], lo_g[g], hi_g[g]), g + k * n, share, late))
                 cuts.append(float(np.exp(cut)))
-        resid = sd = d = g = share = np.zeros(0)
+        resid = sd = d = g = share = late = np.zeros(0)
         info: dict[str, Any] = {"rows": 0, "median_abs_log_error": None}
         if parts:
-            resid, sd, d, g, share = (np.concatenate(column) for column in zip(*parts, strict=True))
+            resid, sd, d, g, share, late = (np.concatenate(column)
+                                            for column in zip(*parts, strict=True))
             info["rows"] = len(resid)
             info.update(cut=cuts[0] if len(cuts) == 1 else cuts,
                         median_abs_log_error=float(np.median(np.abs(resid))))
-        mean, tau, power, walk = drift_posterior(resid, np.maximum(sd, 1e-6), d, g,
-                                                 disc.scale, draws, rng, share=share,
-                                                 walk_scale=disc.near_scale)
+        sd = np.maximum(sd, 1e-6)
+        if disc.late_trend:
+            mean, tau, power, walk, gain = drift_posterior_late(
+                resid, sd, d, g, disc.scale, draws, rng, late, share=share,
+                walk_scale=disc.near_scale)
+        else:
+            mean, tau, power, walk = drift_posterior(resid, sd, d, g, disc.scale, draws, rng,
+                                                     share=share, walk_scale=disc.near_scale)
         info["mean_median"] = float(np.median(mean))
         info["tau_median"] = float(np.median(tau))
         info["power_mean"] = float(np.mean(power))
         info["walk_median"] = float(np.median(walk))
-        out[axis] = {"mean": mean, "tau": tau, "power": power, "walk": walk, "info": info}
+        result = {"mean": mean, "tau": tau, "power": power, "walk": walk, "info": info}
+        if disc.late_trend:
+            info["gain_mean"] = float(np.mean(gain))
+            result["gain"] = gain
+        out[axis] = result
     return out

@@ -265,23 +265,40 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
         held = table.subset(test_mask)
         log_draws = np.log(post.predict_draws(held, kind="observation",
                                               seed=settings.seed))
+        fit_resid = log_residuals(post, inner) if disc.late_trend else None
         return (np.median(log_draws, axis=0), log_draws.std(axis=0),
-                np.log(held.df["loss"].to_numpy(np.float64)), drift_share(post, disc, held))
+                np.log(held.df["loss"].to_numpy(np.float64)), drift_share(post, disc, held),
+                fit_resid)
 
     n_chain, n_draw = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
     learned = dsc.calibrate(disc, features(table.df, units), group, n, predict_holdout,
                             draws=n_chain * n_draw, seed=settings.seed)
     feats = features(table.df, units)
+    resid = None
+    if disc.late_trend:     # the whole fit's residuals, whose late trend it continues
+        resid = log_residuals(Posterior(idata=idata, spec=bare, runs=table,
+                                        diagnostics=None), table)  # type: ignore[arg-type]
     stored = {}
     for axis, result in learned.items():
-        for key in ("mean", "tau", "power", "walk"):
-            idata.posterior[f"disc_{key}_{axis}"] = (("chain", "draw"),
-                                                     result[key].reshape(n_chain, n_draw))
-        lo, hi = dsc.ranges(np.asarray(feats[dsc.AXES[axis]], dtype=np.float64), group, n)
+        for key in ("mean", "tau", "power", "walk", "gain"):
+            if key in result:
+                idata.posterior[f"disc_{key}_{axis}"] = (("chain", "draw"),
+                                                         result[key].reshape(n_chain, n_draw))
+        x = np.asarray(feats[dsc.AXES[axis]], dtype=np.float64)
+        lo, hi = dsc.ranges(x, group, n)
         stored[axis] = {"lo": [None if np.isnan(v) else float(v) for v in lo],
                         "hi": [None if np.isnan(v) else float(v) for v in hi],
                         **result["info"]}
+        if resid is not None:
+            last, slope = dsc.late_trend(x, resid, group, n)
+            stored[axis].update(late_last=last.tolist(), late_slope=slope.tolist())
     idata.posterior.attrs["discrepancy"] = json.dumps(stored)
+
+
+def log_residuals(post: Posterior, rows: RunTable) -> np.ndarray:
+    """Each row's observed log loss less the posterior median of the law's there."""
+    return np.log(rows.df["loss"].to_numpy(np.float64)) - \
+        np.median(post.law_log_loss(rows), axis=0)
 
 
 def drift_share(post: Posterior, disc: Any, rows: RunTable,
@@ -500,11 +517,16 @@ class Posterior:
             lo, hi = dsc.fill_ranges(
                 np.array([np.nan if v is None else v for v in stored[axis]["lo"]]),
                 np.array([np.nan if v is None else v for v in stored[axis]["hi"]]))
-            d = dsc.distances(np.asarray(feats[dsc.AXES[axis]], dtype=np.float64),
-                              lo[group], hi[group])
+            x = np.asarray(feats[dsc.AXES[axis]], dtype=np.float64)
+            d = dsc.distances(x, lo[group], hi[group])
             draws = dsc.stored_drift(self.idata.posterior, axis)
+            late = None
+            if draws["gain"] is not None:
+                late = dsc.late_covariate(np.asarray(stored[axis]["late_last"]),
+                                          np.asarray(stored[axis]["late_slope"]), x, hi, group)
             total += dsc.drift_draws(draws["mean"], draws["tau"], draws["power"], d, group,
-                                     n, rng, share=share, walk=draws["walk"])
+                                     n, rng, share=share, walk=draws["walk"],
+                                     gain=draws["gain"], late=late)
         return total
 
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",

@@ -379,10 +379,16 @@ def _discrepancy(path: Path, text: Any, spec: ModelSpec, post: xr.Dataset) -> No
         if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)
                                  and math.isfinite(v)) for e in ends for v in e):
             raise bad
-        for key in ("mean", "tau", "power"):
+        for key in ("mean", "tau", "power") + (("gain",) if spec.discrepancy.late_trend else ()):
             if f"disc_{key}_{axis}" not in post.data_vars:
                 raise _error(path, f"damaged posterior: no disc_{key}_{axis} draws for the "
                                    "spec's discrepancy")
+        if spec.discrepancy.late_trend:
+            late = [entry.get("late_last"), entry.get("late_slope")]
+            if not all(isinstance(e, list) and len(e) == len(ends[0]) and all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in e) for e in late):
+                raise bad
 
 
 def _texts(path: Path, da: xr.DataArray, what: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -338,7 +340,7 @@ def test_calibrate_predicts_only_groups_with_rows_below_the_cut():
     def predict_holdout(fit_mask, test_mask):
         seen["fit"], seen["test"] = fit_mask.copy(), test_mask.copy()
         k = int(test_mask.sum())
-        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), np.ones(k)
+        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), np.ones(k), None
 
     disc = dsc.Discrepancy(axes=("params",), level="pair", holdout=0.3)
     out = dsc.calibrate(disc, {"log_N": x}, group, 2, predict_holdout, draws=200, seed=0)
@@ -357,7 +359,7 @@ def test_several_holdouts_are_several_internal_extrapolations(monkeypatch):
     def predict_holdout(fit_mask, test_mask):
         cuts.append(float(x[fit_mask].max()))
         k = int(test_mask.sum())
-        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), np.ones(k)
+        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), np.ones(k), None
 
     def spy(resid, sd, d, g, scale, draws, rng, share=None, walk_scale=None):
         seen.update(resid=resid, d=d, g=g)
@@ -385,3 +387,112 @@ def test_drift_draws_are_what_predict_draws_adds_to_the_law(drift_posterior):
                                np.log(post.predict_draws(rows, seed=5)), rtol=1e-5, atol=1e-6)
     spread = drift.std(axis=0)
     assert spread[0] == 0 and 0 < spread[1] < spread[2]
+
+
+@pytest.mark.slow
+def test_the_late_trend_gain_is_calibrated_and_informed():
+    """Draw the gain from its prior (uniform on GAINS), the drift from its priors and
+    errors ``gain late + drift + noise``; the gain's randomised PIT must be uniform (a
+    sign slip or a misplaced covariate bends it) and its posterior mean must be much
+    closer to the truth than the prior's 0.5 (a gain the data ignore would pass the PIT)."""
+    from scipy.stats import kstest
+
+    rng = np.random.default_rng(0)
+    scale, pits, errors = 0.05, [], []
+    for _ in range(120):
+        gain = rng.choice(dsc.GAINS)
+        mean, tau, walk = rng.normal(0, scale), abs(rng.normal(0, scale)), \
+            abs(rng.normal(0, scale))
+        power = rng.choice(dsc.POWERS)
+        group = np.repeat(np.arange(8), 3)
+        d = np.tile([0.7, 1.4, 2.1], 8)
+        late = rng.normal(0, 0.05, 8)[group] + rng.normal(0, 0.03, 8)[group] * d
+        sd = np.full(group.size, 0.01)
+        slopes, near = mean + tau * rng.standard_normal(8), walk * rng.standard_normal(8)
+        resid = (gain * late + slopes[group] * d**power + near[group] * d**dsc.WALK_POWER
+                 + sd * rng.standard_normal(group.size))
+        post = dsc.drift_posterior_late(resid, sd, d, group, scale, 2000, rng, late)[4]
+        pits.append(np.mean(post < gain) + rng.uniform() * np.mean(post == gain))
+        errors.append(abs(post.mean() - gain))
+    assert kstest(pits, "uniform").pvalue > 0.01
+    prior_error = np.mean(np.abs(np.asarray(dsc.GAINS) - 0.5))          # 0.3
+    assert np.mean(errors) < 0.5 * prior_error, np.mean(errors)
+
+
+def test_late_trend_is_each_groups_edge_and_departure_from_the_common_slope():
+    x = np.log(np.array([1.0, 2, 4, 8, 16, 1, 2, 4, 8, 16, 1, 2, 4, 8]))
+    group = np.array([0] * 5 + [1] * 5 + [2] * 4)
+    resid = np.r_[[0.3, 0, 0, 0.01, 0.02], [0, 0, 0.03, 0.05, 0.07], [0, 0, 0, 0]]
+    last, slope = dsc.late_trend(x, resid, group, 4)
+    np.testing.assert_allclose(last, [0.02, 0.07, 0.0, 0.0])
+    raw = [np.polyfit(x[g][-3:], resid[g][-3:], 1)[0] for g in (group == 0, group == 1,
+                                                               group == 2)]
+    np.testing.assert_allclose(slope[:3], np.array(raw) - np.median(raw))
+    assert slope[3] == 0.0                              # no rows: no trend of its own
+    hi = np.log(np.array([16.0, 16, 8, 16]))
+    rows = np.log(np.array([32.0, 8, 64, 2]))
+    got = dsc.late_covariate(last, slope, rows, hi, np.array([0, 1, 2, 1]))
+    np.testing.assert_allclose(got, [last[0] + slope[0] * np.log(2), 0.0,
+                                     slope[2] * np.log(8), 0.0])
+    with pytest.raises(SpecError, match="late_trend"):
+        dsc.Discrepancy(late_trend="yes")
+
+
+@pytest.fixture(scope="module")
+def late_posterior(tmp_path_factory):
+    """:func:`drift_fit`'s table with ``late_trend = true``, saved and loaded."""
+    from bayes_transfer.inference import Posterior
+
+    post = drift_fit(late_trend=True)
+    path = tmp_path_factory.mktemp("late") / "post.nc"
+    post.save(path)
+    return post, Posterior.load(path), path
+
+
+def test_a_late_trend_fit_shifts_its_drift_by_gain_times_the_groups_trend(late_posterior):
+    """What the file holds (the gain's draws, each group's edge residual and centred late
+    slope, from the whole fit's residuals) is what predictions add: the drift with the
+    late trend less the same-seed drift without it is ``gain late`` at every row, and it
+    survives save and load."""
+    from bayes_transfer.inference import Posterior, log_residuals
+
+    post, again, _ = late_posterior
+    stored = json.loads(post.idata.posterior.attrs["discrepancy"])["params"]
+    x = post.features(post.runs.df)["log_N"]
+    last, slope = dsc.late_trend(x, log_residuals(post, post.runs),
+                                 np.zeros(len(x), dtype=int), 1)
+    np.testing.assert_allclose(stored["late_last"], last, atol=1e-9)
+    np.testing.assert_allclose(stored["late_slope"], slope, atol=1e-9)
+    rows = pd.DataFrame({"source": "web", "target": "web", "params": [3e7, 1e9, 1e10],
+                         "pretrain_tokens": [6e8, 2e10, 2e11], "finetune_tokens": 0})
+    without = Posterior(idata=post.idata.copy(), spec=post.spec, runs=post.runs,
+                        diagnostics=post.diagnostics)
+    without.idata.posterior = without.idata.posterior.drop_vars("disc_gain_params")
+    shift = post.drift_draws(rows, seed=2) - without.drift_draws(rows, seed=2)
+    gain = post.idata.posterior["disc_gain_params"].values.reshape(-1)
+    d = np.maximum(post.features(rows)["log_N"] - x.max(), 0.0)
+    np.testing.assert_allclose(shift, gain[:, None] * (last[0] + slope[0] * d)
+                               * (d > 0)[None, :], atol=1e-6)
+    assert set(np.unique(gain)) <= set(dsc.GAINS)
+    np.testing.assert_allclose(again.predict_draws(rows, seed=4), post.predict_draws(rows, seed=4))
+
+
+def test_a_late_trend_file_without_its_groups_trend_is_damaged(late_posterior, tmp_path):
+    import shutil
+
+    import xarray as xr
+
+    from bayes_transfer.inference import Posterior, PosteriorFileError
+
+    _, _, path = late_posterior
+    broken = tmp_path / "broken.nc"
+    shutil.copy(path, broken)
+    with xr.open_dataset(broken, group="posterior") as ds:
+        attrs = dict(ds.attrs)
+    meta = json.loads(attrs["discrepancy"])
+    del meta["params"]["late_slope"]
+    tree = Posterior.load(path)
+    tree.idata.posterior.attrs["discrepancy"] = json.dumps(meta)
+    tree.save(broken)
+    with pytest.raises(PosteriorFileError, match="damaged"):
+        Posterior.load(broken)

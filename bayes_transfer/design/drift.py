@@ -90,7 +90,12 @@ def drift_model(posterior: Posterior) -> DriftModel | None:
     stored = json.loads(posterior.idata.posterior.attrs["discrepancy"])
     axes = []
     for axis in disc.axes:
-        m1, m2 = dsc.drift_moments(**dsc.stored_drift(posterior.idata.posterior, axis))
+        # The late trend's gain (late_trend = true) shifts the drift's mean by a fixed
+        # continuation of the group's residuals, which a run beyond the range replaces
+        # rather than narrows: its spread is left out of the variance a run would reduce.
+        draws = dsc.stored_drift(posterior.idata.posterior, axis)
+        draws.pop("gain")
+        m1, m2 = dsc.drift_moments(**draws)
         lo, hi = (np.array([np.nan if v is None else v for v in stored[axis][k]])
                   for k in ("lo", "hi"))
         axes.append(DriftAxis(dsc.AXES[axis], lo, hi, m1, m2))
