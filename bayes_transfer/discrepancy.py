@@ -15,6 +15,12 @@ error far out, and ``power`` (1, 1.5 or 2) is chosen by the data. The second, th
 part*, is zero-mean and its sd grows like a random walk's: the law's error one step
 beyond the data, which a trend fitted to the far errors leaves out.
 
+With ``late_trend = true`` the drift's mean also continues each group's own residuals:
+``gain (last_g + slope_g d)`` above the range, from the law's residuals at the group's
+last :data:`LATE_POINTS` fitted sizes (:func:`late_trend`), the gain learned with the
+rest (:func:`drift_posterior_late`): an integrated random walk's conditional mean beyond
+the data continues its last value and slope, where the plain drift starts from zero.
+
 With ``on = "reducible"`` the drift moves the log of the loss above the law's floor
 ``E`` instead, carried to the log loss through each row's share ``(L - E) / L``
 (:func:`drift_draws`): curves far above their floor get the wider intervals.

@@ -18,6 +18,7 @@ budget's 30 give a binomial sd of 0.055), in [0.85, 0.95] on each table.
 
     python benchmarks/finetune_selection.py            # full run: 14 fits, 2 chains x 500 + 500
     python benchmarks/finetune_selection.py --quick    # CI smoke run: FLAN at 1/64, few draws
+    python benchmarks/finetune_selection.py --tables flan --budgets 8,16   # a part of it
 """
 
 from __future__ import annotations
@@ -73,10 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--draws", type=int, default=None,
                    help="warmup and kept draws per chain (default 500; --quick 60)")
+    p.add_argument("--tables", default=",".join(ATS),
+                   help="comma-separated tables to run (default: flan,gigaword)")
+    p.add_argument("--budgets", default=",".join(map(str, BUDGETS)),
+                   help="comma-separated budget denominators (default: 8,...,512)")
     args = p.parse_args(argv)
+    tables, budgets = args.tables.split(","), [int(b) for b in args.budgets.split(",")]
+    if not set(tables) <= set(ATS) or not set(budgets) <= set(BUDGETS):
+        p.error(f"--tables from {sorted(ATS)}, --budgets from {list(BUDGETS)}")
     draws = args.draws or (60 if args.quick else 500)
     chains = 2
-    plan = [("flan", 64)] if args.quick else [(n, d) for n in ATS for d in BUDGETS]
+    plan = [("flan", 64)] if args.quick else [(n, d) for n in tables for d in budgets]
     header("fine-tuning model selection (Lin et al. 2024, Table 1 protocol)")
     keep_compiled()
     print(f"spec finetune-curves, {chains} chains x {draws} warmup + {draws} draws, "
