@@ -389,7 +389,7 @@ def late_trend(x: np.ndarray, resid: np.ndarray, group: np.ndarray, n: int
     df = pd.DataFrame({"g": group[ok], "x": x[ok], "r": resid[ok]})
     rank = df.groupby("g")["x"].rank(method="dense", ascending=False)
     top = df[rank <= LATE_POINTS]
-    at_edge = top[rank[rank <= LATE_POINTS] == 1].groupby("g")["r"].mean()
+    at_edge = df[rank == 1].groupby("g")["r"].mean()
     last[at_edge.index.to_numpy()] = at_edge.to_numpy()
     centred = top.assign(x=top["x"] - top.groupby("g")["x"].transform("mean"),
                          r=top["r"] - top.groupby("g")["r"].transform("mean"))

@@ -271,9 +271,9 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
                 fit_resid)
 
     n_chain, n_draw = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
-    learned = dsc.calibrate(disc, features(table.df, units), group, n, predict_holdout,
-                            draws=n_chain * n_draw, seed=settings.seed)
     feats = features(table.df, units)
+    learned = dsc.calibrate(disc, feats, group, n, predict_holdout,
+                            draws=n_chain * n_draw, seed=settings.seed)
     resid = None
     if disc.late_trend:     # the whole fit's residuals, whose late trend it continues
         resid = log_residuals(Posterior(idata=idata, spec=bare, runs=table,

@@ -376,8 +376,7 @@ def _discrepancy(path: Path, text: Any, spec: ModelSpec, post: xr.Dataset) -> No
         ends = [entry.get("lo"), entry.get("hi")]
         if not all(isinstance(e, list) and e for e in ends) or len(ends[0]) != len(ends[1]):
             raise bad
-        if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)
-                                 and math.isfinite(v)) for e in ends for v in e):
+        if not all(v is None or _finite_number(v) for e in ends for v in e):
             raise bad
         for key in ("mean", "tau", "power") + (("gain",) if spec.discrepancy.late_trend else ()):
             if f"disc_{key}_{axis}" not in post.data_vars:
@@ -385,10 +384,14 @@ def _discrepancy(path: Path, text: Any, spec: ModelSpec, post: xr.Dataset) -> No
                                    "spec's discrepancy")
         if spec.discrepancy.late_trend:
             late = [entry.get("late_last"), entry.get("late_slope")]
-            if not all(isinstance(e, list) and len(e) == len(ends[0]) and all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in e) for e in late):
+            if not all(isinstance(e, list) and len(e) == len(ends[0])
+                       and all(_finite_number(v) for v in e) for e in late):
                 raise bad
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 def _texts(path: Path, da: xr.DataArray, what: str) -> list[str]:
