@@ -61,7 +61,7 @@ __all__ = ["AXES", "Discrepancy", "MOMENT_POWERS", "POWERS", "WALK_POWER", "grou
            "ranges", "fill_ranges", "distances", "drift_posterior", "drift_draws",
            "stored_drift", "drift_moments", "drift_variance", "late_trend",
            "late_covariate", "drift_posterior_late", "GAINS", "LATE_POINTS",
-           "reducible_share", "calibrate"]
+           "reducible_share", "calibrate", "beyond_calibration"]
 
 # Axis name in a spec -> the row feature (see laws.features) it runs along.
 AXES = {"params": "log_N", "tokens": "log_D", "pretrain_tokens": "log_p",
@@ -517,7 +517,10 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
     one step beyond the data, which a power fitted to the far errors alone can make too
     small. A group's errors share one slope within a cut, not across cuts: each cut's
     fit is a different extrapolation. Returns per axis the ``tau`` draws and what the
-    calibration saw (rows held out, the cuts, their median absolute log error).
+    calibration saw (rows held out, the cuts, their median absolute log error, and
+    ``max_distance``, the farthest log distance a held-out row lay beyond its group's
+    range: beyond it the drift is carried out, not checked; see
+    :func:`beyond_calibration`).
     """
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, Any]] = {}
@@ -552,7 +555,8 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
                                             for column in zip(*parts, strict=True))
             info["rows"] = len(resid)
             info.update(cut=cuts[0] if len(cuts) == 1 else cuts,
-                        median_abs_log_error=float(np.median(np.abs(resid))))
+                        median_abs_log_error=float(np.median(np.abs(resid))),
+                        max_distance=float(d.max()))
         sd = np.maximum(sd, 1e-6)
         if disc.late_trend:
             mean, tau, power, walk, gain = drift_posterior_late(
@@ -571,3 +575,23 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
             result["gain"] = gain
         out[axis] = result
     return out
+
+
+def beyond_calibration(d: np.ndarray, max_distance: float | None) -> np.ndarray:
+    """Which rows lie farther beyond their group's range (log distances ``d``) than any
+    row the internal extrapolations held out (``max_distance``; None: unknown, a file
+    saved before it was stored, or an axis with nothing held out: no row is flagged).
+
+    Why it matters: the drift's width there is its learned growth carried past the
+    distances it was learned at. On Lin et al.'s FLAN curves, fitted up to 1/128 of the
+    largest size, the internal extrapolations reached 8x and the largest size lies 128x
+    out: the 90% intervals there covered 17 of 30 models (docs/measurements.md).
+
+    Example:
+        >>> beyond_calibration(np.array([0.0, 1.0, 3.0]), 2.0).tolist()
+        [False, False, True]
+    """
+    d = np.asarray(d, np.float64)
+    if max_distance is None:
+        return np.zeros(d.shape, dtype=bool)
+    return d > float(max_distance) + 1e-9

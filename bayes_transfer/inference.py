@@ -509,16 +509,8 @@ class Posterior:
         disc = self.spec.discrepancy
         stored = json.loads(self.idata.posterior.attrs["discrepancy"])
         n = dsc.n_groups(disc.level, len(self.runs.sources), len(self.runs.targets))
-        group = dsc.group_index(disc.level, table.source_idx, table.target_idx,
-                                len(self.runs.targets))
-        feats = self.features(table.df)
         total = np.zeros((self.n_draws, len(table)))
-        for axis in disc.axes:
-            lo, hi = dsc.fill_ranges(
-                np.array([np.nan if v is None else v for v in stored[axis]["lo"]]),
-                np.array([np.nan if v is None else v for v in stored[axis]["hi"]]))
-            x = np.asarray(feats[dsc.AXES[axis]], dtype=np.float64)
-            d = dsc.distances(x, lo[group], hi[group])
+        for axis, (x, d, hi, group) in self._drift_distances(table, stored).items():
             draws = dsc.stored_drift(self.idata.posterior, axis)
             late = None
             if draws["gain"] is not None:
@@ -528,6 +520,62 @@ class Posterior:
                                      n, rng, share=share, walk=draws["walk"],
                                      gain=draws["gain"], late=late)
         return total
+
+    def _drift_distances(self, table: RunTable, stored: dict[str, Any]
+                         ) -> dict[str, tuple[np.ndarray, ...]]:
+        """Per discrepancy axis: the rows' coordinate ``x``, their log distance ``d``
+        beyond their group's fitted range, the groups' upper ends and the rows' groups."""
+        from bayes_transfer import discrepancy as dsc
+
+        disc = self.spec.discrepancy
+        group = dsc.group_index(disc.level, table.source_idx, table.target_idx,
+                                len(self.runs.targets))
+        feats = self.features(table.df)
+        out = {}
+        for axis in disc.axes:
+            lo, hi = dsc.fill_ranges(
+                np.array([np.nan if v is None else v for v in stored[axis]["lo"]]),
+                np.array([np.nan if v is None else v for v in stored[axis]["hi"]]))
+            x = np.asarray(feats[dsc.AXES[axis]], dtype=np.float64)
+            out[axis] = (x, dsc.distances(x, lo[group], hi[group]), hi, group)
+        return out
+
+    def beyond_calibration(self, rows: pd.DataFrame | RunTable,
+                           what: str = "rows") -> tuple[np.ndarray, str | None]:
+        """Which ``rows`` lie farther outside their group's fitted range than the
+        discrepancy's internal extrapolations reached (a bool per row), and a sentence
+        saying so (None if none does, or the spec has no ``[discrepancy]``).
+
+        There the intervals widen by the drift's learned growth carried past the distances
+        it was learned at: nothing in the table checked them
+        (:func:`bayes_transfer.discrepancy.beyond_calibration`). :meth:`predict` warns
+        with it; ``select_model`` reports it.
+
+        Example:
+            >>> flagged, why = post.beyond_calibration(rows)  # doctest: +SKIP
+        """
+        from bayes_transfer import discrepancy as dsc
+
+        table = query_rows(rows).with_levels(self.runs.sources, self.runs.targets)
+        flagged = np.zeros(len(table), dtype=bool)
+        if self.spec.discrepancy is None:
+            return flagged, None
+        stored = json.loads(self.idata.posterior.attrs["discrepancy"])
+        parts = []
+        for axis, (_, d, _, _) in self._drift_distances(table, stored).items():
+            reach = stored[axis].get("max_distance")
+            out = dsc.beyond_calibration(d, reach)
+            if out.any():
+                flagged |= out
+                parts.append(f"{axis} up to {np.exp(d[out].max()):.3g}x beyond their "
+                             f"group's fitted range, the internal extrapolations up to "
+                             f"{np.exp(reach):.3g}x")
+        if not parts:
+            return flagged, None
+        return flagged, (f"{int(flagged.sum())} of {len(table)} {what} lie beyond the "
+                         f"distances the discrepancy was calibrated on: {'; '.join(parts)}. "
+                         "Their intervals widen by the drift's growth carried past those "
+                         "distances, which this table did not check")
 
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",
                 seed: int = 0, name: str = "prediction rows",
@@ -552,7 +600,7 @@ class Posterior:
             >>> post.predict(rows, kind="response", inplace=True)  # doctest: +SKIP
             >>> az.summary(post.idata.predictions)  # doctest: +SKIP
         """
-        from bayes_transfer.extrapolation import warn_extrapolation
+        from bayes_transfer.extrapolation import ExtrapolationWarning, warn_extrapolation
         from bayes_transfer.predictive import draws_kind
 
         _check_ci(ci)
@@ -563,6 +611,9 @@ class Posterior:
             set_groups(self.idata, prediction_groups(self, rows, draws, kind=kind, name=name))
         # After the draws: a row the law cannot explain is an error, not a warning.
         warn_extrapolation(rows, self.runs, "prediction rows")
+        _, beyond = self.beyond_calibration(rows, "prediction rows")
+        if beyond is not None:
+            warnings.warn(beyond, ExtrapolationWarning, stacklevel=2)
         lo, med, hi = np.quantile(draws, [(1 - ci) / 2, 0.5, (1 + ci) / 2], axis=0)
         out = (rows.df if isinstance(rows, RunTable) else rows).copy().reset_index(drop=True)
         out["loss_median"], out["loss_lower"], out["loss_upper"] = med, lo, hi

@@ -378,6 +378,9 @@ def _discrepancy(path: Path, text: Any, spec: ModelSpec, post: xr.Dataset) -> No
             raise bad
         if not all(v is None or _finite_number(v) for e in ends for v in e):
             raise bad
+        if "max_distance" in entry and not (_finite_number(entry["max_distance"])
+                                            and entry["max_distance"] >= 0):
+            raise bad
         for key in ("mean", "tau", "power") + (("gain",) if spec.discrepancy.late_trend else ()):
             if f"disc_{key}_{axis}" not in post.data_vars:
                 raise _error(path, f"damaged posterior: no disc_{key}_{axis} draws for the "

@@ -57,7 +57,10 @@ class Selection:
             ``loss_actual`` (the table's loss at ``at``; NaN where it has none).
         summary: ``target``, ``at``, ``budget``, ``ci``, ``rows_fit``, ``models``,
             ``chosen`` (the model with the highest ``p_best``), ``chosen_p_best``,
-            ``diagnostics_ok``, ``models_left_out`` (models with no row to fit), and,
+            ``diagnostics_ok``, ``models_left_out`` (models with no row to fit),
+            ``beyond_calibration`` (a sentence when ``at`` lies farther beyond the
+            fitted sizes than the discrepancy's internal extrapolations reached, else
+            None: :meth:`~bayes_transfer.inference.Posterior.beyond_calibration`), and,
             when the truth is known (else None): ``best_actual`` (the model with the
             lowest actual loss), ``pearson`` (%), ``relacc`` (%), ``coverage``, and
             which side its misses fall on: ``above`` and ``below`` (the shares of models
@@ -258,6 +261,7 @@ def select_model(
         "best_actual": None, "pearson": None, "relacc": None, "coverage": None,
         "above": None, "below": None, "median_error": None,
         "models_left_out": left_out, "diagnostics_ok": bool(post.diagnostics.ok),
+        "beyond_calibration": post.beyond_calibration(rows, "models' predicted rows")[1],
     }
     actual = out["loss_actual"].to_numpy(np.float64)
     known = np.isfinite(actual)

@@ -306,6 +306,48 @@ def test_discrepancy_survives_save_and_load(drift_posterior):
     np.testing.assert_allclose(again.predict_draws(rows, seed=4), post.predict_draws(rows, seed=4))
 
 
+def test_rows_beyond_the_internal_extrapolations_reach_are_flagged(drift_posterior,
+                                                                   tmp_path):
+    """The file keeps how far the internal extrapolation reached (its farthest held-out
+    row beyond the rows below the cut); a row beyond that is flagged and ``predict``
+    warns, one within it is not; a file without the figure (saved before it) flags
+    nothing, and one with a negative figure is damaged."""
+    from bayes_transfer.extrapolation import ExtrapolationWarning
+    from bayes_transfer.inference import Posterior, PosteriorFileError
+
+    post, path = drift_posterior
+    stored = json.loads(post.idata.posterior.attrs["discrepancy"])["params"]
+    x = post.features(post.runs.df)["log_N"]
+    below = x[x <= np.log(stored["cut"]) + 1e-9]
+    reach = stored["max_distance"]
+    np.testing.assert_allclose(reach, x.max() - below.max(), rtol=1e-6)
+    top = float(post.runs.df["params"].max())
+    rows = pd.DataFrame({"source": "web", "target": "web",
+                         "params": np.round([top / 2, top * np.exp(0.9 * reach),
+                                             top * np.exp(1.2 * reach)]),
+                         "pretrain_tokens": [2e9, 2e10, 2e11], "finetune_tokens": 0})
+    for p in (post, Posterior.load(path)):
+        flagged, why = p.beyond_calibration(rows)
+        assert flagged.tolist() == [False, False, True]
+        assert why.startswith("1 of 3 rows") and f"{np.exp(reach):.3g}x" in why
+    with pytest.warns(ExtrapolationWarning, match="calibrated on: params up to"):
+        post.predict(rows)
+    meta = json.loads(post.idata.posterior.attrs["discrepancy"])
+    for value, damaged in ((None, False), (-1.0, True)):
+        tree = Posterior.load(path)
+        if value is None:
+            del meta["params"]["max_distance"]
+        else:
+            meta["params"]["max_distance"] = value
+        tree.idata.posterior.attrs["discrepancy"] = json.dumps(meta)
+        tree.save(tmp_path / "edited.nc")
+        if damaged:
+            with pytest.raises(PosteriorFileError, match="damaged"):
+                Posterior.load(tmp_path / "edited.nc")
+        else:
+            assert Posterior.load(tmp_path / "edited.nc").beyond_calibration(rows)[1] is None
+
+
 def test_a_posterior_saved_before_the_near_part_loads_and_predicts(drift_posterior, tmp_path):
     """A file written before the drift had a near part (no ``disc_walk_<axis>``) loads,
     and its predictions are those of the trend alone; suggest's closed-form drift

@@ -22,7 +22,8 @@ runner = CliRunner()
 
 JSON_KEYS = {"target", "at", "budget", "ci", "rows_fit", "models", "chosen", "chosen_p_best",
              "best_actual", "pearson", "relacc", "coverage", "above", "below",
-             "median_error", "models_left_out", "diagnostics_ok", "rows"}
+             "median_error", "models_left_out", "diagnostics_ok", "beyond_calibration",
+             "rows"}
 ROW_KEYS = {"rank", "source", "target", "params", "loss_median", "loss_lower", "loss_upper",
             "p_best", "loss_actual", "rows_fit"}
 
@@ -86,6 +87,9 @@ class _FakePosterior:
         mu = np.array([self.means[s] for s in rows["source"]])
         shared = rng.normal(size=(2000, 1)) * 0.3  # a shared shift: draws are joint
         return mu + shared + self.sd * rng.standard_normal((2000, len(rows)))
+
+    def beyond_calibration(self, rows, what="rows"):
+        return np.zeros(len(rows), dtype=bool), None
 
 
 @pytest.fixture()
@@ -222,6 +226,10 @@ def test_cli_select_json_on_five_flan_models(flan5):
     assert [r["rank"] for r in doc["rows"]] == [1, 2, 3, 4, 5]
     assert doc["chosen"] in {r["source"] for r in doc["rows"]}
     assert 0 <= doc["coverage"] <= 1 and doc["relacc"] is not None
+    # 64x beyond the fitted sizes, farther than the internal extrapolations reach.
+    assert doc["beyond_calibration"].startswith("5 of 5 models' predicted rows lie beyond")
+    assert "finetune_tokens up to 64x beyond" in doc["beyond_calibration"]
+    assert "warning: 5 of 5" in res.stderr
 
 
 def test_cli_select_table_csv_and_out(fake_fit, tmp_path):

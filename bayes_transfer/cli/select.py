@@ -111,6 +111,8 @@ def select_command(
     if sel.summary["models_left_out"]:
         err.print("left out (no row within the budget): "
                   + ", ".join(sel.summary["models_left_out"]), style="yellow")
+    if sel.summary["beyond_calibration"]:
+        err.print(f"warning: {sel.summary['beyond_calibration']}", style="yellow")
     if not sel.summary["diagnostics_ok"]:
         err.print("warning: the fit failed its diagnostics (R-hat, ESS, divergences or "
                   "E-BFMI); run more draws before trusting p_best", style="bold yellow")
