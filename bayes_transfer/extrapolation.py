@@ -7,6 +7,10 @@ missed). :func:`predict <bayes_transfer.inference.Posterior.predict>`,
 :func:`~bayes_transfer.advise.advise` and :func:`~bayes_transfer.design.suggest` call
 :func:`warn_extrapolation` here -- the one home of the check -- and it raises one
 :class:`ExtrapolationWarning` saying how many rows lie outside and by how many times.
+``predict`` raises a second one, of the same class, for rows farther out than the
+discrepancy's internal extrapolations reached
+(:meth:`~bayes_transfer.inference.Posterior.beyond_calibration`): that reach is the
+posterior's, not the table's, so it lives with the posterior.
 
 The range is that of the whole fitted table (the posterior's ``constant_data`` group,
 read back as ``Posterior.runs``), per axis, over positive counts: a count of 0 (a
