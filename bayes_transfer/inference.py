@@ -577,6 +577,52 @@ class Posterior:
                          "Their intervals widen by the drift's growth carried past those "
                          "distances, which this table did not check")
 
+    def discrepancy_table(self) -> pd.DataFrame:
+        """What the model discrepancy learned, one row per axis (empty without one).
+
+        Columns: ``axis``, ``on`` (what drifts: the log ``loss`` or its ``reducible``
+        part), ``level`` (one drift slope per pair, target, source or one global),
+        ``cuts`` and ``rows_held_out`` (the internal extrapolations that calibrated it),
+        ``median_abs_log_error`` (of the law's predictions there), ``reach`` (how many
+        times beyond a group's fitted range the farthest held-out row lay: beyond it
+        intervals are carried out, not checked; NaN in a file saved before it was
+        recorded), then the drift's learned parameters over its draws: ``drift_mean``
+        (median of ``m``, log loss per unit of log distance to the power), ``drift_tau``
+        (median of the groups' sd around it), ``power`` (mean growth power), ``walk``
+        (median of the near part's scale; NaN in a file saved before it existed) and
+        ``late_gain`` (mean gain of the late residual trend; NaN without
+        ``late_trend``).
+
+        Example:
+            >>> post.discrepancy_table()[["axis", "reach", "drift_mean"]]  # doctest: +SKIP
+        """
+        from bayes_transfer import discrepancy as dsc
+
+        disc = self.spec.discrepancy
+        columns = ["axis", "on", "level", "cuts", "rows_held_out", "median_abs_log_error",
+                   "reach", "drift_mean", "drift_tau", "power", "walk", "late_gain"]
+        if disc is None:
+            return pd.DataFrame(columns=columns)
+        stored = json.loads(self.idata.posterior.attrs["discrepancy"])
+        rows = []
+        for axis in disc.axes:
+            info, draws = stored[axis], dsc.stored_drift(self.idata.posterior, axis)
+            cut = info.get("cut")
+            reach, error = info.get("max_distance"), info.get("median_abs_log_error")
+            rows.append({
+                "axis": axis, "on": disc.on, "level": disc.level,
+                "cuts": 0 if cut is None else len(cut) if isinstance(cut, list) else 1,
+                "rows_held_out": int(info.get("rows", 0)),
+                "median_abs_log_error": np.nan if error is None else float(error),
+                "reach": np.nan if reach is None else float(np.exp(reach)),
+                "drift_mean": float(np.median(draws["mean"])),
+                "drift_tau": float(np.median(draws["tau"])),
+                "power": float(np.mean(draws["power"])),
+                "walk": np.nan if draws["walk"] is None else float(np.median(draws["walk"])),
+                "late_gain": np.nan if draws["gain"] is None else float(np.mean(draws["gain"])),
+            })
+        return pd.DataFrame(rows, columns=columns)
+
     def predict(self, rows: pd.DataFrame | RunTable, *, ci: float = 0.9, kind: str = "mean",
                 seed: int = 0, name: str = "prediction rows",
                 inplace: bool = False) -> pd.DataFrame:

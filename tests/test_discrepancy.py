@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -346,6 +347,36 @@ def test_rows_beyond_the_internal_extrapolations_reach_are_flagged(drift_posteri
                 Posterior.load(tmp_path / "edited.nc")
         else:
             assert Posterior.load(tmp_path / "edited.nc").beyond_calibration(rows)[1] is None
+
+
+def test_report_states_what_the_discrepancy_learned_and_its_reach(drift_posterior):
+    """``discrepancy_table`` gives per axis the learned drift and the reach (how many
+    times beyond the range the internal extrapolations checked), from the saved file as
+    from the fit; ``report`` prints it under the gaps and puts it in its JSON; a
+    posterior without a discrepancy has an empty table and no such key."""
+    from typer.testing import CliRunner
+
+    from bayes_transfer.cli import app
+    from bayes_transfer.inference import Posterior
+
+    post, path = drift_posterior
+    stored = json.loads(post.idata.posterior.attrs["discrepancy"])["params"]
+    table = Posterior.load(path).discrepancy_table()
+    assert table["axis"].tolist() == ["params"] and table["level"].tolist() == ["global"]
+    row = table.iloc[0]
+    np.testing.assert_allclose(row["reach"], np.exp(stored["max_distance"]), rtol=1e-9)
+    assert row["cuts"] == 1 and row["rows_held_out"] == stored["rows"] > 0
+    np.testing.assert_allclose(row["drift_mean"], stored["mean_median"], rtol=1e-9)
+    np.testing.assert_allclose(row["drift_tau"], stored["tau_median"], rtol=1e-9)
+    assert np.isnan(row["late_gain"])      # the fixture's spec has no late trend
+    runner = CliRunner()
+    doc = json.loads(runner.invoke(app, ["report", str(path), "--format", "json"]).stdout)
+    np.testing.assert_allclose(doc["discrepancy"][0]["reach"], row["reach"], rtol=1e-9)
+    text = runner.invoke(app, ["report", str(path)], terminal_width=300).stdout
+    assert "model discrepancy" in text and f"{row['reach']:.4g}" in text, text
+    bare = Posterior(idata=post.idata, spec=replace(post.spec, discrepancy=None),
+                     runs=post.runs, diagnostics=post.diagnostics)
+    assert bare.discrepancy_table().empty
 
 
 def test_a_posterior_saved_before_the_near_part_loads_and_predicts(drift_posterior, tmp_path):

@@ -103,6 +103,11 @@ def _report_frame(post, ci: float, params: bool, units: str = "reference"
     return df[cols], f"transfer gap {post.spec.gap} per pair, {ci:.0%} credible intervals"
 
 
+_DRIFT_TITLE = ("model discrepancy, as learned by internal extrapolations: intervals "
+                "beyond a group's fitted range widen by the drift; past `reach` times the "
+                "range they are carried out, not checked")
+
+
 def _print_diagnostics(diag, strict: bool) -> None:
     if diag.ok:
         _err.print(str(diag), style="green")
@@ -223,6 +228,11 @@ def report_command(
     r_hat, ess_bulk, ess_tail and mcse_median (Monte Carlo error of the median), all
     from ArviZ's az.summary.
 
+    With a model discrepancy in the spec, a second table (JSON: "discrepancy") says what
+    it learned per axis: the drift's mean, sd and growth power, the late trend's gain, and
+    its reach, how many times beyond a group's fitted range the internal extrapolations
+    checked it (predictions farther out are carried, not checked).
+
     Example:
 
         bayes-transfer report post.nc --ci 0.9 --format csv > gaps.csv
@@ -233,11 +243,20 @@ def report_command(
     with _user_errors():
         post = Posterior.load(posterior)
         df, title = _report_frame(post, ci, params, units.value)
+        drift = post.discrepancy_table()
         if fmt is Format.table:
             _print_diagnostics(post.diagnostics, strict=False)
-        emit(df, fmt, title=f"{posterior.name}: {title}",
-             extra={"posterior": str(posterior), "law": post.spec.law, "ci": ci,
-                    "diagnostics": post.diagnostics.to_dict()})
+
+        def show() -> None:
+            print_frame(df, f"{posterior.name}: {title}")
+            if len(drift):
+                print_frame(drift, _DRIFT_TITLE)
+
+        extra = {"posterior": str(posterior), "law": post.spec.law, "ci": ci,
+                 "diagnostics": post.diagnostics.to_dict()}
+        if len(drift):
+            extra["discrepancy"] = json.loads(drift.to_json(orient="records"))
+        emit(df, fmt, title=f"{posterior.name}: {title}", extra=extra, show=show)
 
 
 @app.command("predict")
