@@ -543,8 +543,10 @@ class Posterior:
     def beyond_calibration(self, rows: pd.DataFrame | RunTable,
                            what: str = "rows") -> tuple[np.ndarray, str | None]:
         """Which ``rows`` lie farther outside their group's fitted range than the
-        discrepancy's internal extrapolations reached (a bool per row), and a sentence
-        saying so (None if none does, or the spec has no ``[discrepancy]``).
+        discrepancy's internal extrapolations reached, or below it at all (they hold out
+        the top of each range, never the bottom): a bool per row, and a sentence saying
+        so (None if none does, the spec has no ``[discrepancy]``, or the file predates
+        the stored reach).
 
         There the intervals widen by the drift's learned growth carried past the distances
         it was learned at: nothing in the table checked them
@@ -562,14 +564,22 @@ class Posterior:
             return flagged, None
         stored = json.loads(self.idata.posterior.attrs["discrepancy"])
         parts = []
-        for axis, (_, d, _, _) in self._drift_distances(table, stored).items():
+        for axis, (x, d, hi, group) in self._drift_distances(table, stored).items():
             reach = stored[axis].get("max_distance")
-            out = dsc.beyond_calibration(d, reach)
-            if out.any():
-                flagged |= out
-                parts.append(f"{axis} up to {np.exp(d[out].max()):.3g}x beyond their "
+            # The internal extrapolations hold out the top of each range, never the
+            # bottom: below it no distance was checked.
+            below = (d > 0) & np.isfinite(x) & (x < hi[group])
+            above = dsc.beyond_calibration(np.where(below, 0.0, d), reach)
+            if above.any():
+                parts.append(f"{axis} up to {np.exp(d[above].max()):.3g}x beyond their "
                              f"group's fitted range, the internal extrapolations up to "
                              f"{np.exp(reach):.3g}x")
+            if below.any() and reach is not None:
+                parts.append(f"{axis} up to {np.exp(d[below].max()):.3g}x below their "
+                             "group's fitted range, where no internal extrapolation looked")
+            else:
+                below[:] = False
+            flagged |= above | below
         if not parts:
             return flagged, None
         return flagged, (f"{int(flagged.sum())} of {len(table)} {what} lie beyond the "

@@ -322,15 +322,19 @@ def test_rows_beyond_the_internal_extrapolations_reach_are_flagged(drift_posteri
     below = x[x <= np.log(stored["cut"]) + 1e-9]
     reach = stored["max_distance"]
     np.testing.assert_allclose(reach, x.max() - below.max(), rtol=1e-6)
-    top = float(post.runs.df["params"].max())
+    top, bottom = float(post.runs.df["params"].max()), float(post.runs.df["params"].min())
+    # The last row lies below the range, nearer than the reach: the cuts never looked
+    # below, so it is flagged all the same.
     rows = pd.DataFrame({"source": "web", "target": "web",
                          "params": np.round([top / 2, top * np.exp(0.9 * reach),
-                                             top * np.exp(1.2 * reach)]),
-                         "pretrain_tokens": [2e9, 2e10, 2e11], "finetune_tokens": 0})
+                                             top * np.exp(1.2 * reach),
+                                             bottom * np.exp(-0.5 * reach)]),
+                         "pretrain_tokens": [2e9, 2e10, 2e11, 1e8], "finetune_tokens": 0})
     for p in (post, Posterior.load(path)):
         flagged, why = p.beyond_calibration(rows)
-        assert flagged.tolist() == [False, False, True]
-        assert why.startswith("1 of 3 rows") and f"{np.exp(reach):.3g}x" in why
+        assert flagged.tolist() == [False, False, True, True]
+        assert why.startswith("2 of 4 rows") and f"{np.exp(reach):.3g}x" in why
+        assert "below their group's fitted range" in why, why
     with pytest.warns(ExtrapolationWarning, match="calibrated on: params up to"):
         post.predict(rows)
     meta = json.loads(post.idata.posterior.attrs["discrepancy"])
