@@ -567,18 +567,17 @@ class Posterior:
         for axis, (x, d, hi, group) in self._drift_distances(table, stored).items():
             reach = stored[axis].get("max_distance")
             # The internal extrapolations hold out the top of each range, never the
-            # bottom: below it no distance was checked.
-            below = (d > 0) & np.isfinite(x) & (x < hi[group])
+            # bottom: below it no distance was checked (d > 0 only for a finite x). A
+            # file without the reach (saved before it) flags nothing.
+            below = (d > 0) & (x < hi[group]) & (reach is not None)
             above = dsc.beyond_calibration(np.where(below, 0.0, d), reach)
             if above.any():
                 parts.append(f"{axis} up to {np.exp(d[above].max()):.3g}x beyond their "
                              f"group's fitted range, the internal extrapolations up to "
                              f"{np.exp(reach):.3g}x")
-            if below.any() and reach is not None:
+            if below.any():
                 parts.append(f"{axis} up to {np.exp(d[below].max()):.3g}x below their "
                              "group's fitted range, where no internal extrapolation looked")
-            else:
-                below[:] = False
             flagged |= above | below
         if not parts:
             return flagged, None
