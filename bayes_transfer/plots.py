@@ -113,7 +113,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
 
 # ---- (1) losses with predictive bands -----------------------------------------------------
 
-def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
+def plot_losses(post: Posterior, against: str | None = None, *, ci: float = 0.9,
                 params: float | None = None, pairs: Sequence[str] | None = None,
                 max_pairs: int = 12, points: int = 40) -> Figure:
     """Observed losses and posterior predictive bands, one panel per pair (log x axis).
@@ -121,7 +121,9 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
     Args:
         post: a fitted posterior.
         against: ``"p"`` (pre-training tokens on x, one curve per fine-tuning amount) or
-            ``"f"`` (fine-tuning tokens on x, one curve per pre-training amount).
+            ``"f"`` (fine-tuning tokens on x, one curve per pre-training amount); default:
+            ``"p"``, or ``"f"`` for a table whose rows all have p = 0 (fine-tuning curves
+            of pre-trained models whose pre-training is not in the table).
         ci: width of the bands: the dark band is the curve's credible interval, the light
             band the posterior predictive of a measured loss (curve plus noise).
         params: the model size N of the curves; default: each pair's largest N. Only the
@@ -133,12 +135,15 @@ def plot_losses(post: Posterior, against: str = "p", *, ci: float = 0.9,
     Example:
         >>> fig = plot_losses(post, "f", ci=0.9)  # doctest: +SKIP
     """
+    df = post.runs.df.assign(source=lambda d: d["source"].astype(str),
+                             target=lambda d: d["target"].astype(str))
+    if against is None:
+        against = "p" if (pd.to_numeric(df["pretrain_tokens"], errors="coerce") > 0).any() \
+            else "f"
     if against not in ("p", "f"):
         raise ValueError(f"against must be 'p' or 'f', not {against!r}")
     x_col, c_col = (("pretrain_tokens", "finetune_tokens") if against == "p"
                     else ("finetune_tokens", "pretrain_tokens"))
-    df = post.runs.df.assign(source=lambda d: d["source"].astype(str),
-                             target=lambda d: d["target"].astype(str))
     if not (pd.to_numeric(df[x_col], errors="coerce") > 0).any():
         other = "f" if against == "p" else "p"
         raise ValueError(f"no fitted row has {x_col} > 0 to place on the log x axis of "

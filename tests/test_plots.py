@@ -57,6 +57,25 @@ def test_losses_against_f_and_errors(post):
         plots.plot_losses(post, pairs=["nope->math"])
 
 
+def test_losses_of_fine_tuning_curves_default_to_f():
+    """A table of fine-tuning curves of pre-trained models (p = 0 on every row, as the
+    converted rectified-scaling tables) has nothing to place on a log p axis: by default
+    its curves are drawn against f, and asking for p says why it cannot."""
+    from dataclasses import replace
+
+    from bayes_transfer.spec import load_spec
+
+    design = simulate.design_grid(["m1", "m2"], ["flan"], params=[1e8], pretrain_tokens=[0],
+                                  finetune_tokens=[1e4, 1e5, 1e6])
+    spec = replace(load_spec("finetune-curves"), discrepancy=None)
+    curves = known_posterior(simulate.simulate(spec, design, seed=1, loss_se=0.02), 0.05)
+    panels = [ax for ax in plots.plot_losses(curves).axes if ax.get_visible()]
+    assert len(panels) == 2 and all(ax.lines for ax in panels)
+    assert {ax.get_xlabel() for ax in panels} == {"finetune_tokens (f)"}
+    with pytest.raises(ValueError, match="no fitted row has pretrain_tokens > 0"):
+        plots.plot_losses(curves, "p")
+
+
 def test_losses_of_names_that_contain_the_arrow():
     """Labels are looked up among the table's pairs, not split at "->": each panel draws its
     own pair's curve through its own runs (labels two pairs would share are refused when

@@ -152,7 +152,7 @@ def demo(
         post.save(out / "posterior.nc")
         bar.update(steps, advance=1, description="drawing the plots")
         for name, kind, against in PLOTS:
-            fig = make_figure(post, kind, against=against or "p")
+            fig = make_figure(post, kind, against=against)
             plots.save_figure(fig, out / f"{name}.png")
             bar.update(steps, advance=1)
         bar.update(steps, description="scoring candidate runs")

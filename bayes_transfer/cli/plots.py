@@ -99,7 +99,7 @@ def default_candidates(post, per_decade: int = 8):
     return pd.concat(grids, ignore_index=True)
 
 
-def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
+def make_figure(post, kind: str, *, ci: float = 0.9, against: str | None = None,
                 candidates: Path | None = None, at: Path | None = None,
                 pairs: Sequence[str] | None = None):
     """The figure of ``kind`` for ``post`` (shared by ``plot`` and ``demo``); ``at``: the
@@ -134,7 +134,7 @@ def make_figure(post, kind: str, *, ci: float = 0.9, against: str = "p",
     raise ValueError(f"unknown plot kind {kind!r}; use one of {', '.join(plots.KINDS)}")
 
 
-def draw_all(post, out_dir: Path, *, ci: float = 0.9, against: str = "p",
+def draw_all(post, out_dir: Path, *, ci: float = 0.9, against: str | None = None,
              candidates: Path | None = None, at: Path | None = None,
              pairs: Sequence[str] | None = None) -> list[tuple[str, Path | None, str]]:
     """Draw every plot kind of ``post`` into ``out_dir/KIND.png`` in one process.
@@ -176,8 +176,9 @@ def plot(
     out_dir: Path | None = typer.Option(None, "--out-dir",
                                         help="all: folder for one PNG per kind."),
     ci: float = typer.Option(0.9, help="Credible-interval width."),
-    against: Against = typer.Option(Against.p, help="losses: x axis, pre-training (p) or "
-                                    "fine-tuning (f) tokens."),
+    against: Against | None = typer.Option(None, help="losses: x axis, pre-training (p) or "
+                                           "fine-tuning (f) tokens; default p, or f when "
+                                           "no fitted row has pre-training tokens."),
     candidates: Path | None = typer.Option(None, help="acquisition: candidate runs (TOML); "
                                            "default: the table's own values."),
     at: Path | None = typer.Option(None, "--at", help="acquisition: CSV of runs whose "
@@ -236,7 +237,7 @@ def plot(
     if kind is PlotKind.all:
         with answer_warnings(), user_errors():
             out_dir.mkdir(parents=True, exist_ok=True)
-            drawn = draw_all(post, out_dir, ci=ci, against=against.value,
+            drawn = draw_all(post, out_dir, ci=ci, against=against and against.value,
                              candidates=candidates, at=at, pairs=pairs)
         con = console()
         for name, path, why in drawn:
@@ -246,7 +247,7 @@ def plot(
                 con.print(f"wrote {path}")
         return
     with answer_warnings(), user_errors():
-        fig = make_figure(post, kind.value, ci=ci, against=against.value,
+        fig = make_figure(post, kind.value, ci=ci, against=against and against.value,
                           candidates=candidates, at=at, pairs=pairs)
         save_figure(fig, out)
     console().print(f"wrote {out}")
