@@ -24,6 +24,10 @@ the data continues its last value and slope, where the plain drift starts from z
 With ``on = "reducible"`` the drift moves the log of the loss above the law's floor
 ``E`` instead, carried to the log loss through each row's share ``(L - E) / L``
 (:func:`drift_draws`): curves far above their floor get the wider intervals.
+With ``mean_on = "loss"`` beside it, the drift's mean ``m`` moves the log loss itself
+while its spread (``tau``, ``walk``) stays on the reducible part: one shift for every
+curve keeps the law's ranking of the curves, where a shift of the reducible loss moves
+the curves still high above their floor the most and can reorder them.
 
 The drift cannot be learned from rows inside the range (there ``d = 0``), so it is
 learned from **internal extrapolations** of the same table: for each axis the spec's law
@@ -61,7 +65,7 @@ __all__ = ["AXES", "Discrepancy", "MOMENT_POWERS", "POWERS", "WALK_POWER", "grou
            "ranges", "fill_ranges", "distances", "drift_posterior", "drift_draws",
            "stored_drift", "drift_moments", "drift_variance", "late_trend",
            "late_covariate", "drift_posterior_late", "GAINS", "LATE_POINTS",
-           "reducible_share", "calibrate", "beyond_calibration"]
+           "reducible_share", "calibrate", "beyond_calibration", "mean_moment"]
 
 # Axis name in a spec -> the row feature (see laws.features) it runs along.
 AXES = {"params": "log_N", "tokens": "log_D", "pretrain_tokens": "log_p",
@@ -102,7 +106,10 @@ class Discrepancy:
     each group's own residuals beyond its range, their value at the group's largest
     fitted size plus their slope over its last :data:`LATE_POINTS` sizes (less the groups'
     median slope), times a gain the internal extrapolations learn
-    (:func:`late_trend`, :func:`drift_posterior_late`).
+    (:func:`late_trend`, :func:`drift_posterior_late`). ``mean_on``: what the drift's
+    mean ``m`` moves, where it differs from ``on`` (unset: ``on``); ``on = "reducible"``
+    with ``mean_on = "loss"`` keeps one shift for every curve (their ranking kept) and
+    the spread on each curve's reducible share.
     """
 
     axes: tuple[str, ...] = ("params",)
@@ -112,6 +119,7 @@ class Discrepancy:
     on: str = "loss"
     walk_scale: float | None = None
     late_trend: bool = False
+    mean_on: str | None = None
 
     def __post_init__(self) -> None:
         from bayes_transfer.spec import SpecError
@@ -126,6 +134,8 @@ class Discrepancy:
             raise SpecError(f"discrepancy.level {self.level!r} is not one of {_LEVELS}")
         if self.on not in ON:
             raise SpecError(f"discrepancy.on {self.on!r} is not one of {ON}")
+        if self.mean_on is not None and self.mean_on not in ON:
+            raise SpecError(f"discrepancy.mean_on {self.mean_on!r} is not one of {ON}")
         if isinstance(self.holdout, (list, tuple)):
             if not self.holdout or not all(_in_range(h, 0.9) for h in self.holdout) or \
                     len(set(self.holdout)) != len(self.holdout):
@@ -150,6 +160,11 @@ class Discrepancy:
     def holdouts(self) -> tuple[float, ...]:
         """The internal extrapolations' held-out fractions, one or several."""
         return self.holdout if isinstance(self.holdout, tuple) else (float(self.holdout),)
+
+    @property
+    def trend_on(self) -> str:
+        """What the drift's mean moves: ``mean_on``, or ``on`` when unset."""
+        return self.on if self.mean_on is None else self.mean_on
 
     @property
     def near_scale(self) -> float:
@@ -203,32 +218,39 @@ def distances(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.maximum(x - hi, 0.0) + np.maximum(lo - x, 0.0)
 
 
-def _group_sums(resid, sd, u, v, group):
+def _group_sums(resid, sd, u, v, group, u_mean=None):
     """Per group ``g``, with ``D = diag(sd^2)``, the sufficient statistics of
-    ``r_g ~ Normal(m u_g, D + tau^2 u_g u_g^T + walk^2 v_g v_g^T)``:
-    ``U^T D^-1 U`` (entries ``a11, a12, a22`` for ``U = [u v]``), ``U^T D^-1 r``
-    (``b1, b2``), ``r^T D^-1 r`` (``c``) and ``log det(2 pi D)``, one array each."""
+    ``r_g ~ Normal(m w_g, D + tau^2 u_g u_g^T + walk^2 v_g v_g^T)`` (``w = u_mean``,
+    ``u`` when None): ``U^T D^-1 U`` (entries ``a11, a12, a22`` for ``U = [u v]``),
+    ``U^T D^-1 r`` (``b1, b2``), ``r^T D^-1 r`` (``c``), ``log det(2 pi D)``, and for
+    the mean ``U^T D^-1 w`` (``g1, g2``), ``w^T D^-1 r`` (``h``) and ``w^T D^-1 w``
+    (``k``), one array each."""
     w = 1.0 / sd**2
     groups, inverse = np.unique(group, return_inverse=True)
 
     def total(x):
         return np.bincount(inverse, weights=x, minlength=len(groups))
 
-    return (total(w * u * u), total(w * u * v), total(w * v * v), total(w * u * resid),
+    sums = (total(w * u * u), total(w * u * v), total(w * v * v), total(w * u * resid),
             total(w * v * resid), total(w * resid**2), total(np.log(2 * np.pi * sd**2)))
+    if u_mean is None:      # the mean rides on u: its sums are u's
+        return (*sums, sums[0], sums[1], sums[3], sums[0])
+    return (*sums, total(w * u * u_mean), total(w * v * u_mean), total(w * u_mean * resid),
+            total(w * u_mean * u_mean))
 
 
-def _drift_grid(resid, sd, u, v, group, scale, walk_scale):
+def _drift_grid(resid, sd, u, v, group, scale, walk_scale, u_mean=None):
     """Log posterior density of (m, tau, walk) on a grid and the log evidence (the
     grid's integral, cell volumes included), for the errors ``r`` of
-    :func:`drift_posterior` with ``u = share d^power`` and ``v = share d^WALK_POWER``.
+    :func:`drift_posterior` with ``u = share d^power``, ``v = share d^WALK_POWER`` and
+    the mean's ``u_mean = mean_share d^power`` (``u`` when None).
 
     The grid spans ``[-top, top] x [0, top] x [0, top walk_scale / scale]`` (no walk
     axis with ``walk_scale = 0``), from ten prior sds, doubled while the
     posterior still has mass at its edge: sized from the largest ``|r| / u`` instead, a
     row barely beyond the range (small ``u``) made the cells coarser than the posterior.
     """
-    stats = _group_sums(resid, sd, u, v, group)
+    stats = _group_sums(resid, sd, u, v, group, u_mean)
     top = 10 * scale
     for _ in range(12):
         grid = _drift_grid_on(stats, scale, walk_scale, top)
@@ -249,9 +271,10 @@ def _drift_grid_on(stats, scale, walk_scale, top):
     ``e^T Sigma^-1 e = e^T D^-1 e - (T b)^T M^-1 (T b)`` for ``e = r - m u``,
     ``b = U^T D^-1 e``: 2 x 2 algebra. ``b`` is linear in ``m``, so the quadratic form
     is a quadratic in ``m`` whose coefficients, summed over groups, live on the
-    (tau, walk) plane: the groups cost 2-D work and only the sum is 3-D.
+    (tau, walk) plane: the groups cost 2-D work and only the sum is 3-D. The mean's
+    regressor ``w`` may differ from ``u`` (``mean_on``): ``b`` is then ``b - m (g1, g2)``.
     """
-    a11, a12, a22, b1, b2, c, logdet_d = stats
+    a11, a12, a22, b1, b2, c, logdet_d, g1, g2, h, kk = stats
     taus = np.linspace(0.0, top, _GRID)
     walks = np.linspace(0.0, top * walk_scale / scale, _GRID) if walk_scale > 0 else np.zeros(1)
     means = np.linspace(-top, top, 2 * _GRID + 1)
@@ -262,15 +285,15 @@ def _drift_grid_on(stats, scale, walk_scale, top):
         m11, m22, m12 = 1 + t1**2 * a11[k], 1 + t2**2 * a22[k], t1 * t2 * a12[k]
         det = m11 * m22 - m12**2
         p, r, q = m22 * t1**2 / det, -2 * m12 * t1 * t2 / det, m11 * t2**2 / det
-        # (T b)^T M^-1 (T b) = p b1^2 + r b1 b2 + q b2^2, at b1 - m a11 and b2 - m a12.
+        # (T b)^T M^-1 (T b) = p b1^2 + r b1 b2 + q b2^2, at b1 - m g1 and b2 - m g2.
         quad0 += (p * b1[k] ** 2 + r * b1[k] * b2[k] + q * b2[k] ** 2).sum(-1)
-        quad1 -= (2 * p * b1[k] * a11[k] + r * (b1[k] * a12[k] + b2[k] * a11[k])
-                  + 2 * q * b2[k] * a12[k]).sum(-1)
-        quad2 += (p * a11[k] ** 2 + r * a11[k] * a12[k] + q * a12[k] ** 2).sum(-1)
+        quad1 -= (2 * p * b1[k] * g1[k] + r * (b1[k] * g2[k] + b2[k] * g1[k])
+                  + 2 * q * b2[k] * g2[k]).sum(-1)
+        quad2 += (p * g1[k] ** 2 + r * g1[k] * g2[k] + q * g2[k] ** 2).sum(-1)
         logdet += np.log(det).sum(-1)
     m = means[:, None, None]
     loglik = (-0.5 * logdet[None] - 0.5 * logdet_d.sum()
-              - 0.5 * (c.sum() - 2 * m * b1.sum() + m**2 * a11.sum())
+              - 0.5 * (c.sum() - 2 * m * h.sum() + m**2 * kk.sum())
               + 0.5 * (quad0[None] + m * quad1[None] + m**2 * quad2[None]))
     # Normalised priors: m ~ Normal(0, scale), tau ~ HalfNormal(scale), walk ~
     # HalfNormal(walk_scale) (a point mass at 0 for walk_scale = 0).
@@ -287,7 +310,8 @@ def _drift_grid_on(stats, scale, walk_scale, top):
 
 def drift_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.ndarray,
                     scale: float, draws: int, rng: np.random.Generator,
-                    share: np.ndarray | None = None, walk_scale: float | None = None
+                    share: np.ndarray | None = None, walk_scale: float | None = None,
+                    mean_share: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draws of the drift's mean slope ``m``, its sd ``tau``, its growth ``power`` and
     the sd ``walk`` of its near part.
@@ -306,17 +330,19 @@ def drift_posterior(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.
     HalfNormal(walk_scale)`` (``scale`` by default; 0: no near part), ``power`` uniform
     on :data:`POWERS`. The posterior is evaluated on a grid per power, the
     powers weighted by their evidence (Bayesian model averaging), and sampled cell by
-    cell.
+    cell. ``mean_share`` (``share`` when None): the mean's own share, ``m mean_share
+    d^power``, where the mean and the spread act on different scales (``mean_on``).
     """
     mean, tau, power, walk, _ = _drift_models(resid, sd, d, group, scale, draws, rng,
-                                              share, walk_scale, None)
+                                              share, walk_scale, None, mean_share)
     return mean, tau, power, walk
 
 
 def drift_posterior_late(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group: np.ndarray,
                          scale: float, draws: int, rng: np.random.Generator,
                          late: np.ndarray, share: np.ndarray | None = None,
-                         walk_scale: float | None = None
+                         walk_scale: float | None = None,
+                         mean_share: np.ndarray | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`drift_posterior` with the late residual trend: draws of ``(m, tau, power,
     walk, gain)`` for ``r ~ Normal(gain late + m u, ...)``, where ``late`` is each row's
@@ -328,10 +354,12 @@ def drift_posterior_late(resid: np.ndarray, sd: np.ndarray, d: np.ndarray, group
     already gives; and the gains that matter lie between ignoring the trend (a group's
     last residuals are noise) and continuing it whole (they are the start of its drift).
     """
-    return _drift_models(resid, sd, d, group, scale, draws, rng, share, walk_scale, late)
+    return _drift_models(resid, sd, d, group, scale, draws, rng, share, walk_scale, late,
+                         mean_share)
 
 
-def _drift_models(resid, sd, d, group, scale, draws, rng, share, walk_scale, late):
+def _drift_models(resid, sd, d, group, scale, draws, rng, share, walk_scale, late,
+                  mean_share=None):
     walk_scale = scale if walk_scale is None else float(walk_scale)
     if len(resid) == 0:
         return (rng.normal(0.0, scale, draws), np.abs(rng.normal(0.0, scale, draws)),
@@ -342,7 +370,9 @@ def _drift_models(resid, sd, d, group, scale, draws, rng, share, walk_scale, lat
     v = share * d**WALK_POWER
     models = [(power, gain) for gain in gains for power in POWERS]
     grids = [_drift_grid(resid if gain == 0 else resid - gain * late, sd, share * d**power,
-                         v, group, scale, walk_scale) for power, gain in models]
+                         v, group, scale, walk_scale,
+                         None if mean_share is None else mean_share * d**power)
+             for power, gain in models]
     evidence = np.array([g[4] for g in grids])
     weights = np.exp(evidence - evidence.max())
     which = rng.choice(len(models), size=draws, p=weights / weights.sum())
@@ -415,8 +445,8 @@ def late_covariate(last: np.ndarray, slope: np.ndarray, x: np.ndarray, hi: np.nd
 def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndarray,
                 group: np.ndarray, n: int, rng: np.random.Generator,
                 share: np.ndarray | None = None, walk: np.ndarray | None = None,
-                gain: np.ndarray | None = None, late: np.ndarray | None = None
-                ) -> np.ndarray:
+                gain: np.ndarray | None = None, late: np.ndarray | None = None,
+                mean_share: np.ndarray | None = None) -> np.ndarray:
     """Draws ``(draws, rows)`` of ``((m + tau z_g) d^power + walk z'_g d^WALK_POWER)
     share``: one trend slope ``z`` and one near slope ``z'`` per draw and group.
     ``walk`` None (a posterior saved before the near part existed) is zero.
@@ -428,16 +458,23 @@ def drift_draws(mean: np.ndarray, tau: np.ndarray, power: np.ndarray, d: np.ndar
     data, one that has nearly reached it cannot, and a single drift on the log loss
     would give both the same width.
 
+    ``mean_share`` (``share`` when None) multiplies the mean ``m`` alone, for a drift
+    whose mean and spread act on different scales (``mean_on``): with ones there and
+    the reducible share in ``share``, the mean moves every curve's log loss alike (the
+    law's ranking of curves kept) while the spread still widens the curves far above
+    their floor most.
+
     ``gain`` and ``late`` (per row, :func:`late_covariate`): the late residual trend of
     ``late_trend = true``, ``gain late`` added to the log loss as it is (it is a
     residual of the log loss already, so no share)."""
-    slopes = mean[:, None] + tau[:, None] * rng.standard_normal((len(tau), n))
     share = np.ones_like(d) if share is None else share
-    out = slopes[:, group] * d[None, :] ** power[:, None]
+    mean_share = share if mean_share is None else mean_share
+    dp = d[None, :] ** power[:, None]
+    spread = (tau[:, None] * rng.standard_normal((len(tau), n)))[:, group] * dp
     if walk is not None:
         near = walk[:, None] * rng.standard_normal((len(walk), n))
-        out = out + near[:, group] * d[None, :] ** WALK_POWER
-    out = out * share[None, :]
+        spread = spread + near[:, group] * d[None, :] ** WALK_POWER
+    out = spread * share[None, :] + mean[:, None] * dp * mean_share[None, :]
     if gain is not None and late is not None:
         out = out + gain[:, None] * late[None, :]
     return out
@@ -470,13 +507,25 @@ def drift_moments(mean: np.ndarray, tau: np.ndarray, power: np.ndarray,
             np.concatenate([[near], (on * (mean**2 + tau**2)).mean(axis=1)]))
 
 
+def mean_moment(mean: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """``E[m^2 1{power = p}]`` per power of :data:`MOMENT_POWERS` (0 for the near part,
+    which has no mean): the mean's part of :func:`drift_moments`' second moments, which
+    :func:`drift_variance` needs where the mean acts on another scale (``mean_on``)."""
+    on = np.asarray(power)[None, :] == np.asarray(POWERS)[:, None]
+    return np.concatenate([[0.0], (on * np.square(np.asarray(mean, np.float64))).mean(axis=1)])
+
+
 def drift_variance(m1: np.ndarray, m2: np.ndarray, d: np.ndarray,
-                   share: np.ndarray | float = 1.0) -> np.ndarray:
+                   share: np.ndarray | float = 1.0, mean_share: np.ndarray | float | None = None,
+                   m2_mean: np.ndarray | None = None) -> np.ndarray:
     """Variance of the drift (:func:`drift_draws`) at log distances ``d`` (any shape),
     over the draws of ``(m, tau, power, walk)`` and the group's slopes ``z, z' ~ N(0,
     1)``: ``share^2 (sum_p m2_p d^2p - (sum_p m1_p d^p)^2)`` over
     :data:`MOMENT_POWERS`, with the moments of :func:`drift_moments`. It is what
-    :func:`drift_draws` spreads, in expectation.
+    :func:`drift_draws` spreads, in expectation. With the mean on its own scale
+    (``mean_share``, and its moments ``m2_mean`` from :func:`mean_moment`), the mean's
+    spread over the draws takes ``mean_share^2`` and the slopes' and near part's
+    ``share^2``.
 
     Example:
         >>> m1, m2 = drift_moments(np.zeros(4), np.full(4, 0.1), np.ones(4))
@@ -488,7 +537,11 @@ def drift_variance(m1: np.ndarray, m2: np.ndarray, d: np.ndarray,
     """
     dp = np.asarray(d, np.float64)[..., None] ** np.asarray(MOMENT_POWERS)
     first, second = dp @ m1, (dp**2) @ m2
-    return np.square(share) * np.maximum(second - first**2, 0.0)
+    if mean_share is None or m2_mean is None:
+        return np.square(share) * np.maximum(second - first**2, 0.0)
+    of_mean = (dp**2) @ m2_mean
+    return (np.square(mean_share) * np.maximum(of_mean - first**2, 0.0)
+            + np.square(share) * np.maximum(second - of_mean, 0.0))
 
 
 def reducible_share(log_floor: np.ndarray, log_loss: np.ndarray) -> np.ndarray:
@@ -506,8 +559,9 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
 
     ``predict_holdout(fit_mask, test_mask)`` fits the rows of ``fit_mask`` and returns,
     for the rows of ``test_mask`` (above the cut, of groups with rows below it), the log
-    predictive median and sd, the observed log loss and the rows' share of the drift
-    (ones, or with ``on = "reducible"`` the reducible share: :func:`drift_draws`); and
+    predictive median and sd, the observed log loss and the rows' shares of the drift's
+    spread and of its mean (each ones, or with ``on`` or ``mean_on`` ``"reducible"`` the
+    reducible share: :func:`drift_draws`); and
     for the rows of ``fit_mask``, the inner fit's log residuals (observed minus the law's
     median), from which ``late_trend`` continues each group's trend (None without it).
 
@@ -539,32 +593,37 @@ def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndar
                 test = ~fit_mask & np.isfinite(hi_g[group])
                 if not test.any() or fit_mask.sum() < 3:
                     continue
-                log_med, log_sd, log_obs, share, fit_resid = predict_holdout(fit_mask, test)
+                log_med, log_sd, log_obs, (share, mean_share), fit_resid = \
+                    predict_holdout(fit_mask, test)
                 g = group[test]
                 late = np.zeros(len(g))
                 if disc.late_trend:
                     last, slope = late_trend(x[fit_mask], fit_resid, group[fit_mask], n)
                     late = late_covariate(last, slope, x[test], hi_g, g)
                 parts.append((log_obs - log_med, log_sd,
-                              distances(x[test], lo_g[g], hi_g[g]), g + k * n, share, late))
+                              distances(x[test], lo_g[g], hi_g[g]), g + k * n, share, late,
+                              mean_share))
                 cuts.append(float(np.exp(cut)))
-        resid = sd = d = g = share = late = np.zeros(0)
+        resid = sd = d = g = share = late = mean_share = np.zeros(0)
         info: dict[str, Any] = {"rows": 0, "median_abs_log_error": None}
         if parts:
-            resid, sd, d, g, share, late = (np.concatenate(column)
-                                            for column in zip(*parts, strict=True))
+            resid, sd, d, g, share, late, mean_share = (
+                np.concatenate(column) for column in zip(*parts, strict=True))
             info["rows"] = len(resid)
             info.update(cut=cuts[0] if len(cuts) == 1 else cuts,
                         median_abs_log_error=float(np.median(np.abs(resid))),
                         max_distance=float(d.max()))
         sd = np.maximum(sd, 1e-6)
+        # The mean's own regressor only where it acts on another scale than the spread.
+        own_mean = None if disc.trend_on == disc.on else mean_share
         if disc.late_trend:
             mean, tau, power, walk, gain = drift_posterior_late(
                 resid, sd, d, g, disc.scale, draws, rng, late, share=share,
-                walk_scale=disc.near_scale)
+                walk_scale=disc.near_scale, mean_share=own_mean)
         else:
-            mean, tau, power, walk = drift_posterior(resid, sd, d, g, disc.scale, draws, rng,
-                                                     share=share, walk_scale=disc.near_scale)
+            mean, tau, power, walk = drift_posterior(
+                resid, sd, d, g, disc.scale, draws, rng, share=share,
+                walk_scale=disc.near_scale, mean_share=own_mean)
         info["mean_median"] = float(np.median(mean))
         info["tau_median"] = float(np.median(tau))
         info["power_mean"] = float(np.mean(power))

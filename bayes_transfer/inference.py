@@ -267,7 +267,7 @@ def _learn_discrepancy(idata, spec: ModelSpec, table: RunTable, units: Units,
                                               seed=settings.seed))
         fit_resid = log_residuals(post, inner) if disc.late_trend else None
         return (np.median(log_draws, axis=0), log_draws.std(axis=0),
-                np.log(held.df["loss"].to_numpy(np.float64)), drift_share(post, disc, held),
+                np.log(held.df["loss"].to_numpy(np.float64)), drift_shares(post, disc, held),
                 fit_resid)
 
     n_chain, n_draw = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
@@ -301,23 +301,27 @@ def log_residuals(post: Posterior, rows: RunTable) -> np.ndarray:
         np.median(post.law_log_loss(rows), axis=0)
 
 
-def drift_share(post: Posterior, disc: Any, rows: RunTable,
-                log_loss: np.ndarray | None = None) -> np.ndarray:
-    """Each row's share of the discrepancy's drift (see
-    :func:`bayes_transfer.discrepancy.drift_draws`): 1 with ``on = "loss"``; with
-    ``on = "reducible"`` the posterior median of ``(L - E) / L``, the share of the law's
-    loss above its floor. The median, not each draw's share: a floor the rows leave
-    loosely identified (its chains apart) would otherwise carry its R-hat into every
-    prediction beyond the range. ``log_loss``: the law's log loss at the rows, where the
-    caller has it already (:meth:`Posterior.law_log_loss`)."""
-    if disc.on == "loss":
-        return np.ones(len(rows))
+def drift_shares(post: Posterior, disc: Any, rows: RunTable,
+                 log_loss: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's share of the discrepancy drift's spread and of its mean (see
+    :func:`bayes_transfer.discrepancy.drift_draws`): 1 where it acts on the log loss
+    (``on``, ``mean_on``), and on the reducible loss the posterior median of
+    ``(L - E) / L``, the share of the law's loss above its floor. The median, not each
+    draw's share: a floor the rows leave loosely identified (its chains apart) would
+    otherwise carry its R-hat into every prediction beyond the range. ``log_loss``: the
+    law's log loss at the rows, where the caller has it already
+    (:meth:`Posterior.law_log_loss`)."""
+    ones = np.ones(len(rows))
+    if "reducible" not in (disc.on, disc.trend_on):
+        return ones, ones
     table = rows.with_levels(post.runs.sources, post.runs.targets)
     if log_loss is None:
         log_loss = post.law_log_loss(table)
     log_floor = at_rows(post.spec.params["E"].level, post.flat_log_params()["E"],
                         table.source_idx, table.target_idx, len(post.runs.targets))
-    return reducible_share(log_floor, log_loss)
+    share = reducible_share(log_floor, log_loss)
+    return (share if disc.on == "reducible" else ones,
+            share if disc.trend_on == "reducible" else ones)
 
 
 def _diagnosed_vars(spec: ModelSpec, idata: az.InferenceData) -> list[str]:
@@ -496,13 +500,13 @@ class Posterior:
 
     def _drift_given_law(self, table: RunTable, log_mean: np.ndarray,
                          rng: np.random.Generator) -> np.ndarray:
-        share = drift_share(self, self.spec.discrepancy, table, log_mean)
-        return self._discrepancy_draws(table, rng, share)
+        shares = drift_shares(self, self.spec.discrepancy, table, log_mean)
+        return self._discrepancy_draws(table, rng, shares)
 
     def _discrepancy_draws(self, table: RunTable, rng: np.random.Generator,
-                           share: np.ndarray) -> np.ndarray:
+                           shares: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """Draws ``(draws, rows)`` of the discrepancy at ``table``'s rows: one drift slope
-        per draw and group, times the row's share (:func:`drift_share`) and its log
+        per draw and group, times the row's shares (:func:`drift_shares`) and its log
         distance outside its group's range."""
         from bayes_transfer import discrepancy as dsc
 
@@ -517,8 +521,8 @@ class Posterior:
                 late = dsc.late_covariate(np.asarray(stored[axis]["late_last"]),
                                           np.asarray(stored[axis]["late_slope"]), x, hi, group)
             total += dsc.drift_draws(draws["mean"], draws["tau"], draws["power"], d, group,
-                                     n, rng, share=share, walk=draws["walk"],
-                                     gain=draws["gain"], late=late)
+                                     n, rng, share=shares[0], walk=draws["walk"],
+                                     gain=draws["gain"], late=late, mean_share=shares[1])
         return total
 
     def _drift_distances(self, table: RunTable, stored: dict[str, Any]
@@ -590,7 +594,8 @@ class Posterior:
         """What the model discrepancy learned, one row per axis (empty without one).
 
         Columns: ``axis``, ``on`` (what drifts: the log ``loss`` or its ``reducible``
-        part), ``level`` (one drift slope per pair, target, source or one global),
+        part), ``mean_on`` (what the drift's mean moves: ``on`` unless the spec splits
+        them), ``level`` (one drift slope per pair, target, source or one global),
         ``cuts`` and ``rows_held_out`` (the internal extrapolations that calibrated it),
         ``median_abs_log_error`` (of the law's predictions there), ``reach`` (how many
         times beyond a group's fitted range the farthest held-out row lay: beyond it
@@ -608,7 +613,7 @@ class Posterior:
         from bayes_transfer import discrepancy as dsc
 
         disc = self.spec.discrepancy
-        columns = ["axis", "on", "level", "cuts", "rows_held_out", "median_abs_log_error",
+        columns = ["axis", "on", "mean_on", "level", "cuts", "rows_held_out", "median_abs_log_error",
                    "reach", "drift_mean", "drift_tau", "power", "walk", "late_gain"]
         if disc is None:
             return pd.DataFrame(columns=columns)
@@ -619,7 +624,7 @@ class Posterior:
             cut = info.get("cut")
             reach, error = info.get("max_distance"), info.get("median_abs_log_error")
             rows.append({
-                "axis": axis, "on": disc.on, "level": disc.level,
+                "axis": axis, "on": disc.on, "mean_on": disc.trend_on, "level": disc.level,
                 "cuts": 0 if cut is None else len(cut) if isinstance(cut, list) else 1,
                 "rows_held_out": int(info.get("rows", 0)),
                 "median_abs_log_error": np.nan if error is None else float(error),

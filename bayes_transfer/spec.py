@@ -284,9 +284,10 @@ class ModelSpec:
         if raw_disc is not None:
             _no_unknown(raw_disc, {f.name for f in fields(Discrepancy)}, "key of discrepancy")
             disc = Discrepancy(**raw_disc)
-            if disc.on == "reducible" and "E" not in law.params:
-                raise SpecError(f'discrepancy.on = "reducible" needs a law with a floor E; '
-                                f"law {law.name!r} has {', '.join(law.params)}")
+            for key in ("on", "mean_on"):
+                if getattr(disc, key) == "reducible" and "E" not in law.params:
+                    raise SpecError(f'discrepancy.{key} = "reducible" needs a law with a '
+                                    f"floor E; law {law.name!r} has {', '.join(law.params)}")
         return cls(law=law.name, params=params, likelihood=Likelihood(**lik), rows=rows,
                    name=str(d.get("name", law.name)), description=str(d.get("description", "")),
                    units=units, discrepancy=disc,
@@ -313,8 +314,9 @@ class ModelSpec:
             d["discrepancy"]["axes"] = list(d["discrepancy"]["axes"])
             if isinstance(d["discrepancy"]["holdout"], tuple):
                 d["discrepancy"]["holdout"] = list(d["discrepancy"]["holdout"])
-            if d["discrepancy"]["walk_scale"] is None:   # unset: TOML has no null
-                del d["discrepancy"]["walk_scale"]
+            for key in ("walk_scale", "mean_on"):   # unset: TOML has no null
+                if d["discrepancy"][key] is None:
+                    del d["discrepancy"][key]
         return d
 
     def to_json(self) -> str:

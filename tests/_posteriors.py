@@ -77,11 +77,12 @@ def loop_candidates() -> pd.DataFrame:
                           pretrain_tokens=[1e7, 1e8, 1e9], finetune_tokens=[1e5, 1e6, 1e7])
 
 
-def drift_fit(late_trend: bool = False) -> Posterior:
+def drift_fit(late_trend: bool = False, **discrepancy: str) -> Posterior:
     """A Chinchilla fit with a discrepancy along N (one global slope, scale 0.05) on 60
     rows whose law is slightly wrong (a log-curvature it cannot follow, so its
     extrapolations drift): fitted N from 1e6 to 1e8, 1 chain x 300 + 300. ``late_trend``:
-    the discrepancy continues the residuals' late trend too."""
+    the discrepancy continues the residuals' late trend too; ``discrepancy``: other keys
+    of the spec's section (``on``, ``mean_on``)."""
     import warnings
 
     from bayes_transfer.diagnostics import SamplingWarning
@@ -97,7 +98,8 @@ def drift_fit(late_trend: bool = False) -> Posterior:
                        "target": "web", "params": n.astype(int),
                        "pretrain_tokens": d.astype(int), "finetune_tokens": 0, "loss": loss})
     spec = ModelSpec.from_dict({"law": "chinchilla", "discrepancy": {
-        "axes": ["params"], "level": "global", "scale": 0.05, "late_trend": late_trend}})
+        "axes": ["params"], "level": "global", "scale": 0.05, "late_trend": late_trend,
+        **discrepancy}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
         return fit(df, spec, chains=1, draws=300, warmup=300, seed=0, progress=False)

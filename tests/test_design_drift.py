@@ -40,6 +40,32 @@ def test_drift_variance_is_the_spread_of_the_drift_draws():
     assert not np.allclose(no_walk[1:], draws.var(axis=0)[1:], rtol=0.03)
 
 
+def test_drift_variance_with_the_mean_on_its_own_scale_is_the_spread_of_the_draws():
+    """``mean_on`` apart from ``on``: the mean's spread over the draws takes the mean's
+    share, the slopes' and near part's the spread's share, as ``drift_draws`` makes them.
+    The mean is made large (|m| ~ 3 tau) so that a variance scaled by one share alone is
+    off by far more than the Monte Carlo error."""
+    rng = np.random.default_rng(1)
+    k = 400_000
+    mean = rng.normal(-0.06, 0.03, k)
+    tau = np.abs(rng.normal(0.0, 0.01, k))
+    power = rng.choice(dsc.POWERS, size=k, p=[0.3, 0.4, 0.3])
+    walk = np.abs(rng.normal(0.0, 0.02, k))
+    d = np.array([0.5, 1.0, 2.5, 4.0])
+    share, mean_share = np.array([0.8, 0.5, 0.3, 0.2]), np.ones(4)
+    draws = dsc.drift_draws(mean, tau, power, d, np.zeros(4, int), 1, rng, share=share,
+                            walk=walk, mean_share=mean_share)
+    m1, m2 = dsc.drift_moments(mean, tau, power, walk)
+    exact = dsc.drift_variance(m1, m2, d, share, mean_share, dsc.mean_moment(mean, power))
+    np.testing.assert_allclose(exact, draws.var(axis=0), rtol=0.03)
+    one_share = dsc.drift_variance(m1, m2, d, share)
+    assert not np.allclose(one_share, draws.var(axis=0), rtol=0.1)
+    # The split form with equal shares is the plain one.
+    np.testing.assert_allclose(
+        dsc.drift_variance(m1, m2, d, share, share, dsc.mean_moment(mean, power)),
+        one_share, rtol=1e-12)
+
+
 @pytest.fixture(scope="module")
 def drift_posterior():
     """A Chinchilla fit with a discrepancy along N (one global slope) on a table whose
@@ -69,7 +95,7 @@ def _mc_drift_variance(post, hi_log_n: float | None, seeds: int = 2000) -> float
         post = replace(post, idata=idata)
     table = load_runs(TARGET.assign(loss=1.0, run_id="q"))
     rng = np.random.default_rng(0)
-    return float(np.concatenate([post._discrepancy_draws(table, rng, np.ones(1))[:, 0]
+    return float(np.concatenate([post._discrepancy_draws(table, rng, (np.ones(1), np.ones(1)))[:, 0]
                                  for _ in range(seeds)]).var())
 
 
@@ -130,6 +156,32 @@ def test_a_batch_counts_the_range_its_earlier_picks_extend(drift_posterior):
     law_gain = float(gain_terms(q, mu, draws.noise_variance())[:, 0].sum())
     assert picks["expected_gain"].iloc[1] == pytest.approx(law_gain, rel=1e-5)
     assert 0 < picks["uncertainty_left"].iloc[1] < picks["uncertainty_left"].iloc[0] < 1
+
+
+def test_a_split_drift_fits_predicts_and_scores_with_one_variance():
+    """``on = "reducible"`` with ``mean_on = "loss"`` end to end: the fit learns it, the
+    report states it, and the drift variance acquisition credits at the quantity (the
+    closed form over the learned moments, each part with its own share) is the variance
+    of the drift that ``predict_draws`` adds there."""
+    from bayes_transfer.data import load_runs
+    from bayes_transfer.design.acquisition import as_draws, quantity_draws
+    from bayes_transfer.inference import drift_shares
+
+    post = drift_fit(on="reducible", mean_on="loss")
+    row = post.discrepancy_table().iloc[0]
+    assert (row["on"], row["mean_on"]) == ("reducible", "loss")
+    q = quantity_draws(as_draws(post), TARGET)
+    table = load_runs(TARGET.assign(loss=1.0, run_id="q")).with_levels(post.runs.sources,
+                                                                       post.runs.targets)
+    share, mean_share = drift_shares(post, post.spec.discrepancy, table)
+    assert 0 < share[0] < 0.5 and mean_share[0] == 1.0
+    np.testing.assert_allclose(q.drift.share, share)
+    np.testing.assert_allclose(q.drift.mean_share, mean_share)
+    rng = np.random.default_rng(0)
+    mc = np.concatenate([post._discrepancy_draws(table, rng, (share, mean_share))[:, 0]
+                         for _ in range(2000)]).var()
+    # 2,000 x 300 draws: the Monte Carlo error of the variance is ~1%.
+    assert q.drift.variance()[0] == pytest.approx(mc, rel=0.03)
 
 
 def test_quantity_rows_the_law_cannot_predict_are_named(drift_posterior):

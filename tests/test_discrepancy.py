@@ -178,6 +178,8 @@ def test_a_reducible_drift_needs_a_floor_and_survives_json(monkeypatch):
                         Law("test-no-floor", ("A", "alpha"), no_floor, formula="L = A N^-alpha"))
     with pytest.raises(SpecError, match="needs a law with a floor E"):
         ModelSpec.from_dict({"law": "test-no-floor", "discrepancy": {"on": "reducible"}})
+    with pytest.raises(SpecError, match="mean_on = .reducible. needs a law with a floor"):
+        ModelSpec.from_dict({"law": "test-no-floor", "discrepancy": {"mean_on": "reducible"}})
 
 
 def test_the_drift_of_the_reducible_loss_is_learned_through_each_rows_share():
@@ -202,6 +204,45 @@ def test_the_drift_of_the_reducible_loss_is_learned_through_each_rows_share():
     out = dsc.drift_draws(np.full(3, -0.05), np.zeros(3), np.ones(3), np.array([1.0, 1.0]),
                           np.array([0, 0]), 1, rng, share=np.array([1.0, 0.25]))
     np.testing.assert_allclose(out, [[-0.05, -0.0125]] * 3)
+
+
+def test_a_mean_on_the_log_loss_with_a_spread_on_the_reducible_loss_is_learned_apart():
+    """Errors made as ``m d + share tau z d`` (``mean_on = "loss"``, ``on = "reducible"``):
+    told both shares, the posterior holds the mean slope and the slopes' spread; read
+    with the mean on the share too, the mean is pulled away (the rows' shares average
+    0.5, so their mean error reads as a slope of about twice the truth)."""
+    rng = np.random.default_rng(11)
+    group = np.repeat(np.arange(40), 4)
+    d = np.tile(np.linspace(0.5, 2.0, 4), 40)
+    share = np.repeat(rng.uniform(0.05, 0.95, 40), 4)
+    sd = np.full(group.size, 0.002)
+    slopes = 0.02 * rng.standard_normal(40)
+    resid = -0.04 * d + share * slopes[group] * d + sd * rng.standard_normal(group.size)
+    told = dsc.drift_posterior(resid, sd, d, group, 0.05, 4000, rng, share=share,
+                               mean_share=np.ones_like(d))
+    lo, hi = np.quantile(told[0], [0.05, 0.95])
+    assert lo <= -0.04 <= hi and np.mean(told[2] == 1.0) > 0.9
+    assert abs(np.median(told[1]) - 0.02) < 0.007
+    assert np.median(told[3]) < 0.004
+    on_share = dsc.drift_posterior(resid, sd, d, group, 0.05, 4000, rng, share=share)[0]
+    assert np.quantile(on_share, 0.95) < -0.055
+    # and the draws put the mean on its own share, the slopes on theirs
+    out = dsc.drift_draws(np.full(3, -0.05), np.full(3, 0.1), np.ones(3),
+                          np.array([1.0, 1.0]), np.array([0, 0]), 1,
+                          np.random.default_rng(0), share=np.array([0.0, 0.0]),
+                          mean_share=np.array([1.0, 0.5]))
+    np.testing.assert_allclose(out, [[-0.05, -0.025]] * 3)
+
+
+def test_mean_on_is_checked_and_survives_json():
+    spec = ModelSpec.from_dict({"law": "rectified", "discrepancy": {
+        "on": "reducible", "mean_on": "loss"}})
+    assert spec.discrepancy.trend_on == "loss"
+    assert ModelSpec.from_json(spec.to_json()).discrepancy == spec.discrepancy
+    assert ModelSpec.from_dict({"law": "rectified", "discrepancy": {
+        "on": "reducible"}}).discrepancy.trend_on == "reducible"
+    with pytest.raises(SpecError, match="discrepancy.mean_on"):
+        ModelSpec.from_dict({"law": "rectified", "discrepancy": {"mean_on": "floor"}})
 
 
 def test_drift_power_follows_the_data():
@@ -417,7 +458,7 @@ def test_calibrate_predicts_only_groups_with_rows_below_the_cut():
     def predict_holdout(fit_mask, test_mask):
         seen["fit"], seen["test"] = fit_mask.copy(), test_mask.copy()
         k = int(test_mask.sum())
-        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), np.ones(k), None
+        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), (np.ones(k), np.ones(k)), None
 
     disc = dsc.Discrepancy(axes=("params",), level="pair", holdout=0.3)
     out = dsc.calibrate(disc, {"log_N": x}, group, 2, predict_holdout, draws=200, seed=0)
@@ -436,9 +477,10 @@ def test_several_holdouts_are_several_internal_extrapolations(monkeypatch):
     def predict_holdout(fit_mask, test_mask):
         cuts.append(float(x[fit_mask].max()))
         k = int(test_mask.sum())
-        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), np.ones(k), None
+        return np.zeros(k), np.full(k, 0.01), np.full(k, 0.02), (np.ones(k), np.ones(k)), None
 
-    def spy(resid, sd, d, g, scale, draws, rng, share=None, walk_scale=None):
+    def spy(resid, sd, d, g, scale, draws, rng, share=None, walk_scale=None,
+            mean_share=None):
         seen.update(resid=resid, d=d, g=g)
         return np.zeros(draws), np.zeros(draws), np.ones(draws), np.zeros(draws)
 

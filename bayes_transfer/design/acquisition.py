@@ -247,7 +247,7 @@ def quantity_draws(draws: PosteriorDraws,
         drift = None
         if draws.drift is not None:
             floor = None
-            if draws.drift.on == "reducible":
+            if draws.drift.reducible:
                 from bayes_transfer.model import at_rows
 
                 floor = at_rows(draws.spec.params["E"].level, draws.log_params["E"],

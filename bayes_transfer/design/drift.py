@@ -51,13 +51,16 @@ __all__ = ["DriftAxis", "DriftModel", "QuantityDrift", "drift_model", "quantity_
 @dataclass(frozen=True)
 class DriftAxis:
     """One axis of the drift: its feature, each group's fitted range (NaN: no rows) and
-    the moments of its learned slopes (:func:`~bayes_transfer.discrepancy.drift_moments`)."""
+    the moments of its learned slopes (:func:`~bayes_transfer.discrepancy.drift_moments`;
+    ``m2_mean``, :func:`~bayes_transfer.discrepancy.mean_moment`, where the drift's mean
+    acts on another scale than its spread)."""
 
     feature: str
     lo: np.ndarray
     hi: np.ndarray
     m1: np.ndarray
     m2: np.ndarray
+    m2_mean: np.ndarray | None = None
 
     def extended(self, group: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ranges ``(lo, hi)`` of each of ``group`` once a run at ``x`` is in it
@@ -69,12 +72,20 @@ class DriftAxis:
 
 @dataclass(frozen=True)
 class DriftModel:
-    """What a posterior's discrepancy says, for acquisition: its level and axes."""
+    """What a posterior's discrepancy says, for acquisition: its level and axes, and
+    what its spread and its mean act on (``on``, ``mean_on``: ``"loss"`` or
+    ``"reducible"``)."""
 
     level: str
     n_targets: int
     on: str
     axes: tuple[DriftAxis, ...]
+    mean_on: str | None = None
+
+    @property
+    def reducible(self) -> bool:
+        """Whether any part of the drift scales with the loss above the floor."""
+        return "reducible" in (self.on, self.mean_on)
 
     def groups(self, source_idx: np.ndarray, target_idx: np.ndarray) -> np.ndarray:
         return dsc.group_index(self.level, source_idx, target_idx, self.n_targets)
@@ -96,21 +107,26 @@ def drift_model(posterior: Posterior) -> DriftModel | None:
         draws = dsc.stored_drift(posterior.idata.posterior, axis)
         draws.pop("gain")
         m1, m2 = dsc.drift_moments(**draws)
+        m2_mean = None if disc.trend_on == disc.on else dsc.mean_moment(draws["mean"],
+                                                                        draws["power"])
         lo, hi = (np.array([np.nan if v is None else v for v in stored[axis][k]])
                   for k in ("lo", "hi"))
-        axes.append(DriftAxis(dsc.AXES[axis], lo, hi, m1, m2))
-    return DriftModel(disc.level, len(posterior.runs.targets), disc.on, tuple(axes))
+        axes.append(DriftAxis(dsc.AXES[axis], lo, hi, m1, m2, m2_mean))
+    return DriftModel(disc.level, len(posterior.runs.targets), disc.on, tuple(axes),
+                      disc.trend_on)
 
 
 @dataclass(frozen=True)
 class QuantityDrift:
     """The drift at the quantity's rows: their group, coordinates and share (1, or the
-    reducible share with ``on = "reducible"``), given the ranges in ``axes``."""
+    reducible share with ``on = "reducible"``), given the ranges in ``axes``;
+    ``mean_share``: the share of the drift's mean, where it differs (``mean_on``)."""
 
     group: np.ndarray
     x: dict[str, np.ndarray]
     share: np.ndarray
     axes: tuple[DriftAxis, ...]
+    mean_share: np.ndarray | None = None
 
     def variance(self) -> np.ndarray:
         """The drift's variance at each quantity row, ``(K,)``."""
@@ -118,7 +134,8 @@ class QuantityDrift:
         for ax in self.axes:
             lo, hi = dsc.fill_ranges(ax.lo, ax.hi)
             d = dsc.distances(self.x[ax.feature], lo[self.group], hi[self.group])
-            total += dsc.drift_variance(ax.m1, ax.m2, d, self.share)
+            total += dsc.drift_variance(ax.m1, ax.m2, d, self.share, self.mean_share,
+                                        ax.m2_mean)
         return total
 
     def reductions(self, group: np.ndarray, x: dict[str, np.ndarray],
@@ -150,7 +167,9 @@ class QuantityDrift:
                 lo = np.where(np.isnan(lo), all_lo[None, :], lo)
                 hi = np.where(np.isnan(hi), all_hi[None, :], hi)
                 d = dsc.distances(self.x[ax.feature][:, None], lo, hi)
-                after += dsc.drift_variance(ax.m1, ax.m2, d, self.share[:, None])
+                after += dsc.drift_variance(
+                    ax.m1, ax.m2, d, self.share[:, None],
+                    None if self.mean_share is None else self.mean_share[:, None], ax.m2_mean)
             out[:, sl] = np.maximum(before[:, None] - after, 0.0)
         return out
 
@@ -172,10 +191,14 @@ def quantity_drift(model: DriftModel, table: RunTable, units: Units,
     ``log_loss``: the law's log loss there, ``(draws, rows)``; ``log_floor``: the floor
     ``E`` there (needed with ``on = "reducible"``, whose drift scales with the share of
     the loss above it)."""
-    share = (np.ones(len(table)) if model.on == "loss"
-             else dsc.reducible_share(log_floor, log_loss))
+    ones = np.ones(len(table))
+    reducible = dsc.reducible_share(log_floor, log_loss) if model.reducible else ones
+    share = reducible if model.on == "reducible" else ones
+    mean_share = None
+    if model.mean_on not in (None, model.on):
+        mean_share = reducible if model.mean_on == "reducible" else ones
     group, x = candidate_coordinates(model, table, units)
-    return QuantityDrift(group, x, share, model.axes)
+    return QuantityDrift(group, x, share, model.axes, mean_share)
 
 
 def candidate_coordinates(model: DriftModel, table: RunTable, units: Units
