@@ -65,7 +65,7 @@ __all__ = ["AXES", "Discrepancy", "MOMENT_POWERS", "POWERS", "WALK_POWER", "grou
            "ranges", "fill_ranges", "distances", "drift_posterior", "drift_draws",
            "stored_drift", "drift_moments", "drift_variance", "late_trend",
            "late_covariate", "drift_posterior_late", "GAINS", "LATE_POINTS",
-           "reducible_share", "calibrate", "beyond_calibration", "mean_moment"]
+           "reducible_share", "calibrate", "beyond_calibration", "mean_moment", "part_shares"]
 
 # Axis name in a spec -> the row feature (see laws.features) it runs along.
 AXES = {"params": "log_N", "tokens": "log_D", "pretrain_tokens": "log_p",
@@ -549,6 +549,21 @@ def reducible_share(log_floor: np.ndarray, log_loss: np.ndarray) -> np.ndarray:
     median over draws ``(draws, rows)``, in [0, 1] (see :func:`drift_draws`)."""
     share = -np.expm1(np.broadcast_to(log_floor, np.shape(log_loss)) - log_loss)
     return np.clip(np.median(share, axis=0), 0.0, 1.0)
+
+
+def part_shares(on: str, mean_on: str, reducible: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's share of the drift's spread and of its mean (:func:`drift_draws`):
+    ``reducible`` (:func:`reducible_share`) for the part that acts on the reducible
+    loss (``on``, ``mean_on``), ones for a part on the log loss.
+
+    Example:
+        >>> part_shares("reducible", "loss", np.array([0.3]))
+        (array([0.3]), array([1.]))
+    """
+    ones = np.ones_like(reducible)
+    return (reducible if on == "reducible" else ones,
+            reducible if mean_on == "reducible" else ones)
 
 
 def calibrate(disc: Discrepancy, feats: Mapping[str, np.ndarray], group: np.ndarray,

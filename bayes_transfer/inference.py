@@ -36,7 +36,7 @@ from bayes_transfer.backends import chain_method as _chain_method  # noqa: F401 
 from bayes_transfer.backends import get_backend
 from bayes_transfer.data import Problem, RunTable, RunTableError, load_runs, query_rows
 from bayes_transfer.diagnostics import Diagnostics, diagnose
-from bayes_transfer.discrepancy import reducible_share
+from bayes_transfer.discrepancy import part_shares, reducible_share
 from bayes_transfer.evaluate import levels_of, log_loss_at_rows
 from bayes_transfer.extrapolation import UninformedSizeWarning, uninformed_size_message
 from bayes_transfer.laws import Units, features, get_law
@@ -319,9 +319,7 @@ def drift_shares(post: Posterior, disc: Any, rows: RunTable,
         log_loss = post.law_log_loss(table)
     log_floor = at_rows(post.spec.params["E"].level, post.flat_log_params()["E"],
                         table.source_idx, table.target_idx, len(post.runs.targets))
-    share = reducible_share(log_floor, log_loss)
-    return (share if disc.on == "reducible" else ones,
-            share if disc.trend_on == "reducible" else ones)
+    return part_shares(disc.on, disc.trend_on, reducible_share(log_floor, log_loss))
 
 
 def _diagnosed_vars(spec: ModelSpec, idata: az.InferenceData) -> list[str]:

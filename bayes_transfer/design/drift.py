@@ -191,12 +191,9 @@ def quantity_drift(model: DriftModel, table: RunTable, units: Units,
     ``log_loss``: the law's log loss there, ``(draws, rows)``; ``log_floor``: the floor
     ``E`` there (needed with ``on = "reducible"``, whose drift scales with the share of
     the loss above it)."""
-    ones = np.ones(len(table))
-    reducible = dsc.reducible_share(log_floor, log_loss) if model.reducible else ones
-    share = reducible if model.on == "reducible" else ones
-    mean_share = None
-    if model.mean_on not in (None, model.on):
-        mean_share = reducible if model.mean_on == "reducible" else ones
+    reducible = (dsc.reducible_share(log_floor, log_loss) if model.reducible
+                 else np.ones(len(table)))
+    share, mean_share = dsc.part_shares(model.on, model.mean_on or model.on, reducible)
     group, x = candidate_coordinates(model, table, units)
     return QuantityDrift(group, x, share, model.axes, mean_share)
 
